@@ -1,0 +1,1 @@
+"""Count-based and latent-state language models: n-grams and HMMs (importable without torch)."""

@@ -1,0 +1,104 @@
+"""Model names -> ``"module:Class"`` plus preset hyperparameters, resolved lazily.
+
+Adding a model is one module, one line here, and (optionally) a row in a matrix.  Each entry
+carries ``defaults`` (the named configuration, e.g. Zaremba's "small" LSTM) and ``smoke``: small
+overrides the contract tests and the CI smoke run use so every model is exercised in seconds.
+Nothing is imported until a model is built, so ``baselines`` works without torch installed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.api import LanguageModel
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+MODELS: dict[str, Entry] = {}
+
+
+def register(name: str, target: str, *, summary: str = "", smoke=None, **defaults) -> None:
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    MODELS[name] = Entry(target, dict(defaults), dict(smoke or {}), summary)
+
+
+# fmt: off
+# ---- n-gram family (baselines/ngram.py) ----
+register("ngram", "baselines.ngram:NGramLM", summary="n-gram LM, any order and smoothing",
+         order=3, smoothing="modified-kneser-ney")
+register("kn3", "baselines.ngram:NGramLM", summary="interpolated modified Kneser-Ney 3-gram",
+         order=3, smoothing="modified-kneser-ney")
+register("kn5", "baselines.ngram:NGramLM", summary="interpolated modified Kneser-Ney 5-gram",
+         order=5, smoothing="modified-kneser-ney")
+register("wb3", "baselines.ngram:NGramLM", summary="interpolated Witten-Bell 3-gram",
+         order=3, smoothing="witten-bell")
+register("laplace2", "baselines.ngram:NGramLM", summary="add-one bigram",
+         order=2, smoothing="add-k", k=1.0)
+
+# ---- HMM family (baselines/hmm.py) ----
+
+# ---- neural family: RNNs and Transformer (neural/rnn.py, neural/transformer.py) ----
+
+# ---- Hugging Face models (neural/hf.py) ----
+# fmt: on
+
+
+class UnknownNameError(KeyError):
+    """A name that is not registered; the message lists the valid ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def unknown(kind: str, name: str, valid) -> UnknownNameError:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Valid: {', '.join(valid)}")
+
+
+def import_target(target: str) -> type:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def entry(name: str) -> Entry:
+    if name in MODELS:
+        return MODELS[name]
+    prefix = name.split(":", 1)[0] + ":"
+    if prefix in MODELS:  # parametrised entries such as "hf:<id-or-path>"
+        return MODELS[prefix]
+    raise unknown("model", name, MODELS)
+
+
+def model_class(name: str) -> type[LanguageModel]:
+    return import_target(entry(name).target)
+
+
+def build(name: str, overrides: Mapping[str, Any] | None = None, *, smoke: bool = False,
+          where: str | None = None) -> LanguageModel:
+    """Instantiate registry entry ``name`` with its defaults, then ``smoke``, then overrides."""
+    e = entry(name)
+    config = dict(e.defaults)
+    if smoke:
+        config.update(e.smoke)
+    config.update(overrides or {})
+    if ":" in name and name not in MODELS:
+        config.setdefault("source", name.split(":", 1)[1])
+    klass = import_target(e.target)
+    from benchmarks.api import build_config
+
+    build_config(klass.Config, config, where=where or f"model {name!r}")
+    return klass(**config)

@@ -1,0 +1,135 @@
+"""The only place where per-token log-probabilities become perplexity, bits and accuracy.
+
+Protocol
+--------
+Every token of a split is scored exactly once, in order, by ``model.token_logprobs``.  The first
+token's history is one boundary token (``<eos>`` or ``"\\n"``), so all 82,430 tokens of the PTB
+test split -- 78,669 words and 3,761 ``<eos>`` -- are predicted, as in KenLM's and Mikolov's
+counts.  How much history the model may use is the :class:`~benchmarks.api.ContextPolicy`,
+recorded with every result.
+
+Worked example: a split ``the cat <eos>`` (3 tokens, running text ``"the cat\\n"``, 8 characters,
+3 word units) and a model returning ln-probabilities ``[-2.0, -3.0, -1.0]``:
+
+* total = 6.0 nats; ``nll`` = 6.0 / 3 = 2.0 nats per token; ``ppl`` = e^2.0 = 7.389;
+* ``bits_per_token`` = 2.0 / ln 2 = 2.885;
+* ``bpc`` = 6.0 / ln 2 / 8 = 1.082 bits per character of running text;
+* ``word_ppl`` = e^(6.0 / 3) = 7.389: total nats over whitespace words plus one per line, the
+  unit that makes character- and sub-word models comparable with word models (equal to ``ppl``
+  for word-level data).
+
+Accuracy: ``top1``/``top5`` are the shares of tokens whose rank (how many vocabulary entries the
+model rated strictly more likely) is below 1 / 5, over the first ``accuracy_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.api import ContextPolicy, LanguageModel, Vocab
+from benchmarks.data import Split
+
+LN2 = math.log(2.0)
+
+
+class ScoringError(ValueError):
+    """A model returned an impossible log-probability (zero probability, NaN, above 1)."""
+
+
+def check_logprobs(logprobs: np.ndarray, tokens: np.ndarray, vocab: Vocab, *, model: str,
+                   split: str) -> np.ndarray:
+    """Return ``logprobs`` as float64 if every entry is a finite ln-probability <= 0.
+
+    Otherwise raise :class:`ScoringError` naming the model, split, position and token.
+    """
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    if logprobs.shape != tokens.shape:
+        raise ScoringError(
+            f"{model}: token_logprobs returned shape {logprobs.shape} for {tokens.shape} tokens"
+        )
+    bad = ~np.isfinite(logprobs) | (logprobs > 1e-9)
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = logprobs[i]
+        what = "zero probability" if value == -np.inf else f"ln p = {value!r}"
+        context = " ".join(vocab.decode(tokens[max(0, i - 4) : i]))
+        raise ScoringError(
+            f"{model} gave {what} to token {vocab.tokens[int(tokens[i])]!r} (id {int(tokens[i])}) at "
+            f"position {i} of the {split} split, after '... {context}' "
+            f"({int(bad.sum())} such tokens in all)"
+        )
+    return logprobs
+
+
+@dataclass(frozen=True)
+class Metrics:
+    tokens: int
+    nats: float
+    nll: float
+    ppl: float
+    bits_per_token: float
+    bpc: float
+    word_ppl: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def metrics_from_logprobs(logprobs: np.ndarray, split: Split) -> Metrics:
+    """Aggregate per-token ln-probabilities of ``split`` (float64 ``(N,)``) into metrics."""
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    nats = float(-logprobs.sum())
+    n = len(logprobs)
+    nll = nats / n
+    return Metrics(
+        tokens=n,
+        nats=nats,
+        nll=nll,
+        ppl=math.exp(nll),
+        bits_per_token=nll / LN2,
+        bpc=nats / LN2 / split.num_chars,
+        word_ppl=math.exp(nats / split.num_words),
+    )
+
+
+def accuracy_from_ranks(ranks: np.ndarray) -> dict:
+    ranks = np.asarray(ranks)
+    return {
+        "accuracy_tokens": int(len(ranks)),
+        "top1": float(np.mean(ranks < 1)),
+        "top5": float(np.mean(ranks < 5)),
+    }
+
+
+def score_split(
+    model: LanguageModel,
+    split: Split,
+    vocab: Vocab,
+    *,
+    policy: ContextPolicy = ContextPolicy(),
+    name: str = "model",
+) -> tuple[Metrics, np.ndarray]:
+    """Score every token of ``split``; returns the metrics and the checked ln-probabilities."""
+    logprobs = model.token_logprobs(split.ids, context=policy)
+    logprobs = check_logprobs(logprobs, split.ids, vocab, model=name, split=split.name)
+    return metrics_from_logprobs(logprobs, split), logprobs
+
+
+def score_accuracy(
+    model: LanguageModel,
+    split: Split,
+    *,
+    policy: ContextPolicy = ContextPolicy(),
+    max_tokens: int | None = None,
+) -> dict | None:
+    """Top-1/top-5 next-token accuracy over the first ``max_tokens`` tokens (``None``: all).
+
+    Returns ``None`` for open-vocabulary models, which cannot rank alternatives.
+    """
+    if not model.closed_vocabulary:
+        return None
+    ids = split.ids if max_tokens is None else split.ids[:max_tokens]
+    return accuracy_from_ranks(model.next_token_ranks(ids, context=policy))

@@ -1,0 +1,1 @@
+"""Neural language models: the RNN family, the Transformer and Hugging Face models."""
