@@ -243,9 +243,7 @@ class ContextPolicy:
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:
             raise ConfigError(f"context window must be >= 1, got {self.window}")
-        if self.stride is not None and not (
-            1 <= self.stride <= (self.window or self.stride)
-        ):
+        if self.stride is not None and not (1 <= self.stride <= (self.window or self.stride)):
             raise ConfigError(f"stride must be in [1, window], got {self.stride}")
 
     def to_dict(self) -> dict:
@@ -294,7 +292,8 @@ def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "c
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for {config_cls.__qualname__}; "
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
+            f"for {config_cls.__qualname__}; "
             f"valid keys: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(config_cls)
@@ -509,7 +508,9 @@ class LanguageModel(ABC):
         directory = Path(directory)
         meta = json.loads((directory / "model.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory}: unsupported checkpoint format {meta.get('format_version')}")
+            raise ValueError(
+                f"{directory}: unsupported checkpoint format {meta.get('format_version')}"
+            )
         from benchmarks.registry import import_target
 
         klass = import_target(meta["class"])
@@ -535,7 +536,11 @@ class LanguageModel(ABC):
 
 
 def sample_next(
-    logp: np.ndarray, rng: np.random.Generator, *, temperature: float = 1.0, top_k: int | None = None
+    logp: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
 ) -> int:
     """Draw one id from the ln-probabilities ``logp`` (``(V,)``) with temperature and top-k."""
     scores = np.asarray(logp, dtype=np.float64) / temperature

@@ -380,7 +380,9 @@ def build_char_vocab(train_text: str, other_texts: list[str]) -> Vocab:
     return Vocab(chars, boundary="\n", unk=unk, separator="")
 
 
-def words_dataset(name, description, split_lines: dict[str, list[str]], *, min_count=1, source=None):
+def words_dataset(
+    name, description, split_lines: dict[str, list[str]], *, min_count=1, source=None
+):
     tokenized = {s: [line.split() for line in lines] for s, lines in split_lines.items()}
     for s in SPLITS:
         if not tokenized[s]:
@@ -419,7 +421,9 @@ def _load_corpus(name: str, data_dir) -> Dataset:
 def _ratio_split(lines: list[str], path: Path) -> dict[str, list[str]]:
     n = len(lines)
     if n < 10:
-        raise DataError(f"{path}: {n} lines; a single-file corpus needs at least 10 (80/10/10 split)")
+        raise DataError(
+            f"{path}: {n} lines; a single-file corpus needs at least 10 (80/10/10 split)"
+        )
     a, b = int(n * 0.8), int(n * 0.9)
     return {"train": lines[:a], "valid": lines[a:b], "test": lines[b:]}
 
@@ -443,8 +447,9 @@ def _user_corpus(spec: str, level: str) -> Dataset:
     source = {"path": str(path.resolve()), "layout": how}
     name = f"{'text' if level == 'word' else 'chars'}:{spec}"
     if level == "word":
-        return words_dataset(name, f"user corpus {path.name} ({how})", lines, min_count=2,
-                             source=source)
+        return words_dataset(
+            name, f"user corpus {path.name} ({how})", lines, min_count=2, source=source
+        )
     texts = {s: "\n".join(v) + "\n" for s, v in lines.items()}
     return chars_dataset(name, f"user corpus {path.name}, characters ({how})", texts, source=source)
 
@@ -467,7 +472,8 @@ DATASET_HELP = {
     "wikitext-2": CORPORA["wikitext-2"].description,
     "tinyshakespeare": CORPORA["tinyshakespeare"].description,
     "synthetic": "text sampled from a known random HMM; its exact perplexity is the floor",
-    "text:PATH": "your corpus, words: a file (80/10/10 by lines) or a folder with train/valid/test.txt",
+    "text:PATH": "your corpus, words: one file (80/10/10 by lines) or a folder with "
+    "train/valid/test.txt",
     "chars:PATH": "your corpus, characters (same layout as text:PATH)",
 }
 

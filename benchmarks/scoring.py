@@ -39,8 +39,9 @@ class ScoringError(ValueError):
     """A model returned an impossible log-probability (zero probability, NaN, above 1)."""
 
 
-def check_logprobs(logprobs: np.ndarray, tokens: np.ndarray, vocab: Vocab, *, model: str,
-                   split: str) -> np.ndarray:
+def check_logprobs(
+    logprobs: np.ndarray, tokens: np.ndarray, vocab: Vocab, *, model: str, split: str
+) -> np.ndarray:
     """Return ``logprobs`` as float64 if every entry is a finite ln-probability <= 0.
 
     Otherwise raise :class:`ScoringError` naming the model, split, position and token.
@@ -57,7 +58,8 @@ def check_logprobs(logprobs: np.ndarray, tokens: np.ndarray, vocab: Vocab, *, mo
         what = "zero probability" if value == -np.inf else f"ln p = {value!r}"
         context = " ".join(vocab.decode(tokens[max(0, i - 4) : i]))
         raise ScoringError(
-            f"{model} gave {what} to token {vocab.tokens[int(tokens[i])]!r} (id {int(tokens[i])}) at "
+            f"{model} gave {what} to token {vocab.tokens[int(tokens[i])]!r} "
+            f"(id {int(tokens[i])}) at "
             f"position {i} of the {split} split, after '... {context}' "
             f"({int(bad.sum())} such tokens in all)"
         )

@@ -13,8 +13,15 @@ from benchmarks.data import Dataset
 from benchmarks.scoring import check_logprobs, metrics_from_logprobs
 from benchmarks.synthetic import SyntheticSource, synthetic_dataset
 
-TINY = SyntheticSource(seed=7, states=5, vocab=40, words_per_state=10, successors=2,
-                       mean_length=6.0, tokens=(4000, 400, 400))
+TINY = SyntheticSource(
+    seed=7,
+    states=5,
+    vocab=40,
+    words_per_state=10,
+    successors=2,
+    mean_length=6.0,
+    tokens=(4000, 400, 400),
+)
 SMOKE_BUDGET = Budget(steps=40, seconds=30)
 N_SCORE = 150  # tokens compared between fast and reference paths
 

@@ -1,0 +1,194 @@
+"""``lmladder``: list what exists, run a matrix, render a report.
+
+    lmladder list models|datasets|matrices
+    lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
+    lmladder report RESULTS_DIR [-o FILE]
+
+Exit codes: 0 all cells fine, 1 some cell failed, 2 bad input, 130 interrupted (finished cells are
+kept; run again to continue where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from benchmarks import registry
+from benchmarks.api import ConfigError, Progress
+from benchmarks.data import DATASET_HELP, DataError
+from benchmarks.run import MatrixError, list_matrices, load_matrix, run_matrix
+
+
+def _list(what: str) -> int:
+    if what == "models":
+        width = max(map(len, registry.MODELS))
+        for name, e in registry.MODELS.items():
+            shown = name + "<id-or-path>" if name.endswith(":") else name
+            defaults = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
+            print(f"{shown:<{width + 12}} {e.summary}" + (f"  [{defaults}]" if defaults else ""))
+    elif what == "datasets":
+        for name, help_ in DATASET_HELP.items():
+            print(f"{name:<18} {help_}")
+    else:
+        for name in list_matrices():
+            print(f"{name:<18} {load_matrix(name).spec.description}")
+    return 0
+
+
+class _FitBar:
+    """A tqdm bar fed by a model's progress callback."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar: tqdm | None = None
+
+    def __call__(self, p: Progress) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=p.total,
+                desc=f"  fit {self.label}",
+                unit=p.unit,
+                leave=False,
+                dynamic_ncols=True,
+                disable=None,
+            )
+        if p.total is not None and self.bar.total != p.total:
+            self.bar.total = p.total
+        self.bar.n = p.done
+        if p.metrics:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in p.metrics.items()}, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run(args) -> int:
+    matrix = load_matrix(args.matrix)
+    results = Path(args.results or Path("results") / matrix.name)
+    print(f"lmladder: matrix {matrix.name} ({matrix.path}) -> {results}/", file=sys.stderr)
+    bars: list[_FitBar] = []
+    outer = tqdm(desc="cells", unit="cell", dynamic_ncols=True, disable=None)
+
+    def start(cell, i, n):
+        outer.total = n
+        outer.n = i
+        outer.set_postfix_str(f"{cell.label} / {cell.dataset}")
+        outer.refresh()
+
+    def end(cell, record):
+        for b in bars:
+            b.close()
+        bars.clear()
+        m = record.get("metrics", {}).get("test")
+        what = f"{cell.label:<22} {cell.dataset:<16}"
+        if record["status"] == "ok":
+            tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}")
+        else:
+            first = record["error"]["message"].splitlines()[0]
+            tqdm.write(f"  {record['status']:<7} {what} {first}")
+
+    def factory(label):
+        bar = _FitBar(label)
+        bars.append(bar)
+        return bar
+
+    try:
+        summary = run_matrix(
+            matrix,
+            results,
+            data_dir=args.data_dir,
+            force=args.force,
+            only=set(args.only) if args.only else None,
+            on_cell_start=start,
+            on_cell_end=end,
+            fit_callback_factory=factory,
+        )
+    except KeyboardInterrupt:
+        outer.close()
+        print(
+            f"\ninterrupted: finished cells are kept in {results}/; run the same command "
+            "again to continue.",
+            file=sys.stderr,
+        )
+        return 130
+    outer.n = outer.total or 0
+    outer.close()
+    print(
+        f"{summary.done} cells run, {summary.skipped_existing} already done, "
+        f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
+        file=sys.stderr,
+    )
+    for s in summary.skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    for f in summary.failed:
+        print(f"FAILED: {f}", file=sys.stderr)
+    if not args.no_report:
+        from reports.render import render_report
+
+        out = render_report(results, results / "report.html")
+        print(f"report: {out.resolve()}")
+    return 1 if summary.failed else 0
+
+
+def _report(args) -> int:
+    from reports.render import render_report
+
+    results = Path(args.results_dir)
+    out = render_report(results, Path(args.output) if args.output else results / "report.html")
+    print(f"report: {out.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmladder", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list models, datasets or matrices")
+    ls.add_argument("what", choices=["models", "datasets", "matrices"])
+
+    run = sub.add_parser("run", help="run a benchmark matrix and render its report")
+    run.add_argument("matrix", help="a matrix name (lmladder list matrices) or a TOML file")
+    run.add_argument("--results", help="results folder (default: results/<matrix>)")
+    run.add_argument("--data-dir", help="folder holding the corpora (else $LMLADDER_DATA, cache)")
+    run.add_argument("--force", action="store_true", help="rerun cells that are already done")
+    run.add_argument("--only", nargs="+", metavar="NAME", help="only these models (name or label)")
+    run.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+
+    rep = sub.add_parser("report", help="render the HTML report of a results folder")
+    rep.add_argument("results_dir")
+    rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "list":
+            return _list(args.what)
+        if args.command == "run":
+            return _run(args)
+        return _report(args)
+    except (
+        MatrixError,
+        ConfigError,
+        DataError,
+        registry.UnknownNameError,
+        FileNotFoundError,
+    ) as err:
+        print(f"lmladder: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""A known-answer model for harness tests: every token equally likely, so ppl = |V|."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.api import Budget, FitReport, LanguageModel, Stopwatch, Vocab
+
+
+class UniformLM(LanguageModel):
+    """p(w | history) = 1 / |V| for every token; no learned parameters beyond the vocabulary."""
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def fit(self, train, vocab: Vocab, *, budget=Budget(), valid=None, callback=None) -> FitReport:
+        clock = Stopwatch()
+        self.vocab_ = vocab
+        return FitReport(train_tokens=len(train), steps=0, seconds=clock())
+
+    def init_state(self, batch: int) -> int:
+        return batch
+
+    def step(self, state: int, tokens: np.ndarray) -> tuple[np.ndarray, int]:
+        v = len(self._require_fitted())
+        return np.full((len(tokens), v), -np.log(v)), state
+
+    def token_logprobs(self, tokens, *, context=None) -> np.ndarray:
+        return np.full(len(tokens), -np.log(len(self._require_fitted())))
+
+    def next_token_ranks(self, tokens, *, context=None) -> np.ndarray:
+        self._require_fitted()
+        return np.zeros(len(tokens), dtype=np.int64)
+
+    def num_parameters(self) -> int:
+        return 1
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_state_arrays(self, arrays) -> None:
+        pass
