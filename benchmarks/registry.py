@@ -50,6 +50,30 @@ register("laplace2", "baselines.ngram:NGramLM", summary="add-one bigram",
 # ---- HMM family (baselines/hmm.py) ----
 
 # ---- neural family: RNNs and Transformer (neural/rnn.py, neural/transformer.py) ----
+_RNN_SMOKE = dict(hidden=24, layers=2, bptt=12, batch_size=8, emb_size=None, dropout=0.0,
+                  optimizer="adamw", lr=1e-2, grad_clip=1.0, max_epochs=None)
+for _cell in ("rnn-tanh", "rnn-relu", "gru", "lstm"):
+    register(_cell, "neural.rnn:RNNLM", summary=f"{_cell} LM, 2x256 tied, dropout 0.2, AdamW",
+             smoke=_RNN_SMOKE, cell=_cell, hidden=256, layers=2, dropout=0.2, tied=True,
+             optimizer="adamw", lr=2e-3, weight_decay=0.01, grad_clip=1.0, bptt=35,
+             batch_size=32, warmup_steps=50)
+# Zaremba et al. 2014, Table 1 (PTB test ppl 114.5 / 82.7 / 78.4): SGD, lr 1, batch 20, untied.
+# Their step decays (x0.5 after epoch 4, /1.2 after 6, /1.15 after 14) are replaced by a cosine
+# over the same number of epochs, so a shorter budget still ends with a small learning rate.
+register("lstm-small", "neural.rnn:RNNLM", summary="Zaremba small LSTM 2x200 (PTB test 114.5)",
+         smoke=_RNN_SMOKE, cell="lstm", hidden=200, layers=2, dropout=0.0, init_range=0.1,
+         optimizer="sgd", lr=1.0, grad_clip=5.0, bptt=20, batch_size=20, schedule="cosine",
+         min_lr_ratio=0.01, max_epochs=13.0, eval_every=1000, eval_tokens=20000)
+register("lstm-medium", "neural.rnn:RNNLM",
+         summary="Zaremba medium LSTM 2x650, dropout 0.5 (PTB test 82.7)",
+         smoke=_RNN_SMOKE, cell="lstm", hidden=650, layers=2, dropout=0.5, init_range=0.05,
+         optimizer="sgd", lr=1.0, grad_clip=5.0, bptt=35, batch_size=20, schedule="cosine",
+         min_lr_ratio=0.01, max_epochs=39.0, eval_every=1000, eval_tokens=20000)
+register("lstm-large", "neural.rnn:RNNLM",
+         summary="Zaremba large LSTM 2x1500, dropout 0.65 (PTB test 78.4)",
+         smoke=_RNN_SMOKE, cell="lstm", hidden=1500, layers=2, dropout=0.65, init_range=0.04,
+         optimizer="sgd", lr=1.0, grad_clip=10.0, bptt=35, batch_size=20, schedule="cosine",
+         min_lr_ratio=0.01, max_epochs=55.0, eval_every=1000, eval_tokens=20000)
 
 # ---- Hugging Face models (neural/hf.py) ----
 # fmt: on

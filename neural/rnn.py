@@ -1,0 +1,119 @@
+"""Recurrent language models: Elman RNN (tanh or ReLU), GRU and LSTM.
+
+Architecture (Zaremba et al. 2014, "Recurrent Neural Network Regularization"): token embedding ->
+dropout -> ``layers`` stacked recurrent layers (dropout between them) -> dropout -> linear decoder
+to the vocabulary.  Dropout is applied only to non-recurrent connections.  With ``tied=True`` the
+decoder reuses the embedding matrix (Press & Wolf 2017; Inan et al. 2017), which needs
+``emb_size == hidden``.  All weights start uniform in ``[-init_range, init_range]``.
+
+Training is truncated back-propagation through time over a batchified stream (see
+:mod:`neural.train`): ``batch_size`` contiguous rows, ``bptt`` tokens per step, the hidden state
+carried across batches.  Scoring is stateful: the whole stream is read in order with the hidden
+state carried, so every token is conditioned on everything before it (``ContextPolicy.window`` is
+not used: an RNN's history is unbounded).
+
+Parameter count (PyTorch keeps two bias vectors per gate), with ``g`` = 1 (RNN), 3 (GRU), 4 (LSTM),
+``E`` embedding size, ``H`` hidden size, ``V`` vocabulary, ``L`` layers::
+
+    V*E  +  sum_l g*H*(I_l + H + 2)  +  H*V*(not tied)  +  V,      I_0 = E, I_l = H (l > 0)
+
+e.g. Zaremba's small 2x200 LSTM on PTB (V = 10,000): 2,000,000 + 321,600 + 2,000,000 + 10,000.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from neural.train import TorchLM, TrainConfig
+
+GATES = {"rnn-tanh": 1, "rnn-relu": 1, "gru": 3, "lstm": 4}
+
+
+@dataclass(frozen=True)
+class RNNConfig(TrainConfig):
+    """Architecture of :class:`RNNLM` plus the training loop's fields (:class:`TrainConfig`)."""
+
+    cell: Literal["lstm", "gru", "rnn-tanh", "rnn-relu"] = "lstm"
+    hidden: int = 200
+    layers: int = 2
+    emb_size: int | None = None  # None: same as hidden
+    dropout: float = 0.0
+    tied: bool = False
+    bptt: int = 35
+    init_range: float = 0.1
+    # training defaults of Zaremba et al.'s small configuration
+    optimizer: Literal["adamw", "sgd"] = "sgd"
+    lr: float = 1.0
+    grad_clip: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.tied and self.emb_size not in (None, self.hidden):
+            raise ValueError(f"tied=True needs emb_size == hidden ({self.emb_size} != "
+                             f"{self.hidden})")
+        if self.hidden < 1 or self.layers < 1 or self.bptt < 1:
+            raise ValueError("hidden, layers and bptt must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class RNNNet(nn.Module):
+    """Embedding -> stacked RNN -> decoder.  ``forward(x (B, T) int64, carry)`` ->
+    ``(logits (B, T, V) float32, carry)``; carry is ``h`` or ``(h, c)``, each ``(L, B, H)``."""
+
+    def __init__(self, vocab_size: int, cfg: RNNConfig):
+        super().__init__()
+        emb = cfg.emb_size or cfg.hidden
+        self.embed = nn.Embedding(vocab_size, emb)
+        self.drop = nn.Dropout(cfg.dropout)
+        between = cfg.dropout if cfg.layers > 1 else 0.0
+        if cfg.cell == "lstm":
+            self.rnn = nn.LSTM(emb, cfg.hidden, cfg.layers, dropout=between, batch_first=True)
+        elif cfg.cell == "gru":
+            self.rnn = nn.GRU(emb, cfg.hidden, cfg.layers, dropout=between, batch_first=True)
+        else:
+            self.rnn = nn.RNN(emb, cfg.hidden, cfg.layers, nonlinearity=cfg.cell[4:],
+                              dropout=between, batch_first=True)
+        self.decoder = nn.Linear(cfg.hidden, vocab_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        if cfg.tied:
+            self.decoder.weight = self.embed.weight
+
+    def forward(self, x: torch.Tensor, carry=None):
+        h, carry = self.rnn(self.drop(self.embed(x)), carry)  # (B, T, H)
+        return self.decoder(self.drop(h)), carry
+
+
+class RNNLM(TorchLM):
+    """An RNN/GRU/LSTM language model trained by truncated BPTT (see the module docs)."""
+
+    Config = RNNConfig
+    batching = "stream"
+
+    @property
+    def seq_len(self) -> int:
+        return self.cfg.bptt
+
+    def build_module(self, vocab_size: int) -> nn.Module:
+        return RNNNet(vocab_size, self.cfg)
+
+    def forward_flops_per_token(self) -> float:
+        cfg = self.cfg
+        v = len(self._require_fitted())
+        emb = cfg.emb_size or cfg.hidden
+        g = GATES[cfg.cell]
+        macs = sum(g * cfg.hidden * ((emb if i == 0 else cfg.hidden) + cfg.hidden)
+                   for i in range(cfg.layers))
+        return 2.0 * (macs + cfg.hidden * v)
+
+
+def rnn_parameter_count(cfg: RNNConfig, vocab_size: int) -> int:
+    """The closed-form parameter count of :class:`RNNNet` (see the module docs)."""
+    emb = cfg.emb_size or cfg.hidden
+    g, h, v = GATES[cfg.cell], cfg.hidden, vocab_size
+    layers = sum(g * h * ((emb if i == 0 else h) + h + 2) for i in range(cfg.layers))
+    return v * emb + layers + (0 if cfg.tied else h * v) + v

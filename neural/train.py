@@ -1,0 +1,662 @@
+"""One budgeted training loop for every torch language model in lmladder.
+
+Extension interface
+-------------------
+A torch language model is a subclass of :class:`TorchLM`.  The subclass provides only the network
+and how it consumes token batches; the loop, budget, optimizer, schedule, evaluation, best-weight
+keeping, resumable checkpoints, the state API, batched scoring and save/load live here.
+
+A subclass provides
+
+``Config``
+    A frozen dataclass that *inherits* :class:`TrainConfig` (the loop's hyperparameters, all with
+    defaults) and adds the architecture's fields.
+``batching`` (class attribute)
+    ``"stream"``: truncated back-propagation through time -- the training stream is cut into
+    ``batch_size`` contiguous rows and read ``seq_len`` tokens at a time, the ``carry`` returned
+    by one batch is detached and passed to the next (reset to ``None`` at every epoch start).
+    ``"windows"``: independent windows of ``seq_len`` tokens (``carry`` is always ``None``), drawn
+    at random positions (``cfg.sampling == "random"``) or read in order (``"sequential"``).
+``seq_len`` (property)
+    Tokens per training row (the BPTT length or the Transformer's context).
+``build_module(vocab_size) -> torch.nn.Module``
+    Called once per fresh ``fit`` (after ``torch.manual_seed(cfg.seed)``) and by ``load``.  The
+    module's ``forward(x, carry)`` takes ``x``: int64 ``(B, T)`` and ``carry`` (``None`` at the
+    start of a stream, else what the previous call returned: a tensor, a tuple of tensors, or
+    ``None``) and returns ``(logits, carry)`` with ``logits``: float ``(B, T, V)``, the scores of
+    the token *after* each position.
+``forward_flops_per_token() -> float``
+    Estimated forward-pass FLOPs per token (a multiply-add counts 2); training is taken as 3x.
+
+Optional overrides
+
+``init_state(batch)`` / ``_step_logits(state, x)``
+    The state API.  Default: the state is the module's carry (``None`` initially) and one step is
+    ``module(x[:, None], state)`` -- right for recurrent models.  ``_step_logits`` gets ``x``:
+    int64 tensor ``(B,)`` on ``self.device`` and returns ``(logits (B, V), new_state)``; it must
+    not modify ``state`` in place.  The base ``step`` turns logits into float64 ln-probs.
+``_score_logits(inputs, context) -> Iterator[Tensor]``
+    The fast scoring path for one segment of inputs (int64 ``(n,)``, first one a boundary):
+    yields the logits ``(m_i, V)`` of consecutive positions, ``sum(m_i) == n``.  Default: batch 1,
+    chunks of ``cfg.score_chunk`` tokens with the carry passed along -- exactly the history the
+    step-by-step reference sees.  Window models override it (see ``neural/transformer.py``).
+``num_parameters()``
+    Default: the module's parameter count.
+
+Resuming
+--------
+``fit(..., resume=True)`` continues the training that the model holds -- from an earlier ``fit``
+in this process that was stopped (a ``callback`` raising :class:`StopTraining`), or from a
+checkpoint written by ``save(dir, training_state=True)`` and read by ``LanguageModel.load``.  Pass
+the same data and budget: counters (tokens, steps, seconds), optimizer moments, schedule, data
+position, carried hidden state, RNG states and the best weights so far are restored, so a stopped
+and continued run ends with the same weights as an uninterrupted one (on CPU; budgets in seconds
+are inherently not reproducible).
+
+Schedule
+--------
+``lr(step) = cfg.lr * warm-up(step) * decay(fraction of the budget used)``; warm-up is linear over
+``warmup_steps`` optimizer steps; decay is ``cosine`` or ``linear`` down to ``min_lr_ratio``,
+``constant``, or ``plateau`` (divide by ``plateau_factor`` whenever an evaluation on valid does not
+improve on the best, as in the PyTorch word-language-model example).  Weight decay applies only to
+matrices and embeddings (tensors with >= 2 dimensions), not to biases and norms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.api import (
+    Budget,
+    ContextPolicy,
+    FitReport,
+    LanguageModel,
+    Progress,
+    ProgressCallback,
+    Stopwatch,
+    Vocab,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StopTraining(Exception):  # noqa: N818 -- a control-flow signal, not an error
+    """Raised by a ``fit`` callback to stop training cleanly after the current step.
+
+    The model keeps its training state, so ``fit(..., resume=True)`` continues the run.
+    """
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of the training loop, shared by every :class:`TorchLM`.
+
+    Units: ``lr`` per optimizer step; ``warmup_steps``, ``eval_every``, ``log_every`` in optimizer
+    steps; ``eval_tokens`` in tokens of the valid stream; ``max_epochs`` in passes over train.
+    """
+
+    seed: int = 0
+    batch_size: int = 20
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.0  # SGD only
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW only
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "linear", "constant", "plateau"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    plateau_factor: float = 4.0
+    grad_clip: float | None = 1.0  # max global L2 norm of the gradient, None = no clipping
+    eval_every: int = 0  # 0: evaluate on valid only at the end
+    eval_tokens: int | None = None  # periodic evaluations use the first N valid tokens
+    keep_best: bool = True  # end with the weights of the best evaluation on valid
+    max_epochs: float | None = None  # an extra token limit: max_epochs * len(train)
+    amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA (CPU: always fp32)
+    compile: bool = False  # torch.compile the training forward pass
+    log_every: int = 10
+    score_chunk: int = 256  # tokens per forward call when scoring streams
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"``, else ``"cpu"``; others unchanged."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _detach(carry: Any) -> Any:
+    if carry is None:
+        return None
+    if isinstance(carry, torch.Tensor):
+        return carry.detach()
+    return tuple(_detach(c) for c in carry)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+class _Batches:
+    """Training batches ``(x, y, fresh)``: int64 ``(B, T)`` inputs and targets; ``fresh`` means the
+    carry must be reset (a new epoch of a stream, or independent windows)."""
+
+    def __init__(self, mode: str, data: torch.Tensor, batch: int, seq_len: int, sampling: str,
+                 seed: int):
+        self.mode, self.seq_len, self.sampling = mode, seq_len, sampling
+        self.pos, self.epoch = 0, 0
+        self.gen = torch.Generator().manual_seed(seed)
+        if mode == "stream":
+            cols = len(data) // batch
+            if cols < 2:
+                raise ValueError(f"training stream of {len(data)} tokens is too short for "
+                                 f"batch_size {batch}")
+            # Row b holds tokens [b*cols, (b+1)*cols): each row is a contiguous piece of text.
+            self.data = data[: cols * batch].view(batch, cols)
+        else:
+            if len(data) < 2:
+                raise ValueError("training stream needs at least 2 tokens")
+            self.seq_len = min(seq_len, len(data) - 1)
+            self.data = data
+            self.batch = batch
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        if self.mode == "stream":
+            fresh = self.pos == 0
+            t = min(self.seq_len, self.data.shape[1] - 1 - self.pos)
+            x = self.data[:, self.pos : self.pos + t]
+            y = self.data[:, self.pos + 1 : self.pos + 1 + t]
+            self.pos += t
+            if self.pos >= self.data.shape[1] - 1:
+                self.pos, self.epoch = 0, self.epoch + 1
+            return x, y, fresh
+        n, t = len(self.data), self.seq_len
+        if self.sampling == "random":
+            starts = torch.randint(0, n - t, (self.batch,), generator=self.gen)
+        else:
+            span = n - t  # windows start at pos, pos + t, ... wrapping around the stream
+            starts = (self.pos + torch.arange(self.batch) * t) % span
+            self.pos = (self.pos + self.batch * t) % span
+        idx = starts[:, None] + torch.arange(t + 1)[None, :]
+        win = self.data[idx.to(self.data.device)]
+        return win[:, :-1], win[:, 1:], True
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"pos": np.array(self.pos), "epoch": np.array(self.epoch),
+                "gen": self.gen.get_state().numpy()}
+
+    def set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.pos, self.epoch = int(arrays["pos"]), int(arrays["epoch"])
+        self.gen.set_state(torch.from_numpy(np.array(arrays["gen"], dtype=np.uint8)))
+
+
+# --------------------------------------------------------------------------------------------
+# The run: everything a resumed fit needs
+
+
+@dataclass
+class _Run:
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    plateau_scale: float = 1.0
+    best_nll: float = math.inf
+    best_step: int = -1
+    evals: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    carry: Any = None
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def scalars(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
+                "plateau_scale": self.plateau_scale, "best_nll": self.best_nll,
+                "best_step": self.best_step, "evals": self.evals, "history": self.history}
+
+
+@dataclass
+class _Trainer:
+    """Live training objects kept on the model between ``fit`` calls (for ``resume``)."""
+
+    run: _Run
+    optimizer: torch.optim.Optimizer
+    batches: _Batches
+    scaler: torch.amp.GradScaler | None
+
+
+def _carry_arrays(carry: Any) -> dict[str, np.ndarray]:
+    if carry is None:
+        return {"carry_kind": np.array("none")}
+    if isinstance(carry, torch.Tensor):
+        return {"carry_kind": np.array("tensor"), "carry/0": carry.float().cpu().numpy()}
+    out = {"carry_kind": np.array("tuple")}
+    for i, c in enumerate(carry):
+        out[f"carry/{i}"] = c.float().cpu().numpy()
+    return out
+
+
+def _carry_from(arrays: Mapping[str, np.ndarray], device: str) -> Any:
+    kind = str(arrays["carry_kind"])
+    if kind == "none":
+        return None
+    parts = sorted((k for k in arrays if k.startswith("carry/")), key=lambda k: int(k[6:]))
+    tensors = [torch.from_numpy(np.array(arrays[k])).to(device) for k in parts]
+    return tensors[0] if kind == "tensor" else tuple(tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# The base class
+
+
+class TorchLM(LanguageModel):
+    """A :class:`~benchmarks.api.LanguageModel` backed by a torch module; see the module docs."""
+
+    Config: ClassVar[type] = TrainConfig
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
+    batching: ClassVar[Literal["stream", "windows"]] = "stream"
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.module_: torch.nn.Module | None = None
+        self._trainer: _Trainer | None = None
+        self._pending_train: dict[str, np.ndarray] | None = None
+        self._save_training_state = False
+
+    # -- what subclasses provide ------------------------------------------------------------
+
+    @property
+    def seq_len(self) -> int:
+        raise NotImplementedError
+
+    def build_module(self, vocab_size: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def forward_flops_per_token(self) -> float:
+        """Forward FLOPs per token; default 2 x parameters (a multiply-add per weight)."""
+        return 2.0 * self.num_parameters()
+
+    # -- device ---------------------------------------------------------------------------------
+
+    def to(self, device: str) -> TorchLM:
+        """Move to ``device`` (``cpu``, ``cuda[:i]``, ``mps`` or ``auto``)."""
+        device = resolve_device(device)
+        super().to(device)
+        if self.module_ is not None:
+            self.module_.to(device)
+        return self
+
+    def _autocast(self):
+        kind = self.device.split(":")[0]
+        if kind == "cuda" and self.cfg.amp != "none":
+            dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: np.ndarray,
+        vocab: Vocab,
+        *,
+        budget: Budget = Budget(),
+        valid: np.ndarray | None = None,
+        callback: ProgressCallback | None = None,
+        resume: bool = False,
+    ) -> FitReport:
+        """Train on ``train`` (int64 ids) within ``budget``; see the module docs for ``resume``.
+
+        ``budget`` needs a bound (tokens, steps or seconds) unless ``cfg.max_epochs`` is set.
+        Returns a FitReport whose counters include earlier parts of a resumed run; ``history``
+        holds one entry per log/evaluation point (``loss``, ``valid_nll`` in nats per token).
+        """
+        cfg = self.cfg
+        budget = self._bounded(budget, len(train))
+        if resume:
+            if self.vocab_ != vocab:
+                raise ValueError("resume=True needs the vocabulary the run started with")
+            if self._trainer is None and self._pending_train is None:
+                raise ValueError("resume=True, but this model holds no training state; "
+                                 "save(dir, training_state=True) keeps it in a checkpoint")
+        else:
+            self.vocab_ = vocab
+            torch.manual_seed(cfg.seed)
+            self.module_ = self.build_module(len(vocab)).to(self.device)
+            self._trainer = None
+            self._pending_train = None
+        module = self.module_
+        data = torch.as_tensor(np.asarray(train, dtype=np.int64)).to(self.device)
+        if self._trainer is None:
+            self._trainer = self._new_trainer(data)
+            if self._pending_train is not None:
+                self._restore(self._trainer, self._pending_train)
+                self._pending_train = None
+        else:
+            self._trainer.batches = self._rebatch(self._trainer.batches, data)
+        tr = self._trainer
+        run, opt, batches, scaler = tr.run, tr.optimizer, tr.batches, tr.scaler
+        net = torch.compile(module) if cfg.compile else module
+        v = len(vocab)
+        clock = Stopwatch()
+        seconds0 = run.seconds
+
+        def used() -> dict[str, float]:
+            return {"tokens": run.tokens, "steps": run.step, "seconds": seconds0 + clock()}
+
+        interrupted = False
+        module.train()
+        loss_sum = torch.zeros((), device=self.device)
+        loss_n = 0
+        while not budget.exhausted(**used()):
+            lr = self._lr(run, budget.fraction(**used()) or 0.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y, fresh = batches.next()
+            if fresh:
+                run.carry = None
+            with self._autocast():
+                logits, carry = net(x, run.carry)
+            loss = F.cross_entropy(logits.float().reshape(-1, v), y.reshape(-1))
+            run.carry = _detach(carry)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            run.step += 1
+            run.tokens += x.numel()
+            loss_sum += loss.detach()
+            loss_n += 1
+            done = budget.exhausted(**used())
+            point: dict[str, float] = {}
+            if cfg.log_every and (run.step % cfg.log_every == 0 or done) and loss_n:
+                point["loss"] = float(loss_sum) / loss_n
+                loss_sum.zero_()
+                loss_n = 0
+            if valid is not None and (done or (cfg.eval_every and run.step % cfg.eval_every == 0)):
+                point["valid_nll"] = self._evaluate(run, valid, final=done)
+                module.train()
+            if point:
+                point.update(step=run.step, tokens=run.tokens, seconds=seconds0 + clock(), lr=lr)
+                run.history.append(point)
+                log.debug("step %d: %s", run.step, point)
+                if callback is not None:
+                    try:
+                        callback(self._progress(budget, used(), point))
+                    except StopTraining:
+                        interrupted = not done
+                        break
+        run.seconds = seconds0 + clock()
+        module.eval()
+        if not interrupted and cfg.keep_best and run.best_weights is not None:
+            if run.best_step != run.step:
+                module.load_state_dict(run.best_weights)
+        report = FitReport(
+            train_tokens=run.tokens,
+            steps=run.step,
+            seconds=run.seconds,
+            history=list(run.history),
+            notes={
+                "interrupted": interrupted,
+                "device": self.device,
+                "amp": cfg.amp if self.device.startswith("cuda") else "none",
+                "epochs": run.tokens / max(1, len(train)),
+                "best_valid_nll": None if math.isinf(run.best_nll) else run.best_nll,
+                "best_step": run.best_step,
+                "train_flops_per_token": 3.0 * self.forward_flops_per_token(),
+            },
+        )
+        return report
+
+    def _bounded(self, budget: Budget, n_train: int) -> Budget:
+        if self.cfg.max_epochs is not None:
+            cap = int(self.cfg.max_epochs * n_train)
+            tokens = cap if budget.tokens is None else min(cap, budget.tokens)
+            budget = Budget(tokens=tokens, steps=budget.steps, seconds=budget.seconds)
+        if budget.tokens is None and budget.steps is None and budget.seconds is None:
+            raise ValueError(f"{type(self).__name__}.fit needs a bounded budget (tokens, steps "
+                             "or seconds) or config max_epochs")
+        return budget
+
+    def _new_trainer(self, data: torch.Tensor) -> _Trainer:
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for p in self.module_.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        else:
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        scaler = None
+        if self.device.startswith("cuda") and cfg.amp == "fp16":
+            scaler = torch.amp.GradScaler("cuda")
+        batches = self._rebatch(None, data)
+        return _Trainer(_Run(), opt, batches, scaler)
+
+    def _rebatch(self, old: _Batches | None, data: torch.Tensor) -> _Batches:
+        sampling = getattr(self.cfg, "sampling", "sequential")
+        new = _Batches(self.batching, data, self.cfg.batch_size, self.seq_len, sampling,
+                       self.cfg.seed + 1)
+        if old is not None:
+            new.set_state(old.state())
+        return new
+
+    def _lr(self, run: _Run, frac: float) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "cosine":
+            decay = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+        elif cfg.schedule == "linear":
+            decay = 1.0 - (1.0 - cfg.min_lr_ratio) * frac
+        elif cfg.schedule == "plateau":
+            decay = run.plateau_scale
+        else:
+            decay = 1.0
+        return cfg.lr * warm * decay
+
+    def _evaluate(self, run: _Run, valid: np.ndarray, *, final: bool) -> float:
+        """Mean ln-loss (nats/token) on valid; tracks the best weights and the plateau schedule."""
+        ids = valid if final or self.cfg.eval_tokens is None else valid[: self.cfg.eval_tokens]
+        nll = float(-self.token_logprobs(np.asarray(ids, dtype=np.int64)).mean())
+        run.evals += 1
+        if nll < run.best_nll:
+            run.best_nll, run.best_step = nll, run.step
+            if self.cfg.keep_best:
+                run.best_weights = {k: t.detach().clone()
+                                    for k, t in self.module_.state_dict().items()}
+        elif self.cfg.schedule == "plateau":
+            run.plateau_scale /= self.cfg.plateau_factor
+        return nll
+
+    @staticmethod
+    def _progress(budget: Budget, used: dict[str, float], point: dict[str, float]) -> Progress:
+        metrics = {k: point[k] for k in ("loss", "valid_nll", "lr") if k in point}
+        if used["seconds"] > 0:
+            metrics["tokens_per_s"] = used["tokens"] / used["seconds"]
+        for unit, limit in (("tokens", budget.tokens), ("steps", budget.steps),
+                            ("seconds", budget.seconds)):
+            if limit is not None:
+                return Progress(done=min(used[unit], limit), total=limit, unit=unit,
+                                metrics=metrics)
+        raise AssertionError("unbounded budget")
+
+    # -- training state as arrays (resume) -------------------------------------------------------
+
+    def _trainer_arrays(self, tr: _Trainer) -> dict[str, np.ndarray]:
+        run = tr.run
+        out: dict[str, np.ndarray] = {"scalars": np.array(json.dumps(run.scalars()))}
+        for i, st in tr.optimizer.state_dict()["state"].items():
+            for k, t in st.items():
+                if isinstance(t, torch.Tensor):
+                    out[f"opt/{i}/{k}"] = t.cpu().numpy()
+        for k, a in tr.batches.state().items():
+            out[f"data/{k}"] = a
+        out.update(_carry_arrays(run.carry))
+        out["rng/cpu"] = torch.get_rng_state().numpy()
+        if self.device.startswith("cuda"):
+            out["rng/cuda"] = torch.cuda.get_rng_state().numpy()
+        if tr.scaler is not None:
+            out["scaler/scale"] = np.array(tr.scaler.get_scale())
+        if run.best_weights is not None:
+            for k, t in run.best_weights.items():
+                out[f"best/{k}"] = t.cpu().numpy()
+        return out
+
+    def _restore(self, tr: _Trainer, arrays: Mapping[str, np.ndarray]) -> None:
+        run = tr.run
+        for k, value in json.loads(str(arrays["scalars"])).items():
+            setattr(run, k, value)
+        sd = tr.optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, a in arrays.items():
+            if key.startswith("opt/"):
+                _, i, name = key.split("/", 2)
+                state.setdefault(int(i), {})[name] = torch.from_numpy(np.array(a))
+        sd["state"] = state
+        tr.optimizer.load_state_dict(sd)
+        tr.batches.set_state({k[5:]: a for k, a in arrays.items() if k.startswith("data/")})
+        run.carry = _carry_from(arrays, self.device)
+        torch.set_rng_state(torch.from_numpy(np.array(arrays["rng/cpu"])))
+        if "rng/cuda" in arrays and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(torch.from_numpy(np.array(arrays["rng/cuda"])))
+        if tr.scaler is not None and "scaler/scale" in arrays:
+            tr.scaler.update(float(arrays["scaler/scale"]))
+        best = {k[5:]: torch.from_numpy(np.array(a)).to(self.device)
+                for k, a in arrays.items() if k.startswith("best/")}
+        run.best_weights = best or None
+
+    # -- state API ---------------------------------------------------------------------------
+
+    def init_state(self, batch: int) -> Any:
+        """The empty history: ``None`` (the module starts from its zero carry)."""
+        self._require_module()
+        return None
+
+    def _step_logits(self, state: Any, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        logits, carry = self.module_(x[:, None], state)
+        return logits[:, 0], carry
+
+    @torch.no_grad()
+    def step(self, state: Any, tokens: np.ndarray) -> tuple[np.ndarray, Any]:
+        """ln p(next | history, tokens): float64 ``(B, V)``; the state is left unmodified."""
+        module = self._require_module()
+        module.eval()
+        x = torch.as_tensor(np.asarray(tokens, dtype=np.int64)).to(self.device)
+        logits, new = self._step_logits(state, x)
+        return torch.log_softmax(logits.double(), dim=-1).cpu().numpy(), new
+
+    # -- batched scoring ---------------------------------------------------------------------
+
+    def _score_logits(self, inputs: torch.Tensor, context: ContextPolicy) -> Iterator[torch.Tensor]:
+        carry = None
+        for i in range(0, len(inputs), self.cfg.score_chunk):
+            logits, carry = self.module_(inputs[None, i : i + self.cfg.score_chunk], carry)
+            yield logits[0]
+
+    @torch.no_grad()
+    def _scan(self, tokens: np.ndarray, context: ContextPolicy, ranks: bool) -> np.ndarray:
+        vocab = self._require_fitted()
+        module = self._require_module()
+        module.eval()
+        tokens = np.asarray(tokens, dtype=np.int64)
+        n = len(tokens)
+        out = np.empty(n, dtype=np.int64 if ranks else np.float64)
+        if n == 0:
+            return out
+        inputs = np.concatenate([[vocab.boundary_id], tokens[:-1]]).astype(np.int64)
+        if context.reset_at_boundary:
+            starts = np.flatnonzero(inputs == vocab.boundary_id).tolist()
+        else:
+            starts = [0]
+        x_all = torch.from_numpy(inputs).to(self.device)
+        y_all = torch.from_numpy(tokens).to(self.device)
+        for a, b in zip(starts, [*starts[1:], n], strict=True):
+            pos = a
+            for logits in self._score_logits(x_all[a:b], context):
+                m = logits.shape[0]
+                lp = torch.log_softmax(logits.double(), dim=-1)
+                chosen = lp.gather(1, y_all[pos : pos + m, None])
+                if ranks:
+                    res = (lp > chosen).sum(dim=1)
+                else:
+                    res = chosen[:, 0]
+                out[pos : pos + m] = res.cpu().numpy()
+                pos += m
+            if pos != b:
+                raise AssertionError(f"_score_logits covered {pos - a} of {b - a} positions")
+        return out
+
+    def token_logprobs(self, tokens: np.ndarray, *,
+                       context: ContextPolicy = ContextPolicy()) -> np.ndarray:
+        """ln p(w_i | history), float64 ``(N,)``, batched (equal to the ``step`` loop)."""
+        return self._scan(tokens, context, ranks=False)
+
+    def next_token_ranks(self, tokens: np.ndarray, *,
+                         context: ContextPolicy = ContextPolicy()) -> np.ndarray:
+        """How many vocabulary entries beat each token, int64 ``(N,)``, batched."""
+        return self._scan(tokens, context, ranks=True)
+
+    # -- parameters, save/load -----------------------------------------------------------------
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self._require_module().parameters())
+
+    def save(self, directory: str | Path, *, training_state: bool = False) -> Path:
+        """Write the checkpoint; ``training_state=True`` adds what ``fit(resume=True)`` needs."""
+        self._save_training_state = training_state
+        try:
+            return super().save(directory)
+        finally:
+            self._save_training_state = False
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        module = self._require_module()  # the raw module: no torch.compile prefixes
+        out = {f"param/{k}": t.detach().cpu().numpy() for k, t in module.state_dict().items()}
+        if self._save_training_state:
+            if self._trainer is not None:
+                train = self._trainer_arrays(self._trainer)
+            elif self._pending_train is not None:
+                train = dict(self._pending_train)
+            else:
+                raise ValueError("save(training_state=True): the model holds no training state")
+            out.update({f"train/{k}": a for k, a in train.items()})
+        return out
+
+    def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        module = self.build_module(len(self.vocab_))
+        params = {k[6:]: torch.from_numpy(np.array(a))
+                  for k, a in arrays.items() if k.startswith("param/")}
+        module.load_state_dict(params)
+        self.module_ = module.to(self.device).eval()
+        train = {k[6:]: a for k, a in arrays.items() if k.startswith("train/")}
+        self._pending_train = train or None
+        self._trainer = None
+
+    def _require_module(self) -> torch.nn.Module:
+        self._require_fitted()
+        if self.module_ is None:
+            raise RuntimeError(f"{type(self).__name__} has a vocabulary but no module")
+        return self.module_
