@@ -146,7 +146,10 @@ def load_matrix(name_or_path: str) -> Matrix:
     try:
         spec = build_config(MatrixSection, raw.get("matrix", {}), where=f"{path}: [matrix]")
         scoring = build_config(ScoringSection, raw.get("scoring", {}), where=f"{path}: [scoring]")
-        scoring.policy()
+        try:
+            scoring.policy()
+        except ConfigError as err:
+            raise ConfigError(f"{path}: [scoring]: {err}") from None
         models = tuple(
             build_config(ModelSection, m, where=f"{path}: models[{i}]")
             for i, m in enumerate(raw.get("models", []))

@@ -1,4 +1,4 @@
-"""A known-answer model for harness tests: every token equally likely, so ppl = |V|."""
+"""Toy models for harness tests: a known-answer uniform model and one that fails on purpose."""
 
 from __future__ import annotations
 
@@ -43,3 +43,24 @@ class UniformLM(LanguageModel):
 
     def _load_state_arrays(self, arrays) -> None:
         pass
+
+
+class BrokenLM(UniformLM):
+    """Fails the way real models do, chosen by ``mode``: an exception in fit, a NaN score, or a
+    KeyboardInterrupt (the user pressing Ctrl-C)."""
+
+    @dataclass(frozen=True)
+    class Config:
+        mode: str = "raise"
+
+    def fit(self, train, vocab, *, budget=Budget(), valid=None, callback=None) -> FitReport:
+        if self.cfg.mode == "raise":
+            raise RuntimeError("boom: out of memory while fitting")
+        if self.cfg.mode == "interrupt":
+            raise KeyboardInterrupt
+        return super().fit(train, vocab, budget=budget)
+
+    def token_logprobs(self, tokens, *, context=None) -> np.ndarray:
+        out = super().token_logprobs(tokens)
+        out[3] = np.nan
+        return out

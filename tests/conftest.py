@@ -1,0 +1,34 @@
+"""Shared fixtures.  Tests read corpora from ../shared/data (or $LMLADDER_DATA) when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("LMLADDER_DATA")
+    for candidate in (Path(env) if env else None, SHARED_DATA):
+        if candidate is not None and (candidate / "ptb" / "ptb.train.txt").is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = shared_data_dir()
+    if found is None:
+        pytest.skip("real corpora not found: set LMLADDER_DATA or place ../shared/data beside "
+                    "the checkout")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache or environment's data folder unless a test asks for it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("LMLADDER_DATA", raising=False)

@@ -1,0 +1,160 @@
+"""The matrix runner, results files, CLI and report, with toy models (no family needed)."""
+
+import json
+import textwrap
+
+import pytest
+
+from benchmarks import registry
+from benchmarks.cli import main
+from benchmarks.results import API_VERSION, load_records, read_record
+from benchmarks.run import MatrixError, load_matrix
+
+
+@pytest.fixture(autouse=True)
+def toy_registry(monkeypatch):
+    monkeypatch.setitem(registry.MODELS, "toy-uniform",
+                        registry.Entry("tests.toy_models:UniformLM", summary="uniform"))
+    monkeypatch.setitem(registry.MODELS, "toy-broken",
+                        registry.Entry("tests.toy_models:BrokenLM", {"mode": "raise"}))
+
+
+def write(tmp_path, body, name="m.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+MATRIX = """
+    [matrix]
+    description = "toy"
+    datasets = ["synthetic"]
+    seeds = [0, 1]
+    devices = ["cpu"]
+
+    [scoring]
+    accuracy_tokens = 300
+
+    [[models]]
+    name = "toy-uniform"
+    label = "Uniform"
+
+    [[models]]
+    name = "toy-broken"
+    label = "Broken"
+    """
+
+
+def test_run_records_failures_and_goes_on(tmp_path, capsys):
+    path = write(tmp_path, MATRIX)
+    rc = main(["run", str(path), "--results", str(tmp_path / "res")])
+    assert rc == 1  # a cell failed
+    records = load_records(tmp_path / "res")
+    assert len(records) == 4
+    ok = [r for r in records if r["status"] == "ok"]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(ok) == 2 and len(failed) == 2
+    assert "boom: out of memory" in failed[0]["error"]["message"]
+    r = ok[0]
+    assert r["api_version"] == API_VERSION
+    assert r["metrics"]["test"]["ppl"] == pytest.approx(400.0)
+    assert r["oracle"]["test"]["ppl"] < 100
+    assert r["metrics"]["test_accuracy"]["accuracy_tokens"] == 300
+    assert r["protocol"]["reset_at_boundary"] is False
+    for key in ("git_commit", "date", "versions", "python"):
+        assert key in r["provenance"]
+    assert r["throughput"]["score_tokens_per_s"] > 0
+    assert r["memory"]["rss_peak_mib"] > 0
+    out = capsys.readouterr()
+    assert "FAILED: Broken on synthetic" in out.err
+    report = (tmp_path / "res" / "report.html").read_text()
+    assert "Uniform" in report and "400.00" in report and "source (oracle)" in report
+    assert "boom: out of memory" in report and "data:image/png;base64," in report
+    assert "http://" not in report and "https://" not in report  # self-contained
+
+
+def test_rerun_skips_done_cells_and_force_reruns(tmp_path, capsys):
+    path = write(tmp_path, MATRIX.replace('"toy-broken"', '"toy-uniform"'))
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
+    files = sorted(res.glob("*.json"))
+    stamps = [read_record(p)["provenance"]["date"] for p in files]
+    capsys.readouterr()
+    assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
+    assert "0 cells run, 4 already done" in capsys.readouterr().err
+    assert [read_record(p)["provenance"]["date"] for p in files] == stamps
+    assert main(["run", str(path), "--results", str(res), "--no-report", "--force"]) == 0
+    assert "4 cells run" in capsys.readouterr().err
+
+
+def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(registry.MODELS, "toy-broken",
+                        registry.Entry("tests.toy_models:BrokenLM", {"mode": "interrupt"}))
+    path = write(tmp_path, MATRIX)
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--results", str(res)]) == 130
+    records = load_records(res)
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert not list(res.glob(".tmp-*"))
+    assert "run the same command again" in capsys.readouterr().err
+
+
+def test_nan_score_is_a_failed_cell_naming_the_position(tmp_path):
+    body = MATRIX.replace('"toy-broken"\n', '"toy-broken"\n    config = { mode = "nan" }\n')
+    path = write(tmp_path, body)
+    main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report", "--only", "Broken"])
+    (rec,) = [r for r in load_records(tmp_path / "res") if r["cell"]["seed"] == 0]
+    assert rec["status"] == "failed" and "position 3" in rec["error"]["message"]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("[matrix]\ndatasets = [\"synthetic\"\n", "malformed TOML"),
+    ("[matrix]\ndatasets = [\"synthetic\"]\n[[models]]\nname = \"kn9\"\n", "unknown model 'kn9'"),
+    ("[matrix]\ndatasets = [\"ptbb\"]\n[[models]]\nname = \"toy-uniform\"\n", "unknown dataset"),
+    ("[matrix]\nseed = [0]\n[[models]]\nname = \"toy-uniform\"\n", "unknown key(s) 'seed'"),
+    ("[matrix]\n[[models]]\nname = \"toy-uniform\"\nbudget = { secs = 3 }\n", "'secs'"),
+    ("[matrix]\n[[models]]\nname = \"toy-broken\"\nconfig = { mode = 3 }\n", "'mode' must be"),
+    ("[matrix]\n[scoring]\nwindow = 0\n[[models]]\nname = \"toy-uniform\"\n", "window"),
+    ("[matrix]\n", "no [[models]]"),
+])
+def test_bad_matrices_name_file_and_problem(tmp_path, body, needle, capsys):
+    path = write(tmp_path, body)
+    with pytest.raises(MatrixError) as err:
+        load_matrix(str(path))
+    assert str(path) in str(err.value) and needle in str(err.value)
+    assert main(["run", str(path)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_malformed_toml_gives_the_line(tmp_path):
+    path = write(tmp_path, "[matrix]\ndescription = \"x\"\ndatasets = [\"a\",\n\n[[models]]\n")
+    with pytest.raises(MatrixError, match=r"line \d+"):
+        load_matrix(str(path))
+
+
+def test_unknown_matrix_name_lists_the_shipped_ones(capsys):
+    assert main(["run", "quik"]) == 2
+    assert "quick" in capsys.readouterr().err
+
+
+def test_list_commands(capsys):
+    assert main(["list", "datasets"]) == 0
+    assert "synthetic" in capsys.readouterr().out
+    assert main(["list", "models"]) == 0
+    assert "toy-uniform" in capsys.readouterr().out
+    assert main(["list", "matrices"]) == 0
+    assert "quick" in capsys.readouterr().out
+
+
+def test_report_command_and_missing_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    res = tmp_path / "res"
+    main(["run", str(write(tmp_path, MATRIX)), "--results", str(res), "--no-report"])
+    assert main(["report", str(res), "-o", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").stat().st_size > 1000
+
+
+def test_records_of_another_schema_version_are_refused(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"api_version": 99}))
+    with pytest.raises(ValueError, match="version 99"):
+        load_records(tmp_path)
