@@ -47,8 +47,8 @@ def perplexity_bars(df: pd.DataFrame, oracles: dict[str, dict]):
 
 
 def find_sweeps(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """(registry model, dataset, key) -> [(value, test ppl)] where exactly one numeric config
-    key differs between ≥3 successful cells of the same model and dataset."""
+    """(registry model, dataset, key) -> [(value, mean test ppl)] where exactly one numeric
+    config key takes ≥3 values among the successful cells of one model on one dataset."""
     groups = defaultdict(list)
     for r in records:
         if r["status"] == "ok":
@@ -62,9 +62,11 @@ def find_sweeps(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[fl
         if len(varying) != 1:
             continue
         k = varying[0]
-        pts = [(r["cell"]["config"][k], r["metrics"]["test"]["ppl"]) for r in rs]
-        if all(isinstance(x, (int, float)) for x, _ in pts):
-            out[(model, ds, k)] = sorted(pts)
+        by_value = defaultdict(list)  # several seeds of one value become their mean
+        for r in rs:
+            by_value[r["cell"]["config"].get(k)].append(r["metrics"]["test"]["ppl"])
+        if len(by_value) >= 3 and all(isinstance(x, (int, float)) for x in by_value):
+            out[(model, ds, k)] = sorted((x, sum(v) / len(v)) for x, v in by_value.items())
     return out
 
 
