@@ -48,6 +48,11 @@ register("laplace2", "baselines.ngram:NGramLM", summary="add-one bigram",
          order=2, smoothing="add-k", k=1.0)
 
 # ---- HMM family (baselines/hmm.py) ----
+register("hmm", "baselines.hmm:HMM", summary="HMM, batched torch EM (CPU/CUDA)",
+         smoke={"states": 8, "max_iterations": 10}, states=64)
+register("hmm-hmmlearn", "baselines.hmm_hmmlearn:HmmlearnHMM",
+         summary="HMM, Baum-Welch by hmmlearn CategoricalHMM",
+         smoke={"states": 6, "max_iterations": 5}, states=16)
 
 # ---- neural family: RNNs and Transformer (neural/rnn.py, neural/transformer.py) ----
 _RNN_SMOKE = dict(hidden=24, layers=2, bptt=12, batch_size=8, emb_size=None, dropout=0.0,
@@ -74,8 +79,21 @@ register("lstm-large", "neural.rnn:RNNLM",
          smoke=_RNN_SMOKE, cell="lstm", hidden=1500, layers=2, dropout=0.65, init_range=0.04,
          optimizer="sgd", lr=1.0, grad_clip=10.0, bptt=35, batch_size=20, schedule="cosine",
          min_lr_ratio=0.01, max_epochs=55.0, eval_every=1000, eval_tokens=20000)
+_TF_SMOKE = dict(layers=2, heads=2, width=32, context=16, batch_size=8, warmup_steps=0, lr=3e-3,
+                 dropout=0.0, max_epochs=None)
+register("transformer", "neural.transformer:TransformerLM",
+         summary="decoder-only Transformer, 4 layers x 256, context 128, rotary, tied",
+         smoke=_TF_SMOKE, layers=4, heads=4, width=256, context=128, dropout=0.2,
+         positions="rotary", batch_size=32, lr=1e-3, weight_decay=0.1, warmup_steps=100)
+register("transformer-char-small", "neural.transformer:TransformerLM",
+         summary="nanoGPT CPU size: 4 layers, 4 heads, 128 wide, context 64 (Shakespeare 1.88)",
+         smoke=_TF_SMOKE, layers=4, heads=4, width=128, context=64, dropout=0.0,
+         positions="learned", batch_size=12, lr=1e-3, min_lr_ratio=0.1, weight_decay=0.1,
+         warmup_steps=100, eval_every=500, eval_tokens=20000)
 
 # ---- Hugging Face models (neural/hf.py) ----
+register("hf:", "neural.hf:HFPretrainedLM",
+         summary="pretrained causal LM, zero-shot: hf:<hub id or local folder>")
 # fmt: on
 
 

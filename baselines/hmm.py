@@ -1,0 +1,388 @@
+"""``hmm``: a batched HMM language model in torch, trained by exact EM or by Adam, on CPU or CUDA.
+
+The model is the one :mod:`baselines.hmm_core` describes (sentences started from pi, the boundary
+emitted like a word).  What this backend adds is speed:
+
+* **Packed sentences.**  The training stream is split into sentences, sorted by length and cut
+  into chunks of about ``batch_tokens`` tokens; in each chunk the sentences are laid out
+  time-major, longest first, so the forward and backward recursions advance all sentences of a
+  chunk with one ``(n, K) @ (K, K)`` matmul per time step and never touch padding.
+* **Scaled forward-backward** (Rabiner 1989, section V.A): alpha is renormalized at every step,
+  the per-step normalizers c_t are the per-token likelihoods p(w_t | w_<t) and
+  ln p(sentence) = sum_t ln c_t; beta is scaled by the same c_t.  Expected counts: state
+  posteriors gamma = alpha * beta, transition counts A * (sum_t alpha_t^T (beta_{t+1} *
+  b_{t+1} / c_{t+1})) as one matmul over the chunk, emission counts by ``index_add_``.
+* **Exact M-step** with pseudo-counts (Dirichlet priors): ``emission_prior`` > 0 keeps every word
+  possible in every state.
+* **Gradient training** (``trainer="adam"``): the same forward recursion under autograd gives the
+  exact marginal log-likelihood of a chunk; Adam updates unconstrained log-parameters (softmax
+  rows), one chunk per step, with the priors as the same MAP terms as EM.
+
+Training runs in ``dtype`` (float32 by default; expected counts are summed over chunks in
+float64); the learned parameters are kept as float64 numpy arrays and scoring is float64 on the
+model's device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from baselines.hmm_core import (
+    HMMBase,
+    Packed,
+    initial_parameters,
+    normalize_counts,
+    pack,
+    pack_stream,
+    pick_example,
+    sentence_bounds,
+    unigram,
+)
+from benchmarks.api import (
+    Budget,
+    ContextPolicy,
+    FitReport,
+    Progress,
+    ProgressCallback,
+    Stopwatch,
+    Vocab,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HMMConfig:
+    """Hyperparameters of the torch HMM.
+
+    states: number of hidden states K.
+    trainer: ``"em"`` (Baum-Welch, one iteration = one pass) or ``"adam"`` (gradient ascent on the
+        marginal log-likelihood, one step per chunk).
+    max_iterations: EM iterations / Adam epochs when the budget does not stop earlier.
+    tol: EM stops when the training log-likelihood improves by less than this (nats per token).
+    patience: with validation data, stop after this many passes without a better validation
+        likelihood; the parameters with the best validation likelihood are kept.
+    emission_prior, transition_prior, start_prior: pseudo-counts added to expected counts
+        (Dirichlet priors of concentration 1 + value; the same MAP terms under Adam).
+    init_noise: scale of the log-normal noise of the random starting point.
+    batch_tokens: tokens per chunk of sentences (memory ~ 5 x batch_tokens x K x dtype bytes).
+    dtype: training precision.
+    lr: Adam learning rate.
+    seed: seeds the starting point and the chunk order under Adam.
+    """
+
+    states: int = 64
+    trainer: Literal["em", "adam"] = "em"
+    max_iterations: int = 50
+    tol: float = 1e-4
+    patience: int = 2
+    emission_prior: float = 0.01
+    transition_prior: float = 0.0
+    start_prior: float = 0.0
+    init_noise: float = 1.0
+    batch_tokens: int = 32768
+    dtype: Literal["float32", "float64"] = "float32"
+    lr: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.states < 1 or self.max_iterations < 1 or self.batch_tokens < 1:
+            raise ValueError("states, max_iterations and batch_tokens must be >= 1")
+        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
+            raise ValueError("priors (pseudo-counts) must be >= 0")
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One chunk of packed training sentences on the training device."""
+
+    words: torch.Tensor  # int64 (N,), packed order
+    batch_sizes: list[int]
+    offsets: list[int]
+    has_next: torch.Tensor  # int64: packed positions whose sentence continues at t + 1
+
+    @property
+    def num_tokens(self) -> int:
+        return self.offsets[-1]
+
+
+def _chunks(train: np.ndarray, boundary_id: int, batch_tokens: int, device) -> list[_Chunk]:
+    starts, lengths = sentence_bounds(train, boundary_id)
+    order = np.argsort(-lengths, kind="stable")  # similar lengths share a chunk: few idle steps
+    starts, lengths = starts[order], lengths[order]
+    chunk_of = np.cumsum(lengths) // max(batch_tokens, 1)
+    out = []
+    for c in np.unique(chunk_of):
+        sel = chunk_of == c
+        p: Packed = pack(starts[sel], lengths[sel])
+        off, bs = p.offsets, p.batch_sizes
+        has_next = np.concatenate(
+            [np.arange(off[t], off[t] + bs[t + 1]) for t in range(p.num_steps - 1)]
+            or [np.zeros(0, dtype=np.int64)]
+        )
+        out.append(
+            _Chunk(
+                torch.as_tensor(train[p.source], device=device),
+                bs.tolist(),
+                off.tolist(),
+                torch.as_tensor(has_next, dtype=torch.int64, device=device),
+            )
+        )
+    return out
+
+
+def estep(
+    chunk: _Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scaled forward-backward over one chunk.
+
+    ``pi`` (K,), ``a`` (K, K), ``b`` (K, V): probabilities in the training dtype.  Returns
+    (ln p(chunk) in nats, expected start counts (K,), transition counts (K, K),
+    emission counts (K, V)), counts in the input dtype.
+    """
+    bs, off, n_tok = chunk.batch_sizes, chunk.offsets, chunk.num_tokens
+    obs = b.T[chunk.words]  # (N, K): b_k(w) at every packed position
+    alpha = torch.empty_like(obs)
+    scale = torch.empty(n_tok, dtype=obs.dtype, device=obs.device)
+    for t in range(len(bs)):
+        lo, n = off[t], bs[t]
+        prior = pi if t == 0 else alpha[off[t - 1] : off[t - 1] + n] @ a
+        joint = prior * obs[lo : lo + n]
+        scale[lo : lo + n] = joint.sum(dim=1)
+        alpha[lo : lo + n] = joint / scale[lo : lo + n, None]
+    beta = torch.ones_like(obs)  # beta at a sentence's last token is 1
+    nxt = torch.empty(n_tok - bs[0], obs.shape[1], dtype=obs.dtype, device=obs.device)
+    for t in range(len(bs) - 2, -1, -1):
+        lo, n = off[t + 1], bs[t + 1]
+        r = beta[lo : lo + n] * obs[lo : lo + n] / scale[lo : lo + n, None]
+        nxt[lo - bs[0] : lo - bs[0] + n] = r
+        beta[off[t] : off[t] + n] = r @ a.T
+    gamma = beta.mul_(alpha)  # state posteriors (N, K); scaling makes rows sum to one
+    trans = a * (alpha[chunk.has_next].T @ nxt)
+    emit = torch.zeros(b.shape[1], b.shape[0], dtype=obs.dtype, device=obs.device)
+    emit.index_add_(0, chunk.words, gamma)
+    return float(scale.log().sum()), gamma[: bs[0]].sum(dim=0), trans, emit.T
+
+
+def chunk_loglik(
+    chunk: _Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """ln p(chunk) by the scaled forward recursion, differentiable (a 0-d tensor)."""
+    bs, off = chunk.batch_sizes, chunk.offsets
+    obs = b.T[chunk.words]
+    total = obs.new_zeros(())
+    alpha = pi[None, :]
+    for t in range(len(bs)):
+        lo, n = off[t], bs[t]
+        joint = (alpha[:n] if t == 0 else alpha[:n] @ a) * obs[lo : lo + n]
+        scale = joint.sum(dim=1)
+        total = total + scale.log().sum()
+        alpha = joint / scale[:, None]
+    return total
+
+
+class HMM(HMMBase):
+    """HMM language model trained in torch (EM or Adam), batched over sentences."""
+
+    Config = HMMConfig
+    devices = ("cpu", "cuda")
+    revision = 1
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        self._cache: tuple[str, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # -- training -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: np.ndarray,
+        vocab: Vocab,
+        *,
+        budget: Budget = Budget(),
+        valid: np.ndarray | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> FitReport:
+        """Train on the sentences of ``train`` (int64 ids of ``vocab``).
+
+        ``budget.steps`` counts EM iterations (``trainer="em"``) or Adam steps (one per chunk);
+        ``budget.tokens`` counts training tokens processed; a ``seconds`` budget is checked
+        between EM iterations (stopping before one the previous iteration's time says would
+        not fit; at least one always runs) and between Adam steps.
+        """
+        cfg = self.cfg
+        clock = Stopwatch()
+        train = np.asarray(train, dtype=np.int64)
+        dtype = getattr(torch, cfg.dtype)
+        dev = torch.device(self.device)
+        chunks = _chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
+        rng = np.random.default_rng(cfg.seed)
+        params = initial_parameters(
+            cfg.states, unigram(train, len(vocab)), rng, cfg.init_noise
+        )
+        self.vocab_ = vocab
+        self.example_ = pick_example(train, vocab.boundary_id)
+        run = _EM(self, chunks, params, dtype, dev) if cfg.trainer == "em" else _Adam(
+            self, chunks, params, dtype, dev, rng
+        )
+        history: list[dict[str, float]] = []
+        best = (math.inf, params)
+        stale, steps, tokens, passes, last, prev = 0, 0, 0, 0, 0.0, -math.inf
+        while passes < cfg.max_iterations:
+            seconds = clock()
+            if passes and (
+                budget.exhausted(tokens=tokens, steps=steps, seconds=seconds)
+                or (cfg.trainer == "em" and budget.seconds is not None
+                    and seconds + last > budget.seconds)
+            ):
+                break
+            ll, n_steps, n_tokens, complete = run.one_pass(budget, clock, steps, tokens)
+            steps, tokens, passes = steps + n_steps, tokens + n_tokens, passes + 1
+            last = clock() - seconds
+            record = {"pass": passes, "steps": steps, "train_nll": -ll / max(n_tokens, 1),
+                      "seconds": clock()}
+            params = run.parameters()
+            if valid is not None:
+                self.set_parameters(vocab, *params)
+                record["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
+                if record["valid_nll"] < best[0]:
+                    best, stale = (record["valid_nll"], params), 0
+                else:
+                    stale += 1
+            history.append(record)
+            log.debug("HMM pass %d: %s", passes, record)
+            if callback is not None:
+                total = budget.steps if budget.steps else None
+                callback(Progress(steps, total, "steps", {"train_nll": record["train_nll"]}))
+            if not complete or stale >= cfg.patience:
+                break
+            if cfg.trainer == "em" and (ll - prev) / len(train) < cfg.tol:
+                break
+            prev = ll
+        self.set_parameters(vocab, *(best[1] if valid is not None else params))
+        notes = {"trainer": cfg.trainer, "passes": passes, "chunks": len(chunks)}
+        if valid is not None:
+            notes["valid_nll"] = best[0]
+        return FitReport(tokens, steps, clock(), history, notes)
+
+    # -- scoring on the model's device ----------------------------------------------------------
+
+    def _parameters_changed(self) -> None:
+        self._cache = None
+
+    def _device_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._cache is None or self._cache[0] != self.device:
+            pi, a, b = (torch.as_tensor(p, device=self.device) for p in self._params())
+            self._cache = (self.device, pi, a, b.T.contiguous())
+        return self._cache[1:]
+
+    def token_logprobs(
+        self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
+    ) -> np.ndarray:
+        """ln p(w_i | w_<i) (float64 ``(N,)``): all sentences filtered at once in float64 on
+        the model's device.  Both context policies give the same scores (see hmm_core)."""
+        vocab = self._require_fitted()
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if len(tokens) == 0:
+            return np.zeros(0)
+        pi, a, bt = self._device_params()
+        packed = pack_stream(tokens, vocab.boundary_id)
+        words = torch.as_tensor(tokens[packed.source], device=self.device)
+        out = torch.empty(packed.num_tokens, dtype=torch.float64, device=self.device)
+        off, bs = packed.offsets.tolist(), packed.batch_sizes.tolist()
+        post = pi[None, :]
+        for t in range(len(bs)):
+            lo, n = off[t], bs[t]
+            joint = (post[:n] if t == 0 else post[:n] @ a) * bt[words[lo : lo + n]]
+            z = joint.sum(dim=1)
+            out[lo : lo + n] = z.log()
+            post = joint / torch.where(z > 0, z, 1.0)[:, None]
+        result = np.empty(packed.num_tokens)
+        result[packed.source] = out.cpu().numpy()
+        return result
+
+
+class _EM:
+    """Baum-Welch passes over the chunks; parameters live on the device in the training dtype."""
+
+    def __init__(self, model: HMM, chunks, params, dtype, dev) -> None:
+        self.cfg, self.chunks = model.cfg, chunks
+        self.pi, self.a, self.b = (torch.as_tensor(p, dtype=dtype, device=dev) for p in params)
+
+    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, int, int, bool]:
+        k, v = self.b.shape
+        start = np.zeros(k)
+        trans = np.zeros((k, k))
+        emit = np.zeros((k, v))
+        ll, n_tok = 0.0, 0
+        for chunk in self.chunks:
+            c_ll, c_start, c_trans, c_emit = estep(chunk, self.pi, self.a, self.b)
+            ll += c_ll
+            n_tok += chunk.num_tokens
+            # Summing the chunks' counts in float64 keeps float32 training exact enough.
+            start += c_start.double().cpu().numpy()
+            trans += c_trans.double().cpu().numpy()
+            emit += c_emit.double().cpu().numpy()
+        cfg = self.cfg
+        new = (
+            normalize_counts(start, cfg.start_prior),
+            normalize_counts(trans, cfg.transition_prior),
+            normalize_counts(emit, cfg.emission_prior),
+        )
+        self.pi, self.a, self.b = (
+            torch.as_tensor(p, dtype=self.b.dtype, device=self.b.device) for p in new
+        )
+        self._params = new
+        return ll, 1, n_tok, True
+
+    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._params
+
+
+class _Adam:
+    """Adam on row-softmax log-parameters, one chunk per step, chunks in a seeded random order."""
+
+    def __init__(self, model: HMM, chunks, params, dtype, dev, rng) -> None:
+        self.cfg, self.chunks, self.rng = model.cfg, chunks, rng
+        self.logits = [
+            torch.log(torch.as_tensor(p, dtype=dtype, device=dev)).requires_grad_()
+            for p in params
+        ]
+        self.opt = torch.optim.Adam(self.logits, lr=self.cfg.lr)
+        self.total = sum(c.num_tokens for c in chunks)
+
+    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, int, int, bool]:
+        cfg = self.cfg
+        priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
+        ll, n_steps, n_tok = 0.0, 0, 0
+        for i in self.rng.permutation(len(self.chunks)):
+            if budget.exhausted(tokens=tokens + n_tok, steps=steps + n_steps, seconds=clock()):
+                return ll, n_steps, n_tok, False
+            chunk = self.chunks[i]
+            logs = [torch.log_softmax(x, dim=-1) for x in self.logits]
+            c_ll = chunk_loglik(chunk, *(x.exp() for x in logs))
+            # The Dirichlet priors belong to the whole corpus: each chunk carries its share.
+            share = chunk.num_tokens / self.total
+            log_prior = sum(w * x.sum() for w, x in zip(priors, logs, strict=True) if w)
+            loss = -(c_ll + share * log_prior) / chunk.num_tokens
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            ll += float(c_ll)
+            n_steps += 1
+            n_tok += chunk.num_tokens
+        return ll, n_steps, n_tok, True
+
+    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = []
+            for x in self.logits:
+                p = torch.softmax(x.double(), dim=-1).cpu().numpy()
+                out.append(p / p.sum(axis=-1, keepdims=True))
+            return tuple(out)

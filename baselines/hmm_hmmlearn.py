@@ -1,0 +1,135 @@
+"""``hmm-hmmlearn``: the classic reference, Baum-Welch EM by ``hmmlearn.hmm.CategoricalHMM``.
+
+hmmlearn fits sentences given as ``lengths`` -- the same model as :mod:`baselines.hmm_core`
+describes -- and this wrapper only drives it: it starts from the same random parameters as the
+torch backend (:func:`~baselines.hmm_core.initial_parameters`, same seed), runs one EM
+iteration per ``fit`` call so the budget is checked between iterations, and maps our
+pseudo-counts onto hmmlearn's Dirichlet priors (prior = 1 + pseudo-count).  Scoring, generation
+and inspection are the shared numpy code.  Importable without torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from baselines.hmm_core import (
+    HMMBase,
+    initial_parameters,
+    pick_example,
+    sentence_bounds,
+    unigram,
+)
+from benchmarks.api import Budget, FitReport, Progress, ProgressCallback, Stopwatch, Vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HmmlearnConfig:
+    """Hyperparameters of the hmmlearn-backed HMM.
+
+    states: number of hidden states K.
+    max_iterations: EM iterations when the budget does not stop earlier.
+    tol: stop when the training log-likelihood improves by less than this many nats per token.
+    emission_prior, transition_prior, start_prior: pseudo-counts added to the expected counts in
+        every M-step (Dirichlet priors of concentration 1 + value); emission_prior > 0 keeps
+        every word possible in every state.
+    init_noise: scale of the log-normal noise of the random starting point.
+    implementation: hmmlearn's forward-backward, ``"scaling"`` (faster) or ``"log"``.
+    seed: seeds the starting point.
+    """
+
+    states: int = 16
+    max_iterations: int = 20
+    tol: float = 1e-4
+    emission_prior: float = 0.01
+    transition_prior: float = 0.0
+    start_prior: float = 0.0
+    init_noise: float = 1.0
+    implementation: Literal["scaling", "log"] = "scaling"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.states < 1:
+            raise ValueError("states must be >= 1")
+        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
+            raise ValueError("priors (pseudo-counts) must be >= 0")
+
+
+class HmmlearnHMM(HMMBase):
+    """HMM language model trained by ``hmmlearn.hmm.CategoricalHMM`` (CPU only)."""
+
+    Config = HmmlearnConfig
+    devices = ("cpu",)
+    revision = 1
+
+    def fit(
+        self,
+        train: np.ndarray,
+        vocab: Vocab,
+        *,
+        budget: Budget = Budget(),
+        valid: np.ndarray | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> FitReport:
+        """Baum-Welch on the sentences of ``train``; one iteration per ``CategoricalHMM.fit``.
+
+        ``budget.steps`` counts EM iterations, ``budget.tokens`` training tokens processed (one
+        pass per iteration); a ``seconds`` budget stops before an iteration that would not fit,
+        judged by the previous one (at least one iteration always runs).
+        """
+        from hmmlearn.hmm import CategoricalHMM
+
+        cfg = self.cfg
+        clock = Stopwatch()
+        train = np.asarray(train, dtype=np.int64)
+        _, lengths = sentence_bounds(train, vocab.boundary_id)
+        rng = np.random.default_rng(cfg.seed)
+        pi, a, b = initial_parameters(cfg.states, unigram(train, len(vocab)), rng, cfg.init_noise)
+        hmm = CategoricalHMM(
+            n_components=cfg.states,
+            n_features=len(vocab),
+            startprob_prior=1.0 + cfg.start_prior,
+            transmat_prior=1.0 + cfg.transition_prior,
+            emissionprob_prior=1.0 + cfg.emission_prior,
+            n_iter=1,
+            tol=0.0,
+            params="ste",
+            init_params="",
+            implementation=cfg.implementation,
+        )
+        hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = pi, a, b
+        x = train[:, None]
+        history: list[dict[str, float]] = []
+        steps, tokens, last, prev_ll = 0, 0, 0.0, None
+        while steps < cfg.max_iterations:
+            seconds = clock()
+            if steps and (
+                budget.exhausted(tokens=tokens, steps=steps, seconds=seconds)
+                or (budget.seconds is not None and seconds + last > budget.seconds)
+            ):
+                break
+            hmm.fit(x, lengths)
+            ll = float(hmm.monitor_.history[-1])  # log-likelihood before this M-step
+            steps += 1
+            tokens += len(train)
+            last = clock() - seconds
+            record = {"iteration": steps, "train_nll": -ll / len(train), "seconds": clock()}
+            history.append(record)
+            log.debug("hmmlearn EM iteration %d: %s", steps, record)
+            if callback is not None:
+                total = budget.steps or cfg.max_iterations
+                callback(Progress(steps, total, "iterations", {"train_nll": record["train_nll"]}))
+            if prev_ll is not None and (ll - prev_ll) / len(train) < cfg.tol:
+                break
+            prev_ll = ll
+        self.example_ = pick_example(train, vocab.boundary_id)
+        self.set_parameters(vocab, hmm.startprob_, hmm.transmat_, hmm.emissionprob_)
+        notes = {"implementation": cfg.implementation}
+        if valid is not None:
+            notes["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
+        return FitReport(tokens, steps, clock(), history, notes)
