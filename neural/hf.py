@@ -1,0 +1,369 @@
+"""Hugging Face ``transformers`` models behind the lmladder contract.
+
+``hf:<id-or-path>`` -- :class:`HFPretrainedLM`
+    A pretrained causal LM (``AutoModelForCausalLM`` + its fast ``AutoTokenizer``) evaluated
+    zero-shot on the running text of a split.  Its tokens are not the dataset's, so it is an
+    *open-vocabulary* model: it scores every dataset token but cannot give a distribution over the
+    dataset vocabulary (``step`` raises).  Reported metrics that make sense for it are bits per
+    character and word-level perplexity, both computed by :mod:`benchmarks.scoring` from the
+    per-token numbers this module returns.
+
+Scoring protocol of ``hf:`` models (worked example)
+---------------------------------------------------
+The dataset ids are turned back into running text with ``Vocab.detokenize`` (tokens joined by the
+separator, a newline per boundary).  Every character of that text is *owned* by one dataset
+token: a word owns its characters and the separator *before* it (none for the first word of a
+line); a boundary token owns its newline.  The text is tokenized by the model's tokenizer (with
+offsets), after one context token that stands for "start of a stream" -- the tokenizer's BOS token,
+or EOS when it has no BOS (GPT-2's ``<|endoftext|>``), never scored.  Each sub-word's ln-probability
+goes to the dataset token owning the sub-word's *last* character.  Example with PTB-style tokens
+``the cat <eos> sat`` and GPT-2:
+
+====================  ==========  ============================================
+text ``"the cat\\nsat"``  sub-words   dataset token credited
+====================  ==========  ============================================
+``the``               ``the``     ``the``
+`` cat``              ``Ġcat``    ``cat`` (it owns the space before it)
+``\\n``                ``Ċ``       ``<eos>``
+``sat``               ``sat``     ``sat``
+====================  ==========  ============================================
+
+A word split into several sub-words gets their sum.  So the per-token numbers sum to the model's
+ln-likelihood of the whole text, which is what bits per character and word-level perplexity need.
+For character-level datasets a sub-word spanning several characters is credited to its last one
+and the others get ln 1 = 0: individual character scores mean nothing there, only their sums do.
+
+Long texts are scored with sliding windows over the model's tokens (``ContextPolicy.window`` and
+``stride`` count the *model's* tokens here; the window is capped by the model's position limit and
+``Config.max_window``): windows start at 0, stride, 2*stride, ... and each scores the sub-words no
+earlier window scored, so every sub-word is scored exactly once (the layout of
+:class:`~benchmarks.api.ContextPolicy`'s example).  Every window is padded to the full window
+length so that the numbers for a position never depend on how long the rest of the text is (no
+peeking, bit for bit).  With ``reset_at_boundary`` every line is scored on its own after the
+start-of-stream token.
+
+Saving an ``hf:`` model stores its ``source`` (config) and a SHA-256 fingerprint of its weights and
+tokenizer; loading reads ``source`` again and refuses weights that differ from the fingerprint.
+The checkpoint is therefore a pointer, not a copy: keep the source folder (or hub revision).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from benchmarks.api import (
+    Budget,
+    ContextPolicy,
+    FitReport,
+    LanguageModel,
+    ProgressCallback,
+    Stopwatch,
+    Vocab,
+)
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' and huggingface_hub's progress bars (models never print)."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+    from transformers.utils import logging as hf_logging
+
+    tf_was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if tf_was_on:
+            hf_logging.enable_progress_bar()
+        if not hub_was_off:
+            enable_progress_bars()
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a ``transformers`` config's position scheme allows, if it says."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def window_plan(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over a sequence whose position 0 is context only.
+
+    Returns ``(start, end, first)`` triples: the window feeds positions ``start:end`` (at most
+    ``window`` of them) and scores positions ``first:end``, each from the logits one position
+    earlier.  Windows start at multiples of ``stride`` (at most ``window - 1``, so that every
+    window has an input before its first scored position); together they score positions
+    ``1 .. length-1`` exactly once.
+
+    >>> window_plan(7, 4, 2)  # "| a b c d e f": scores a b c, then d e, then f
+    [(0, 4, 1), (2, 6, 4), (4, 7, 6)]
+    """
+    if window < 2:
+        raise ValueError(f"a window must hold at least 2 tokens, got {window}")
+    stride = min(stride, window - 1)
+    plan, start, first = [], 0, 1
+    while first < length:
+        end = min(start + window, length)
+        plan.append((start, end, first))
+        first = end
+        start += stride
+    return plan
+
+
+def text_with_owners(ids: np.ndarray, vocab: Vocab) -> tuple[str, np.ndarray]:
+    """Running text of ``ids`` and, per character, the index of the dataset token that owns it.
+
+    The text equals ``vocab.detokenize(ids)``.  A word owns the separator before it (none at the
+    start of a line) and its own characters; a boundary owns its newline.  Returns ``(text,
+    owners)`` with ``owners`` int64 ``(len(text),)``.
+    """
+    pieces, at_line_start = [], True
+    for t in ids:
+        t = int(t)
+        if t == vocab.boundary_id:
+            pieces.append("\n")
+            at_line_start = True
+        else:
+            pieces.append(vocab.tokens[t] if at_line_start else vocab.separator + vocab.tokens[t])
+            at_line_start = False
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    return "".join(pieces), np.repeat(np.arange(len(pieces), dtype=np.int64), lengths)
+
+
+def split_after_boundaries(ids: np.ndarray, boundary: int) -> list[tuple[int, np.ndarray]]:
+    """Cut a stream after every boundary token: ``(offset, line_ids)`` pairs, in order."""
+    cuts = np.flatnonzero(ids == boundary) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(ids)]])
+    return [(int(a), ids[a:b]) for a, b in zip(starts, ends, strict=True) if b > a]
+
+
+@dataclass(frozen=True)
+class HFPretrainedConfig:
+    """Hyperparameters of a zero-shot pretrained model.
+
+    source:
+        A hub id (``"gpt2"``, needs the network or a filled cache) or a local folder written by
+        ``save_pretrained``.  Code from the hub is never run (``trust_remote_code=False``).
+    dtype:
+        Weights and activations; ``"float32"`` on CPU.  Log-probabilities are returned in float64.
+    batch_size:
+        Windows per forward pass.
+    max_window:
+        The longest window scored in one forward pass, in the model's tokens; the model's own
+        position limit and ``ContextPolicy.window`` cap it further.  It bounds memory for models
+        whose position limit is very long.
+    """
+
+    source: str
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = 2
+    max_window: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_window < 2:
+            raise ValueError(f"max_window must be >= 2, got {self.max_window}")
+
+
+class HFPretrainedLM(LanguageModel):
+    """A pretrained ``transformers`` causal LM scored zero-shot on the dataset's running text.
+
+    See the module docstring for how sub-word log-probabilities are credited to dataset tokens.
+    ``fit`` loads the model and records the vocabulary; it trains nothing (0 training tokens) and
+    ignores the budget.
+    """
+
+    Config = HFPretrainedConfig
+    devices = ("cpu", "cuda", "mps")
+    revision = 1
+    closed_vocabulary = False
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def _load_pretrained(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(self.cfg.source, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.cfg.source, dtype=getattr(torch, self.cfg.dtype), trust_remote_code=False
+            )
+        if not tokenizer.is_fast:
+            raise ValueError(
+                f"{self.cfg.source}: the tokenizer has no fast (Rust) version; character offsets "
+                "are needed to credit sub-words to dataset tokens"
+            )
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (
+            tokenizer.eos_token_id
+        )
+        if start is None:
+            raise ValueError(
+                f"{self.cfg.source}: the tokenizer has neither a BOS nor an EOS token to stand for "
+                "the start of a stream"
+            )
+        self.tokenizer_ = tokenizer
+        self.model_ = model.eval().to(self.device)
+        self.start_id_ = int(start)
+        self.max_positions_ = max_positions(model.config) or self.cfg.max_window
+
+    def fit(
+        self,
+        train: np.ndarray,
+        vocab: Vocab,
+        *,
+        budget: Budget = Budget(),
+        valid: np.ndarray | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> FitReport:
+        """Load ``source`` and record ``vocab``; nothing is trained (zero-shot)."""
+        clock = Stopwatch()
+        self._load_pretrained()
+        self.vocab_ = vocab
+        notes = {
+            "zero_shot": True,
+            "source": self.cfg.source,
+            "max_positions": self.max_positions_,
+            "tokenizer_vocab_size": len(self.tokenizer_),
+        }
+        return FitReport(train_tokens=0, steps=0, seconds=clock(), notes=notes)
+
+    def to(self, device: str) -> HFPretrainedLM:
+        super().to(device)
+        if getattr(self, "model_", None) is not None:
+            self.model_.to(device)
+        return self
+
+    def num_parameters(self) -> int:
+        self._require_fitted()
+        return sum(p.numel() for p in self.model_.parameters())  # tied weights counted once
+
+    # -- the state API does not apply ------------------------------------------------------------
+
+    def _no_distribution(self) -> NotImplementedError:
+        return NotImplementedError(
+            f"{type(self).__name__} ({self.cfg.source}) is an open-vocabulary model: it scores "
+            "dataset tokens through its own tokenizer (token_logprobs) but cannot give a "
+            "distribution over the dataset vocabulary, so init_state/step, next_token_ranks and "
+            "generate are not available"
+        )
+
+    def init_state(self, batch: int) -> Any:
+        raise self._no_distribution()
+
+    def step(self, state: Any, tokens: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise self._no_distribution()
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def token_logprobs(
+        self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
+    ) -> np.ndarray:
+        """ln p of every dataset token's text given all text before it -> float64 ``(N,)``.
+
+        ``tokens``: int64 ``(N,)`` ids of the fitted vocabulary.  The values sum to the model's
+        ln-likelihood of ``vocab.detokenize(tokens)`` after the start-of-stream token (per line
+        with ``context.reset_at_boundary``); see the module docstring for the attribution.
+        """
+        vocab = self._require_fitted()
+        tokens = np.asarray(tokens, dtype=np.int64)
+        out = np.zeros(len(tokens), dtype=np.float64)
+        if len(tokens) == 0:
+            return out
+        if context.reset_at_boundary:
+            pieces = split_after_boundaries(tokens, vocab.boundary_id)
+        else:
+            pieces = [(0, tokens)]
+        texts, owners = zip(*(text_with_owners(ids, vocab) for _, ids in pieces), strict=True)
+        enc = self.tokenizer_(
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        seqs, seq_owners = [], []
+        for (offset, _), owner, ids, spans in zip(
+            pieces, owners, enc["input_ids"], enc["offset_mapping"], strict=True
+        ):
+            ends = np.fromiter((e for _, e in spans), dtype=np.int64, count=len(spans))
+            # A sub-word belongs to the owner of its last character; a zero-width one (end 0)
+            # can only open the text and goes to its first token.
+            seq_owners.append(offset + owner[np.maximum(ends - 1, 0)])
+            seqs.append([self.start_id_, *ids])
+        limit = min(self.max_positions_, self.cfg.max_window)
+        window = min(context.window or limit, limit)
+        stride = context.stride or max(1, window // 2)
+        # One stream: pad every window to the full length so a position's numbers never depend
+        # on how much text follows.  Many short lines: pad each batch only to its longest line.
+        scores = self._score_sequences(seqs, window, stride, fixed_length=len(seqs) == 1)
+        for lp, sub_owner in zip(scores, seq_owners, strict=True):
+            np.add.at(out, sub_owner, lp[1:])
+        return out
+
+    @torch.inference_mode()
+    def _score_sequences(
+        self, seqs: Sequence[Sequence[int]], window: int, stride: int, *, fixed_length: bool
+    ) -> list[np.ndarray]:
+        """ln p(seq[i] | seq[:i]) for i >= 1 of every sequence (float64; index 0 is NaN)."""
+        jobs = [
+            (k, start, end, first)
+            for k, seq in enumerate(seqs)
+            for start, end, first in window_plan(len(seq), window, stride)
+        ]
+        if not fixed_length:  # similar lengths share a batch
+            jobs.sort(key=lambda job: job[2] - job[1])
+        out = [np.full(len(seq), np.nan) for seq in seqs]
+        for b in range(0, len(jobs), self.cfg.batch_size):
+            batch = jobs[b : b + self.cfg.batch_size]
+            width = window if fixed_length else max(end - start for _, start, end, _ in batch)
+            x = torch.full((len(batch), width), self.start_id_, dtype=torch.long)
+            for r, (k, start, end, _) in enumerate(batch):
+                x[r, : end - start] = torch.as_tensor(seqs[k][start:end])
+            x = x.to(self.device)
+            logits = self.model_(input_ids=x, use_cache=False).logits.float()  # (B, T, V_hf)
+            # ln p(x[t+1] | x[:t+1]) = logit of x[t+1] - logsumexp over the model's vocabulary
+            picked = logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
+            lp = (picked - torch.logsumexp(logits[:, :-1], dim=-1)).double().cpu().numpy()
+            for r, (k, start, end, first) in enumerate(batch):
+                out[k][first:end] = lp[r, first - start - 1 : end - start - 1]
+        return out
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the tokenizer definition and every weight tensor (name, dtype, bytes)."""
+        self._require_fitted()
+        h = hashlib.sha256(self.tokenizer_.backend_tokenizer.to_str().encode())
+        for name, tensor in sorted(self.model_.state_dict().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+        return h.digest()
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {"fingerprint_sha256": np.frombuffer(self.fingerprint(), dtype=np.uint8).copy()}
+
+    def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._load_pretrained()
+        expected = arrays["fingerprint_sha256"].astype(np.uint8).tobytes()
+        if self.fingerprint() != expected:
+            raise ValueError(
+                f"{self.cfg.source} no longer holds the weights/tokenizer this checkpoint was "
+                "saved with (SHA-256 fingerprint differs)"
+            )
