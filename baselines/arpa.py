@@ -1,0 +1,227 @@
+"""ARPA back-off files: export and import of :class:`~baselines.ngram_backoff.BackoffTables`.
+
+Format (as written by SRILM and KenLM): a ``\\data\\`` header with ``ngram j=count`` lines, then
+one ``\\j-grams:`` section per order of lines ``log10 p <TAB> w_1 .. w_j [<TAB> log10 backoff]``,
+then ``\\end\\``.  Values are written with 10 significant digits, so ln-probabilities survive a
+round trip to about 1e-9; ln p = -inf (``mle``) is written as -99 and read back as -inf.
+
+Boundary and unknown-word mapping
+---------------------------------
+* With ``cross_boundary=False`` the boundary token (``<eos>``) is written as ``</s>`` where it is
+  predicted and as ``<s>`` where it is context; the unigram ``<s>`` gets log10 p = -99 and carries
+  the backoff weight of the sentence start, as in KenLM and SRILM files.  Reading, a file with
+  ``<s>`` or ``</s>`` is taken to follow that convention, and both map to the boundary token.
+* With ``cross_boundary=True`` the boundary is written under its own name (``<eos>``) as an
+  ordinary word and the file has no ``<s>``/``</s>`` (KenLM's ``query`` would add its own, so its
+  scores then differ from ours).
+* Every other token is written verbatim.  PTB's ``<unk>`` is an ordinary word of the vocabulary and
+  is written as ``<unk>``, which KenLM and SRILM read as their unknown word: a query tool then gives
+  any out-of-vocabulary word the probability we learned for PTB's ``<unk>`` -- the usual mapping.
+  (KenLM's ``lmplz`` refuses ``<unk>`` in training text; a file it made from PTB with ``<unk>``
+  renamed, say to ``<unk>_``, also lists its own zero-count ``<unk>``: read it with
+  ``aliases={"<unk>_": "<unk>", "<unk>": None}``.)
+* Tokens containing whitespace (character-level vocabularies) cannot be written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from baselines.ngram_backoff import BackoffTables
+from benchmarks.api import Vocab
+
+log = logging.getLogger(__name__)
+
+LN10 = math.log(10.0)
+BOS, EOS = "<s>", "</s>"
+FLOOR = -99.0  # log10 written for probability zero, and read back as zero
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    log10 = np.asarray(values, dtype=np.float64) / LN10
+    log10 = np.where(np.isneginf(log10) | (log10 < FLOOR), FLOOR, log10)
+    return np.char.mod("%.10g", log10).astype(object)
+
+
+def write_arpa(tables: BackoffTables, vocab: Vocab, path: str | Path, *,
+               cross_boundary: bool) -> Path:
+    """Write ``tables`` (over ``vocab``) to ``path`` as an ARPA file; returns the path."""
+    path = Path(path)
+    bad = [t for t in vocab.tokens if not t or any(c.isspace() for c in t)]
+    if bad:
+        raise ValueError(f"ARPA words cannot be empty or contain whitespace: {bad[:5]!r}")
+    b, n = vocab.boundary_id, tables.order
+    if not cross_boundary:
+        clash = [t for t in vocab.tokens if t in (BOS, EOS) and t != vocab.boundary]
+        if clash:
+            raise ValueError(f"vocabulary tokens {clash} clash with the ARPA sentence markers")
+    names = np.array(vocab.tokens, dtype=object)
+    sections = []
+    for j in range(1, n + 1):
+        toks = tables.ngram_tokens(j)
+        cols = [names[toks[:, i]] for i in range(j)]
+        if not cross_boundary:
+            if j > 2 and (toks[:, 1:-1] == b).any():
+                raise ValueError("an n-gram has the boundary inside its context; export with "
+                                 "cross_boundary=True")
+            if j > 1:
+                cols[0] = np.where(toks[:, 0] == b, BOS, cols[0])
+            cols[-1] = np.where(toks[:, -1] == b, EOS, cols[-1])
+        words = functools.reduce(lambda a, c: a + " " + c, cols)
+        prob = _fmt(tables.logp[j - 1])
+        lines = prob + "\t" + words
+        if j < n:
+            has = tables.bow[j - 1] != 0
+            if j == 1 and not cross_boundary:
+                has[b] = False  # the boundary's backoff belongs to <s>, written below
+            lines = np.where(has, lines + "\t" + _fmt(tables.bow[j - 1]), lines)
+        lines = list(lines)
+        if j == 1 and not cross_boundary:
+            bos = f"{FLOOR:.10g}\t{BOS}"
+            if n > 1 and tables.bow[0][b] != 0:
+                bos += "\t" + _fmt(tables.bow[0][b : b + 1])[0]
+            lines.append(bos)
+        sections.append(lines)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\\data\\\n")
+        for j, lines in enumerate(sections, 1):
+            f.write(f"ngram {j}={len(lines)}\n")
+        for j, lines in enumerate(sections, 1):
+            f.write(f"\n\\{j}-grams:\n")
+            f.write("\n".join(lines))
+            f.write("\n")
+        f.write("\n\\end\\\n")
+    return path
+
+
+def _parse(path: Path) -> list[list[list[str]]]:
+    """The fields of every n-gram line, per order (index j - 1)."""
+    sections: list[list[list[str]]] = []
+    declared: list[int] = []
+    current = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            s = line.strip()
+            if not s:
+                continue
+            if s == "\\data\\":
+                current = "data"
+            elif s == "\\end\\":
+                break
+            elif s.startswith("\\") and s.endswith("-grams:"):
+                j = int(s[1 : -len("-grams:")])
+                if j != len(sections) + 1:
+                    raise ValueError(f"{path}, line {lineno}: section {s} out of order")
+                sections.append([])
+                current = j
+            elif current == "data" and s.startswith("ngram "):
+                declared.append(int(s.split("=")[1]))
+            elif isinstance(current, int):
+                fields = s.split()
+                if len(fields) not in (current + 1, current + 2):
+                    raise ValueError(f"{path}, line {lineno}: expected {current} words, got {s!r}")
+                sections[-1].append(fields)
+            elif current is None:
+                continue  # text before \data\ is a comment
+            else:
+                raise ValueError(f"{path}, line {lineno}: unexpected {s!r}")
+    if not sections:
+        raise ValueError(f"{path}: no n-gram sections; is this an ARPA file?")
+    got = [len(s) for s in sections]
+    if declared and declared != got:
+        raise ValueError(f"{path}: header declares {declared} n-grams per order, found {got}")
+    return sections
+
+
+def _values(fields: list[list[str]], col: int) -> np.ndarray:
+    v = np.array([float(f[col]) if len(f) > col else 0.0 for f in fields], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(v <= FLOOR, -np.inf, v * LN10)
+
+
+def read_arpa(path: str | Path, vocab: Vocab, *, aliases: Mapping[str, str | None] | None = None,
+              ) -> tuple[BackoffTables, bool]:
+    """Read an ARPA file onto ``vocab``; returns (tables, cross_boundary).
+
+    ``aliases`` maps ARPA words to vocabulary tokens (``None``: drop the word).  N-grams with a
+    word outside the vocabulary are dropped (counted in a log warning); every vocabulary token
+    must have a unigram.  The file must be suffix- and prefix-closed (every listed n-gram's last
+    and first ``j - 1`` words listed), as files from ``lmplz`` and unpruned SRILM models are.
+    """
+    path = Path(path)
+    sections = _parse(path)
+    v, b = len(vocab), vocab.boundary_id
+    aliases = dict(aliases or {})
+    unigram_words = {f[1] for f in sections[0]}
+    cross = BOS not in unigram_words and EOS not in unigram_words
+    ids: dict[str, int] = {}
+    for t, i in vocab.index.items():
+        if cross or i != b:
+            ids[t] = i
+    for src, dst in aliases.items():
+        ids.pop(src, None)
+        if dst is not None:
+            ids[src] = vocab.index[dst]
+
+    keys, logp, bow = [np.arange(v, dtype=np.int64)], [], []
+    uni_p = np.full(v, np.nan)
+    uni_b = np.zeros(v)
+    probs, bows = _values(sections[0], 0), _values(sections[0], 2)
+    dropped = 0
+    for f, p, w in zip(sections[0], probs, bows, strict=True):
+        word = f[1]
+        if not cross and word == BOS:
+            uni_b[b] = w
+        elif not cross and word == EOS:
+            uni_p[b] = p
+        elif word in ids:
+            uni_p[ids[word]], uni_b[ids[word]] = p, w
+        else:
+            dropped += 1
+    missing = [vocab.tokens[i] for i in np.nonzero(np.isnan(uni_p))[0][:10]]
+    if missing:
+        raise ValueError(f"{path}: no unigram for vocabulary token(s) {missing}; map them with "
+                         f"aliases=")
+    logp.append(uni_p)
+    bow.append(uni_b)
+    tables = BackoffTables(v, keys, logp, bow)
+    n = len(sections)
+    for j in range(2, n + 1):
+        fields = sections[j - 1]
+        toks = np.full((len(fields), j), -1, dtype=np.int64)
+        for r, f in enumerate(fields):
+            for i, word in enumerate(f[1 : j + 1]):
+                if not cross and word in (BOS, EOS):
+                    if (word == BOS) != (i == 0) or (word == EOS) != (i == j - 1):
+                        raise ValueError(f"{path}: {word} misplaced in {' '.join(f[1:j + 1])!r}")
+                    toks[r, i] = b
+                else:
+                    toks[r, i] = ids.get(word, -1)
+        keep = (toks >= 0).all(axis=1)
+        dropped += int((~keep).sum())
+        toks = toks[keep]
+        suffix = tables.rows_of(toks[:, 1:])
+        if (suffix < 0).any():
+            bad = " ".join(vocab.decode(toks[np.argmax(suffix < 0)]))
+            raise ValueError(f"{path}: the suffix of {j}-gram {bad!r} is not listed; the file is "
+                             f"not suffix-closed")
+        k = suffix * v + toks[:, 0]
+        order = np.argsort(k, kind="stable")
+        k = k[order]
+        if (np.diff(k) == 0).any():
+            raise ValueError(f"{path}: duplicate {j}-grams (after aliases)")
+        keys.append(k)
+        logp.append(_values(fields, 0)[keep][order])
+        bow.append(_values(fields, j + 1)[keep][order] if j < n else np.zeros(len(k)))
+    if dropped:
+        log.warning("%s: dropped %d n-grams with words outside the vocabulary", path, dropped)
+    bow[-1] = np.zeros(len(keys[-1]))
+    for j in range(2, n + 1):
+        tables.context_index(j)  # checks prefix closure now rather than at the first query
+    return tables, cross
