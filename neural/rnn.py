@@ -17,7 +17,8 @@ Parameter count (PyTorch keeps two bias vectors per gate), with ``g`` = 1 (RNN),
 
     V*E  +  sum_l g*H*(I_l + H + 2)  +  H*V*(not tied)  +  V,      I_0 = E, I_l = H (l > 0)
 
-e.g. Zaremba's small 2x200 LSTM on PTB (V = 10,000): 2,000,000 + 321,600 + 2,000,000 + 10,000.
+e.g. Zaremba's small 2x200 LSTM on PTB (V = 10,000): 2,000,000 + 2 * 321,600 + 2,000,000 + 10,000
+= 4,653,200.
 """
 
 from __future__ import annotations

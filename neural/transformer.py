@@ -15,7 +15,7 @@ context, ``b`` = 1 with biases else 0::
          +  (1 + b)*d  +  V*d*(not tied)
 
 e.g. the nanoGPT CPU size (L=4, 4 heads, d=128, C=64, no biases, tied) on Tiny Shakespeare
-(V=65): 8,320 + 8,192 + 4 * 197,632 + 128 = 807,168.
+(V=65): 8,320 + 8,192 + 4 * 196,864 + 128 = 804,096.
 
 Scoring long streams: sliding windows
 -------------------------------------

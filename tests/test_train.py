@@ -1,0 +1,144 @@
+"""The shared training loop (neural/train.py): budgets, schedule, determinism, resume, best weights.
+
+Seeds are fixed in every config (``seed=0`` unless a test compares seeds).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.api import Budget, LanguageModel, Progress
+from neural.rnn import RNNLM
+from neural.train import StopTraining, resolve_device
+from neural.transformer import TransformerLM
+from tests import contract
+
+TINY_RNN = dict(hidden=16, layers=2, bptt=8, batch_size=4, dropout=0.3, optimizer="adamw",
+                lr=1e-2, log_every=5)
+TINY_TF = dict(layers=1, heads=2, width=16, context=8, batch_size=4, dropout=0.1, warmup_steps=3,
+               lr=1e-2, log_every=5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return contract.tiny_dataset()
+
+
+def weights(model) -> dict[str, np.ndarray]:
+    return {k: t.detach().numpy().copy() for k, t in model.module_.state_dict().items()}
+
+
+def assert_same_weights(a, b) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+
+
+@pytest.mark.parametrize("klass,cfg", [(RNNLM, TINY_RNN), (TransformerLM, TINY_TF)],
+                         ids=["rnn-stream", "transformer-windows"])
+def test_stop_and_resume_equals_uninterrupted(klass, cfg, data, tmp_path):
+    budget = Budget(steps=30)
+    kw = dict(budget=budget, valid=data.valid.ids[:200])
+    cfg = dict(cfg, eval_every=10)
+    whole = klass(**cfg)
+    whole.fit(data.train.ids, data.vocab, **kw)
+
+    def stop_at_15(p: Progress) -> None:
+        if p.done >= 15:
+            raise StopTraining
+
+    part = klass(**cfg)
+    report = part.fit(data.train.ids, data.vocab, callback=stop_at_15, **kw)
+    assert report.steps == 15 and report.notes["interrupted"]
+    part.save(tmp_path / "ckpt", training_state=True)
+    resumed = LanguageModel.load(tmp_path / "ckpt")
+    report = resumed.fit(data.train.ids, data.vocab, resume=True, **kw)
+    assert report.steps == 30 and not report.notes["interrupted"]
+    assert_same_weights(whole, resumed)
+    # Resuming in the same process (no checkpoint) gives the same weights too.
+    again = klass(**cfg)
+    again.fit(data.train.ids, data.vocab, callback=stop_at_15, **kw)
+    again.fit(data.train.ids, data.vocab, resume=True, **kw)
+    assert_same_weights(whole, again)
+
+
+def test_seeded_and_deterministic(data):
+    runs = [RNNLM(**TINY_RNN, seed=s) for s in (0, 0, 1)]
+    for m in runs:
+        m.fit(data.train.ids, data.vocab, budget=Budget(steps=8))
+    assert_same_weights(runs[0], runs[1])
+    assert not np.array_equal(weights(runs[0])["decoder.weight"],
+                              weights(runs[2])["decoder.weight"])
+
+
+def test_budgets(data):
+    m = RNNLM(**TINY_RNN)
+    r = m.fit(data.train.ids, data.vocab, budget=Budget(steps=7))
+    assert r.steps == 7 and r.train_tokens == 7 * 4 * 8
+    r = m.fit(data.train.ids, data.vocab, budget=Budget(tokens=100))
+    assert r.train_tokens == 4 * 32  # stops after the step that reaches 100 tokens
+    epoch_capped = RNNLM(**dict(TINY_RNN, max_epochs=0.05))
+    r = epoch_capped.fit(data.train.ids, data.vocab, budget=Budget(steps=10_000))
+    assert 0.05 <= r.notes["epochs"] < 0.05 + 32 / len(data.train.ids)
+    with pytest.raises(ValueError, match="bounded budget"):
+        RNNLM(**TINY_RNN).fit(data.train.ids, data.vocab, budget=Budget())
+
+
+def test_schedule_known_values():
+    m = RNNLM(**dict(TINY_RNN, lr=0.1, warmup_steps=4, schedule="cosine", min_lr_ratio=0.1))
+    from neural.train import _Run
+
+    assert m._lr(_Run(step=0), 0.0) == pytest.approx(0.025)  # 1/4 of the way up
+    assert m._lr(_Run(step=10), 0.0) == pytest.approx(0.1)
+    assert m._lr(_Run(step=10), 0.5) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert m._lr(_Run(step=10), 1.0) == pytest.approx(0.01)
+    lin = RNNLM(**dict(TINY_RNN, lr=0.1, schedule="linear", min_lr_ratio=0.0))
+    assert lin._lr(_Run(step=3), 0.25) == pytest.approx(0.075)
+    plateau = RNNLM(**dict(TINY_RNN, lr=0.1, schedule="plateau"))
+    assert plateau._lr(_Run(step=3, plateau_scale=0.25), 0.9) == pytest.approx(0.025)
+
+
+def test_keeps_best_weights_and_reports_progress(data):
+    events: list[Progress] = []
+    # A learning rate this high makes later evaluations worse than earlier ones.
+    m = RNNLM(**dict(TINY_RNN, lr=0.3, eval_every=5, schedule="constant", grad_clip=None))
+    r = m.fit(data.train.ids, data.vocab, budget=Budget(steps=40), valid=data.valid.ids,
+              callback=events.append)
+    evals = [h["valid_nll"] for h in r.history if "valid_nll" in h]
+    assert len(evals) == 8
+    best = min(evals)
+    assert r.notes["best_valid_nll"] == pytest.approx(best)
+    final = -m.token_logprobs(data.valid.ids).mean()
+    assert final == pytest.approx(best, abs=1e-9)
+    assert events and all(e.unit == "steps" and e.total == 40 for e in events)
+    assert events[-1].done == 40 and "loss" in events[-1].metrics
+
+
+def test_training_learns(data):
+    m = TransformerLM(**dict(TINY_TF, dropout=0.0))
+    m.fit(data.train.ids, data.vocab, budget=Budget(steps=60))
+    nll = -m.token_logprobs(data.valid.ids).mean()
+    assert nll < 0.7 * math.log(len(data.vocab))
+
+
+def test_checkpoint_without_training_state(data, tmp_path):
+    m = RNNLM(**TINY_RNN)
+    m.fit(data.train.ids, data.vocab, budget=Budget(steps=2))
+    m.save(tmp_path / "plain")
+    with np.load(tmp_path / "plain" / "state.npz") as npz:
+        assert not any(k.startswith("train/") for k in npz.files)
+    loaded = LanguageModel.load(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no training state"):
+        loaded.fit(data.train.ids, data.vocab, budget=Budget(steps=4), resume=True)
+
+
+def test_devices():
+    assert resolve_device("cpu") == "cpu"
+    mps = torch.backends.mps.is_available()
+    expected = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    assert resolve_device("auto") == expected
+    m = RNNLM(**TINY_RNN).to("auto")
+    assert m.device in ("cpu", "cuda", "mps")
