@@ -196,7 +196,8 @@ def inspections(records: list[dict]) -> Section | None:
         for table in r.get("inspect") or []:
             title = f"{r['cell']['label']} on {r['cell']['dataset']}: {table['title']}"
             df = pd.DataFrame(table["rows"], columns=table["columns"])
-            parts.append(f"<h3>{html.escape(title)}</h3>" + df.to_html(index=False, border=0))
+            parts.append(f"<h3>{html.escape(title)}</h3>"
+                         + df.to_html(index=False, border=0, na_rep="—"))
     return Section("Inside the models", "".join(parts)) if parts else None
 
 

@@ -8,7 +8,7 @@ import pytest
 from benchmarks import registry
 from benchmarks.cli import main
 from benchmarks.results import API_VERSION, load_records, read_record
-from benchmarks.run import MatrixError, load_matrix
+from benchmarks.run import MatrixError, list_matrices, load_matrix
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +158,43 @@ def test_records_of_another_schema_version_are_refused(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"api_version": 99}))
     with pytest.raises(ValueError, match="version 99"):
         load_records(tmp_path)
+
+
+@pytest.mark.parametrize("name", list_matrices())
+def test_shipped_matrices_are_valid(name):
+    matrix = load_matrix(name)
+    assert matrix.spec.description and matrix.models
+
+
+def test_end_to_end_with_real_models(tmp_path, capsys):
+    """A tiny matrix of real n-gram models on a user corpus: run, report, and check both."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "log", "quickly"]
+    for split, n in (("train", 400), ("valid", 40), ("test", 40)):
+        lines = [" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(n)]
+        (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    body = f"""
+        [matrix]
+        description = "e2e"
+        datasets = ["text:{corpus}"]
+        [[models]]
+        name = "kn3"
+        [[models]]
+        name = "wb3"
+        label = "WB3"
+        """
+    path = write(tmp_path, body)
+    assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out
+    records = {r["cell"]["label"]: r for r in load_records(tmp_path / "res")}
+    assert set(records) == {"kn3", "WB3"}
+    for r in records.values():
+        # 10 words + <eos> (+ <unk>): a model of i.i.d. words must land near the uniform 11
+        assert 8 < r["metrics"]["test"]["ppl"] < 14
+        assert r["dataset"]["splits"]["test"]["lines"] == 40
+    html = (tmp_path / "res" / "report.html").read_text()
+    assert "WB3" in html and "kn3" in html and "Generated samples" in html
+    assert f"{records['WB3']['metrics']['test']['ppl']:.2f}" in html
