@@ -94,6 +94,12 @@ register("transformer-char-small", "neural.transformer:TransformerLM",
 # ---- Hugging Face models (neural/hf.py) ----
 register("hf:", "neural.hf:HFPretrainedLM",
          summary="pretrained causal LM, zero-shot: hf:<hub id or local folder>")
+register("hf-gpt2", "neural.hf:HFGPT2LM",
+         summary="transformers GPT-2 from scratch, 4 layers x 256, context 128 (as transformer)",
+         smoke=dict(n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, warmup_steps=0,
+                    lr=3e-3, dropout=0.0, max_epochs=None),
+         n_layer=4, n_head=4, n_embd=256, context=128, dropout=0.2, batch_size=32, lr=1e-3,
+         weight_decay=0.1, warmup_steps=100)
 # fmt: on
 
 

@@ -1,5 +1,10 @@
 """Hugging Face ``transformers`` models behind the lmladder contract.
 
+``hf-gpt2`` -- :class:`HFGPT2LM`
+    A ``transformers`` GPT-2 built from a config on the dataset vocabulary and trained from
+    scratch by the shared loop of :mod:`neural.train`: the library's network beside our own
+    :mod:`neural.transformer` at the same size, under the same training and scoring protocol.
+
 ``hf:<id-or-path>`` -- :class:`HFPretrainedLM`
     A pretrained causal LM (``AutoModelForCausalLM`` + its fast ``AutoTokenizer``) evaluated
     zero-shot on the running text of a split.  Its tokens are not the dataset's, so it is an
@@ -68,6 +73,8 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
+from neural.train import TrainConfig
+from neural.transformer import TransformerLM
 
 log = logging.getLogger(__name__)
 
@@ -367,3 +374,102 @@ class HFPretrainedLM(LanguageModel):
                 f"{self.cfg.source} no longer holds the weights/tokenizer this checkpoint was "
                 "saved with (SHA-256 fingerprint differs)"
             )
+
+
+# ------------------------------------------------------------------------------------------------
+# hf-gpt2: a transformers GPT-2 trained from scratch by the shared loop
+
+
+@dataclass(frozen=True)
+class HFGPT2Config(TrainConfig):
+    """A ``transformers.GPT2Config`` (``n_layer``, ``n_head``, ``n_embd``, ``context`` =
+    ``n_positions``, ``dropout`` = resid/embd/attn dropout) plus the loop's fields; the vocabulary
+    is the dataset's.  Training defaults match the ``transformer`` entry (AdamW, nanoGPT recipe)."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    context: int = 64
+    dropout: float = 0.0
+    sampling: Literal["random", "sequential"] = "random"
+    batch_size: int = 12
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.n_layer, self.n_head, self.n_embd, self.context) < 1:
+            raise ValueError("n_layer, n_head, n_embd and context must be >= 1")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class HFGPT2Net(torch.nn.Module):
+    """``transformers.GPT2LMHeadModel`` in the interface :class:`~neural.transformer.GPT` offers.
+
+    ``forward(x (B, T) int64, carry)`` -> ``(logits (B, T, V) float32, None)``;
+    ``run(x, past)`` also takes and returns the per-layer KV cache as a list of ``(keys, values)``
+    tensors ``(B, heads, t, head_size)``.  A fresh ``DynamicCache`` is built from ``past`` on every
+    call: the cache object is mutated by the forward pass, the tensors in ``past`` are not.
+    """
+
+    def __init__(self, vocab_size: int, cfg: HFGPT2Config):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(
+            vocab_size=vocab_size, n_positions=cfg.context, n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, tie_word_embeddings=True,
+            bos_token_id=None, eos_token_id=None,  # ids of GPT-2's own vocabulary: not ours
+        )
+        self.gpt = GPT2LMHeadModel(config)
+        self.head = self.gpt.lm_head  # the output layer (TransformerLM sizes batches by it)
+
+    def forward(self, x: torch.Tensor, carry: Any = None) -> tuple[torch.Tensor, None]:
+        return self.gpt(input_ids=x, use_cache=False).logits, None
+
+    def run(self, x: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+            ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=past, config=self.gpt.config)
+        out = self.gpt(input_ids=x, past_key_values=cache, use_cache=True)
+        return out.logits, [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+class HFGPT2LM(TransformerLM):
+    """A ``transformers`` GPT-2 built from a config and trained from scratch on the dataset.
+
+    The network is the library's ``GPT2LMHeadModel`` (learned positions, pre-LayerNorm, GELU MLP
+    of width 4 x ``n_embd``, biases, tied output layer, GPT-2's initialisation); training is the
+    shared loop of :mod:`neural.train`, and the KV-cache ``step`` and sliding-window scoring are
+    :class:`~neural.transformer.TransformerLM`'s, so both Transformers are trained and scored
+    under one protocol and only the network differs.
+
+    Parameter count (``d`` = n_embd, ``L`` layers, ``V`` vocabulary, ``C`` context)::
+
+        V*d + C*d + L*(12*d*d + 13*d) + 2*d
+    """
+
+    Config = HFGPT2Config
+    batching = "windows"
+
+    def build_module(self, vocab_size: int) -> torch.nn.Module:
+        return HFGPT2Net(vocab_size, self.cfg)
+
+    def forward_flops_per_token(self) -> float:
+        """2 FLOPs per matrix weight plus attention over an average of ``context / 2`` keys."""
+        cfg = self.cfg
+        d, v = cfg.n_embd, len(self._require_fitted())
+        return 2.0 * (cfg.n_layer * 12 * d * d + v * d) + 2.0 * cfg.n_layer * cfg.context * d
+
+
+def gpt2_parameter_count(cfg: HFGPT2Config, vocab_size: int) -> int:
+    """GPT-2's closed-form parameter count (see :class:`HFGPT2LM`)."""
+    d = cfg.n_embd
+    return vocab_size * d + cfg.context * d + cfg.n_layer * (12 * d * d + 13 * d) + 2 * d

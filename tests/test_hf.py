@@ -1,5 +1,8 @@
 """Hugging Face models: ``hf:<folder>`` zero-shot scoring and ``hf-gpt2`` trained from scratch.
 
+``hf-gpt2`` is a closed-vocabulary registry entry, so tests/test_contract.py runs every contract
+check on it; here only its parameter count and its use of the library's GPT-2 are checked.
+
 Nothing can be downloaded here, so the ``hf:`` tests build a tiny GPT-2 (2 layers, 32 wide) and a
 byte-level BPE tokenizer trained on the test corpus, train the model for a few steps so that its
 predictions mean something, and save both to a temporary folder.  The reference log-likelihoods
@@ -15,9 +18,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from benchmarks import registry
-from benchmarks.api import ContextPolicy, LanguageModel
+from benchmarks.api import Budget, ContextPolicy, LanguageModel
 from benchmarks.scoring import metrics_from_logprobs
-from neural.hf import HFPretrainedLM, split_after_boundaries, text_with_owners, window_plan
+from neural.hf import (
+    HFGPT2LM,
+    HFGPT2Config,
+    HFGPT2Net,
+    HFPretrainedLM,
+    gpt2_parameter_count,
+    split_after_boundaries,
+    text_with_owners,
+    window_plan,
+)
 from tests import contract
 
 EOT = "<|endoftext|>"
@@ -192,3 +204,27 @@ def test_load_refuses_changed_weights(data, tmp_path):
     _tiny_pretrained(folder, data, seed=2, train_steps=0)  # other weights under the same source
     with pytest.raises(ValueError, match="fingerprint"):
         LanguageModel.load(tmp_path / "ckpt")
+
+
+# -- hf-gpt2 --------------------------------------------------------------------------------------
+
+
+def test_gpt2_parameter_count_formula():
+    # GPT-2 small (Radford et al. 2019): 12 layers, 768 wide, 1,024 positions, 50,257 tokens
+    small = HFGPT2Config(n_layer=12, n_head=12, n_embd=768, context=1024)
+    assert gpt2_parameter_count(small, 50257) == 124_439_808
+    for cfg, v in [(HFGPT2Config(n_layer=2, n_head=2, n_embd=32, context=16), 40),
+                   (HFGPT2Config(n_layer=3, n_head=4, n_embd=64, context=50), 1000)]:
+        net = HFGPT2Net(v, cfg)
+        assert sum(p.numel() for p in net.parameters()) == gpt2_parameter_count(cfg, v)
+
+
+def test_hf_gpt2_is_the_library_model_trained_by_the_shared_loop(data):
+    model = registry.build("hf-gpt2", smoke=True)
+    assert isinstance(model, HFGPT2LM)
+    report = model.fit(data.train.ids, data.vocab, budget=Budget(steps=3), valid=data.valid.ids)
+    assert report.steps == 3 and report.train_tokens == 3 * 8 * 16  # batch 8 x context 16
+    assert isinstance(model.module_.gpt, GPT2LMHeadModel)
+    assert model.module_.gpt.config.n_positions == 16
+    assert model.module_.gpt.lm_head.weight is model.module_.gpt.transformer.wte.weight
+    assert model.num_parameters() == gpt2_parameter_count(model.cfg, len(data.vocab))
