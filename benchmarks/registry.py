@@ -35,7 +35,7 @@ def register(name: str, target: str, *, summary: str = "", smoke=None, **default
 
 
 # fmt: off
-# ---- n-gram family (baselines/ngram.py) ----
+# ---- n-gram family (baselines/ngram.py; no smoke overrides: fitting is one counting pass) ----
 register("ngram", "baselines.ngram:NGramLM", summary="n-gram LM, any order and smoothing",
          order=3, smoothing="modified-kneser-ney")
 register("kn3", "baselines.ngram:NGramLM", summary="interpolated modified Kneser-Ney 3-gram",
@@ -44,6 +44,8 @@ register("kn5", "baselines.ngram:NGramLM", summary="interpolated modified Kneser
          order=5, smoothing="modified-kneser-ney")
 register("wb3", "baselines.ngram:NGramLM", summary="interpolated Witten-Bell 3-gram",
          order=3, smoothing="witten-bell")
+register("ad3", "baselines.ngram:NGramLM", summary="interpolated absolute discounting 3-gram",
+         order=3, smoothing="absolute-discounting")
 register("laplace2", "baselines.ngram:NGramLM", summary="add-one bigram",
          order=2, smoothing="add-k", k=1.0)
 
