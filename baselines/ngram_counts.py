@@ -81,6 +81,21 @@ def history_lengths(seq: np.ndarray, boundary: int, *, truncate: bool) -> np.nda
     return t - last_boundary[:-1]
 
 
+def _unique(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(q, return_index, return_inverse, return_counts)``, but ``first`` may be any
+    occurrence: an unstable sort is about twice as fast as the stable one ``np.unique`` needs."""
+    order = np.argsort(q)
+    s = q[order]
+    new = np.empty(len(s), dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.nonzero(new)[0]
+    inv = np.empty(len(q), dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    cnt = np.diff(np.append(starts, len(s)))
+    return s[starts], order[starts], inv, cnt
+
+
 def count_ngrams(
     train: np.ndarray, vocab_size: int, boundary: int, order: int, *, cross_boundary: bool = False
 ) -> NGramCounts:
@@ -105,9 +120,7 @@ def count_ngrams(
     for j in range(2, order + 1):
         pos = np.nonzero(window >= j)[0] + 1
         q = rows_prev[pos] * v + seq[pos - j + 1]
-        uniq, first, inv, cnt = np.unique(q, return_index=True, return_inverse=True,
-                                          return_counts=True)
-        inv = inv.reshape(-1)
+        uniq, first, inv, cnt = _unique(q)
         rows = np.full(n + 1, -1, dtype=np.int64)
         rows[pos] = inv
         keys.append(uniq.astype(np.int64))
