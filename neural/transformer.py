@@ -11,7 +11,7 @@ in GPT-2.  Training reads independent windows of ``context`` tokens (random posi
 Parameter count, with ``d`` = width, ``r`` = mlp_ratio, ``L`` layers, ``V`` vocabulary, ``C``
 context, ``b`` = 1 with biases else 0::
 
-    V*d  +  C*d*(learned positions)  +  L*((4 + 2r)*d*d + (2 + 2b)*d + b*(4 + r)*d)
+    V*d  +  C*d*(learned positions)  +  L*((4 + 2r)*d*d + (2 + 2b)*d + b*(5 + r)*d)
          +  (1 + b)*d  +  V*d*(not tied)
 
 e.g. the nanoGPT CPU size (L=4, 4 heads, d=128, C=64, no biases, tied) on Tiny Shakespeare
@@ -254,6 +254,6 @@ class TransformerLM(TorchLM):
 def transformer_parameter_count(cfg: TransformerConfig, vocab_size: int) -> int:
     """The closed-form parameter count of :class:`GPT` (see the module docs)."""
     d, r, b = cfg.width, cfg.mlp_ratio, int(cfg.bias)
-    per_layer = (4 + 2 * r) * d * d + (2 + 2 * b) * d + b * (4 + r) * d
+    per_layer = (4 + 2 * r) * d * d + (2 + 2 * b) * d + b * (5 + r) * d
     return (vocab_size * d + (cfg.context * d if cfg.positions == "learned" else 0)
             + cfg.layers * per_layer + (1 + b) * d + (0 if cfg.tied else vocab_size * d))
