@@ -242,7 +242,7 @@ class HMM(HMMBase):
                     and seconds + last > budget.seconds)
             ):
                 break
-            ll, n_steps, n_tokens, complete = run.one_pass(budget, clock, steps, tokens)
+            ll, objective, n_steps, n_tokens, complete = run.one_pass(budget, clock, steps, tokens)
             steps, tokens, passes = steps + n_steps, tokens + n_tokens, passes + 1
             last = clock() - seconds
             record = {"pass": passes, "steps": steps, "train_nll": -ll / max(n_tokens, 1),
@@ -262,9 +262,10 @@ class HMM(HMMBase):
                 callback(Progress(steps, total, "steps", {"train_nll": record["train_nll"]}))
             if not complete or stale >= cfg.patience:
                 break
-            if cfg.trainer == "em" and (ll - prev) / len(train) < cfg.tol:
+            # MAP-EM never lowers ln p(train) + ln prior, so a small gain means convergence.
+            if cfg.trainer == "em" and (objective - prev) / len(train) < cfg.tol:
                 break
-            prev = ll
+            prev = objective
         self.set_parameters(vocab, *(best[1] if valid is not None else params))
         notes = {"trainer": cfg.trainer, "passes": passes, "chunks": len(chunks)}
         if valid is not None:
@@ -315,7 +316,9 @@ class _EM:
         self.cfg, self.chunks = model.cfg, chunks
         self.pi, self.a, self.b = (torch.as_tensor(p, dtype=dtype, device=dev) for p in params)
 
-    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, int, int, bool]:
+    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
+        """One E-step over all chunks and the M-step; returns (ln p(train), ln p(train) +
+        ln prior of the parameters the E-step used, steps, tokens, complete)."""
         k, v = self.b.shape
         start = np.zeros(k)
         trans = np.zeros((k, k))
@@ -330,6 +333,12 @@ class _EM:
             trans += c_trans.double().cpu().numpy()
             emit += c_emit.double().cpu().numpy()
         cfg = self.cfg
+        log_prior = sum(
+            w * float(torch.log(p).double().sum())
+            for w, p in ((cfg.start_prior, self.pi), (cfg.transition_prior, self.a),
+                         (cfg.emission_prior, self.b))
+            if w
+        )
         new = (
             normalize_counts(start, cfg.start_prior),
             normalize_counts(trans, cfg.transition_prior),
@@ -339,7 +348,7 @@ class _EM:
             torch.as_tensor(p, dtype=self.b.dtype, device=self.b.device) for p in new
         )
         self._params = new
-        return ll, 1, n_tok, True
+        return ll, ll + log_prior, 1, n_tok, True
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._params
@@ -357,13 +366,15 @@ class _Adam:
         self.opt = torch.optim.Adam(self.logits, lr=self.cfg.lr)
         self.total = sum(c.num_tokens for c in chunks)
 
-    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, int, int, bool]:
+    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
+        """Adam steps over the chunks in random order until the pass or the budget ends; returns
+        (sum of the chunks' ln p at their step, the same, steps, tokens, complete)."""
         cfg = self.cfg
         priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
         ll, n_steps, n_tok = 0.0, 0, 0
         for i in self.rng.permutation(len(self.chunks)):
             if budget.exhausted(tokens=tokens + n_tok, steps=steps + n_steps, seconds=clock()):
-                return ll, n_steps, n_tok, False
+                return ll, ll, n_steps, n_tok, False
             chunk = self.chunks[i]
             logs = [torch.log_softmax(x, dim=-1) for x in self.logits]
             c_ll = chunk_loglik(chunk, *(x.exp() for x in logs))
@@ -374,10 +385,10 @@ class _Adam:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            ll += float(c_ll)
+            ll += float(c_ll.detach())
             n_steps += 1
             n_tok += chunk.num_tokens
-        return ll, n_steps, n_tok, True
+        return ll, ll, n_steps, n_tok, True
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():

@@ -1,0 +1,231 @@
+"""HMM family: known answers, agreement with hmmlearn, and the synthetic source's oracle.
+
+Seeds are fixed in each test (numpy ``default_rng``); the contract checks run from
+``tests/test_contract.py`` through the registry entries ``hmm`` and ``hmm-hmmlearn``.
+"""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hmmlearn.hmm import CategoricalHMM
+
+from baselines.hmm import HMM, _chunks, chunk_loglik, estep
+from baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
+from baselines.hmm_hmmlearn import HmmlearnHMM
+from benchmarks.api import Budget, ContextPolicy, LanguageModel, Vocab
+from benchmarks.synthetic import SyntheticSource, synthetic_dataset
+from tests.contract import tiny_dataset
+
+# The ice-cream HMM of Jurafsky & Martin (Speech and Language Processing, 3rd ed., appendix A):
+# states HOT, COLD; observations "1", "2", "3" ice creams.  "<eos>" is never emitted.
+ICE_VOCAB = Vocab(["<eos>", "1", "2", "3"], boundary="<eos>")
+ICE_PI = [0.8, 0.2]
+ICE_A = [[0.6, 0.4], [0.5, 0.5]]
+ICE_B = [[0.0, 0.2, 0.4, 0.4], [0.0, 0.5, 0.4, 0.1]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: with two threads torch spends its time synchronising them (and
+    far more when other processes share the cores), so the tests run single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_dataset()
+
+
+def random_model(cls, data, states=7, seed=0):
+    rng = np.random.default_rng(seed)
+    params = initial_parameters(states, unigram(data.train.ids, len(data.vocab)), rng, 1.0)
+    return cls(states=states).set_parameters(data.vocab, *params), params
+
+
+def reference_hmm(params, vocab_size, **kw):
+    """An hmmlearn CategoricalHMM holding ``params`` and doing no initialisation of its own."""
+    hmm = CategoricalHMM(
+        n_components=len(params[0]), n_features=vocab_size, init_params="", params="ste", **kw
+    )
+    hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = (p.copy() for p in params)
+    return hmm
+
+
+# -- known answers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [HMM, HmmlearnHMM])
+def test_textbook_forward_probabilities(cls):
+    """Observations 3 1 3, forward trellis by hand:
+    alpha1 = (.8*.4, .2*.1) = (.32, .02)                         p(3)       = .34
+    alpha2 = ((.32*.6 + .02*.5)*.2, (.32*.4 + .02*.5)*.5)
+           = (.0404, .069)                                       p(3 1)     = .1094
+    alpha3 = ((.0404*.6 + .069*.5)*.4, (.0404*.4 + .069*.5)*.1)
+           = (.023496, .005066)                                  p(3 1 3)   = .028562
+    """
+    model = cls(states=2).set_parameters(ICE_VOCAB, ICE_PI, ICE_A, ICE_B)
+    ids = ICE_VOCAB.encode(["3", "1", "3"])
+    expected = np.log([0.34, 0.1094 / 0.34, 0.028562 / 0.1094])
+    np.testing.assert_allclose(model.token_logprobs(ids), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        LanguageModel.token_logprobs(model, ids), expected, rtol=1e-12
+    )
+    # Viterbi: delta3(HOT) = max(.0384*.6, .064*.5)*.4 = .0128 via COLD at t=2.
+    path, logp = model.viterbi(ids)
+    assert path.tolist() == [0, 1, 0]
+    assert logp == pytest.approx(math.log(0.0128), rel=1e-12)
+
+
+def test_boundary_resets_to_startprob():
+    """After a boundary the next token is predicted from pi, whatever came before."""
+    model = HMM(states=2).set_parameters(ICE_VOCAB, ICE_PI, ICE_A, ICE_B)
+    first, _ = model.step(model.init_state(1), np.array([0]))
+    state = model.init_state(2)
+    for tok in ([1, 3], [3, 3], [0, 2]):
+        _, state = model.step(state, np.array(tok))
+    again, _ = model.step(state, np.array([0, 0]))
+    np.testing.assert_allclose(again, np.vstack([first, first]))
+
+
+def test_packing_layout():
+    # stream: a b | c | d e f |  (| is the boundary, id 0) -> sentences of 3, 2, 4 tokens
+    ids = np.array([1, 2, 0, 3, 0, 4, 5, 6, 0])
+    starts, lengths = sentence_bounds(ids, 0)
+    assert starts.tolist() == [0, 3, 5] and lengths.tolist() == [3, 2, 4]
+    p = pack_stream(ids, 0)
+    assert p.batch_sizes.tolist() == [3, 3, 2, 1]  # longest first: d e f |, a b |, c |
+    assert ids[p.source].tolist() == [4, 1, 3, 5, 2, 0, 6, 0, 0]
+    assert sorted(p.source.tolist()) == list(range(9))
+
+
+# -- agreement with hmmlearn --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [HMM, HmmlearnHMM])
+@pytest.mark.parametrize("implementation", ["log", "scaling"])
+def test_loglikelihood_equals_hmmlearn_score(tiny, cls, implementation):
+    model, params = random_model(cls, tiny)
+    ids = tiny.test.ids
+    _, lengths = sentence_bounds(ids, tiny.vocab.boundary_id)
+    theirs = reference_hmm(params, len(tiny.vocab), implementation=implementation).score(
+        ids[:, None], lengths
+    )
+    for policy in (ContextPolicy(), ContextPolicy(reset_at_boundary=True)):
+        ours = model.token_logprobs(ids, context=policy).sum()
+        assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.5])
+def test_one_em_iteration_equals_hmmlearn(tiny, prior):
+    train, v = tiny.train.ids, len(tiny.vocab)
+    _, lengths = sentence_bounds(train, tiny.vocab.boundary_id)
+    cfg = dict(states=7, seed=3, emission_prior=prior, transition_prior=prior, start_prior=prior)
+    ours = HMM(**cfg, dtype="float64", batch_tokens=700)  # several chunks
+    ours.fit(train, tiny.vocab, budget=Budget(steps=1))
+    params = initial_parameters(7, unigram(train, v), np.random.default_rng(3), 1.0)
+    hmm = reference_hmm(
+        params, v, n_iter=1, tol=0.0, startprob_prior=1 + prior, transmat_prior=1 + prior,
+        emissionprob_prior=1 + prior,
+    ).fit(train[:, None], lengths)
+    for mine, theirs in (
+        (ours.startprob_, hmm.startprob_),
+        (ours.transmat_, hmm.transmat_),
+        (ours.emissionprob_, hmm.emissionprob_),
+    ):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-12)
+
+
+def test_wrapper_and_torch_em_train_the_same_model(tiny):
+    cfg = dict(states=6, seed=1, max_iterations=4, tol=0.0)
+    ours = HMM(**cfg, dtype="float64")
+    ours.fit(tiny.train.ids, tiny.vocab)
+    theirs = HmmlearnHMM(**cfg)
+    report = theirs.fit(tiny.train.ids, tiny.vocab)
+    assert report.steps == 4
+    np.testing.assert_allclose(ours.emissionprob_, theirs.emissionprob_, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(ours.transmat_, theirs.transmat_, rtol=1e-6, atol=1e-12)
+
+
+# -- the torch training paths ----------------------------------------------------------------
+
+
+def test_forward_of_estep_and_autograd_path_agree(tiny):
+    model, params = random_model(HMM, tiny)
+    chunks = _chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
+    pi, a, b = (torch.as_tensor(p) for p in params)
+    ll, start, trans, emit = estep(chunks[0], pi, a, b)
+    assert ll == pytest.approx(model.token_logprobs(tiny.valid.ids).sum(), rel=1e-12)
+    assert float(chunk_loglik(chunks[0], pi, a, b)) == pytest.approx(ll, rel=1e-12)
+    # Expected counts: one start per sentence, one emission per token, one transition per pair.
+    sentences = len(sentence_bounds(tiny.valid.ids, tiny.vocab.boundary_id)[0])
+    assert float(start.sum()) == pytest.approx(sentences)
+    assert float(emit.sum()) == pytest.approx(len(tiny.valid.ids))
+    assert float(trans.sum()) == pytest.approx(len(tiny.valid.ids) - sentences)
+
+
+@pytest.mark.parametrize("trainer", ["em", "adam"])
+def test_training_improves_validation(tiny, trainer):
+    model = HMM(states=8, trainer=trainer, seed=0, lr=0.1, batch_tokens=200)
+    report = model.fit(tiny.train.ids, tiny.vocab, budget=Budget(steps=40),
+                       valid=tiny.valid.ids)
+    assert report.steps <= 40 and report.train_tokens > 0
+    nll = [h["valid_nll"] for h in report.history]
+    start, _ = random_model(HMM, tiny, states=8, seed=0)  # fit's starting point (same seed)
+    assert min(nll) < -np.mean(start.token_logprobs(tiny.valid.ids)) - 0.1
+    kept = -np.mean(model.token_logprobs(tiny.valid.ids))
+    assert kept == pytest.approx(min(nll), abs=1e-9)  # the best-validation parameters are kept
+
+
+def test_budget_counts_em_iterations(tiny):
+    report = HMM(states=4, tol=0.0).fit(tiny.train.ids, tiny.vocab, budget=Budget(steps=3))
+    assert report.steps == 3 and report.train_tokens == 3 * len(tiny.train.ids)
+
+
+# -- quality: the synthetic source's oracle -------------------------------------------------------
+
+
+def test_synthetic_oracle_gap():
+    """A 12-state HMM trained on 40k tokens of an 8-state source (+ its end state) gets within 5%
+    of the source's test perplexity, and not below it by more than 3 standard errors."""
+    src = SyntheticSource(seed=3, states=8, vocab=120, words_per_state=15, successors=2,
+                          mean_length=8.0, tokens=(40_000, 4_000, 20_000))
+    data = synthetic_dataset(src)
+    model = HMM(states=12, seed=0, max_iterations=200, tol=1e-5)
+    model.fit(data.train.ids, data.vocab, valid=data.valid.ids)
+    diff = model.token_logprobs(data.test.ids) - data.test.oracle_logprobs
+    log_ratio = -diff.mean()  # ln(model ppl / oracle ppl)
+    assert log_ratio < math.log(1.05)
+    assert log_ratio > -3 * diff.std() / math.sqrt(len(diff))
+
+
+# -- inspection and packaging ------------------------------------------------------------------
+
+
+def test_inspect_tables(tiny):
+    model = HMM(states=8, seed=0)
+    model.fit(tiny.train.ids, tiny.vocab, budget=Budget(steps=20))
+    top, path = model.inspect(states=5, words=3)
+    assert top["columns"][0] == "state" and len(top["rows"]) == 5
+    shares = [row[1] for row in top["rows"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1
+    assert all(len(row[2].split(" (")) == 4 for row in top["rows"])  # 3 words with probabilities
+    assert model.state_occupancy().sum() == pytest.approx(1.0)
+    assert [row[1] for row in path["rows"]] == model.vocab_.decode(model.example_)
+    states, _ = model.viterbi(model.example_)
+    assert [row[2] for row in path["rows"]] == states.tolist()
+
+
+def test_hmmlearn_backend_imports_without_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import baselines, baselines.hmm_hmmlearn\n"
+        "from benchmarks import registry; registry.model_class('hmm-hmmlearn')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
