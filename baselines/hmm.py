@@ -37,6 +37,7 @@ from baselines.hmm_core import (
     HMMBase,
     Packed,
     initial_parameters,
+    log_prior,
     normalize_counts,
     pack,
     pack_stream,
@@ -314,6 +315,7 @@ class _EM:
 
     def __init__(self, model: HMM, chunks, params, dtype, dev) -> None:
         self.cfg, self.chunks = model.cfg, chunks
+        self._params = params
         self.pi, self.a, self.b = (torch.as_tensor(p, dtype=dtype, device=dev) for p in params)
 
     def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
@@ -333,12 +335,8 @@ class _EM:
             trans += c_trans.double().cpu().numpy()
             emit += c_emit.double().cpu().numpy()
         cfg = self.cfg
-        log_prior = sum(
-            w * float(torch.log(p).double().sum())
-            for w, p in ((cfg.start_prior, self.pi), (cfg.transition_prior, self.a),
-                         (cfg.emission_prior, self.b))
-            if w
-        )
+        priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
+        objective = ll + log_prior(self._params, priors)  # of the parameters this E-step used
         new = (
             normalize_counts(start, cfg.start_prior),
             normalize_counts(trans, cfg.transition_prior),
@@ -348,7 +346,7 @@ class _EM:
             torch.as_tensor(p, dtype=self.b.dtype, device=self.b.device) for p in new
         )
         self._params = new
-        return ll, ll + log_prior, 1, n_tok, True
+        return ll, objective, 1, n_tok, True
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._params

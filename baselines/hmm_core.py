@@ -143,6 +143,14 @@ def normalize_counts(counts: np.ndarray, pseudo: float) -> np.ndarray:
     return np.where(total > 0, c / np.where(total > 0, total, 1.0), uniform)
 
 
+def log_prior(params: tuple[np.ndarray, ...], pseudo: tuple[float, ...]) -> float:
+    """ln of the Dirichlet priors (up to their constants): sum over the parameter arrays of
+    ``pseudo * sum(ln p)``.  MAP-EM never lowers ln p(data) + this, so it is what convergence is
+    judged on."""
+    with np.errstate(divide="ignore"):
+        return float(sum(w * np.log(p).sum() for p, w in zip(params, pseudo, strict=True) if w))
+
+
 # --------------------------------------------------------------------------------------------
 # The shared model
 

@@ -19,6 +19,7 @@ import numpy as np
 from baselines.hmm_core import (
     HMMBase,
     initial_parameters,
+    log_prior,
     pick_example,
     sentence_bounds,
     unigram,
@@ -104,8 +105,26 @@ class HmmlearnHMM(HMMBase):
         )
         hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = pi, a, b
         x = train[:, None]
+        # hmmlearn warns on every call that K (V - 1) parameters exceed the token count, which
+        # is the usual case for a language model; keep its log quiet while we drive it.
+        hmm_log = logging.getLogger("hmmlearn.base")
+        level = hmm_log.level
+        hmm_log.setLevel(logging.ERROR)
+        try:
+            history, steps, tokens = self._iterate(hmm, x, lengths, budget, clock, callback)
+        finally:
+            hmm_log.setLevel(level)
+        self.example_ = pick_example(train, vocab.boundary_id)
+        self.set_parameters(vocab, hmm.startprob_, hmm.transmat_, hmm.emissionprob_)
+        notes = {"implementation": cfg.implementation}
+        if valid is not None:
+            notes["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
+        return FitReport(tokens, steps, clock(), history, notes)
+
+    def _iterate(self, hmm, x, lengths, budget, clock, callback):
+        cfg, n = self.cfg, len(x)
         history: list[dict[str, float]] = []
-        steps, tokens, last, prev_ll = 0, 0, 0.0, None
+        steps, tokens, last, prev = 0, 0, 0.0, None
         while steps < cfg.max_iterations:
             seconds = clock()
             if steps and (
@@ -113,23 +132,23 @@ class HmmlearnHMM(HMMBase):
                 or (budget.seconds is not None and seconds + last > budget.seconds)
             ):
                 break
+            prior = log_prior(
+                (hmm.startprob_, hmm.transmat_, hmm.emissionprob_),
+                (cfg.start_prior, cfg.transition_prior, cfg.emission_prior),
+            )
             hmm.fit(x, lengths)
             ll = float(hmm.monitor_.history[-1])  # log-likelihood before this M-step
             steps += 1
-            tokens += len(train)
+            tokens += n
             last = clock() - seconds
-            record = {"iteration": steps, "train_nll": -ll / len(train), "seconds": clock()}
+            record = {"iteration": steps, "train_nll": -ll / n, "seconds": clock()}
             history.append(record)
             log.debug("hmmlearn EM iteration %d: %s", steps, record)
             if callback is not None:
                 total = budget.steps or cfg.max_iterations
                 callback(Progress(steps, total, "iterations", {"train_nll": record["train_nll"]}))
-            if prev_ll is not None and (ll - prev_ll) / len(train) < cfg.tol:
+            # MAP-EM never lowers ln p(train) + ln prior: a small gain means convergence.
+            if prev is not None and (ll + prior - prev) / n < cfg.tol:
                 break
-            prev_ll = ll
-        self.example_ = pick_example(train, vocab.boundary_id)
-        self.set_parameters(vocab, hmm.startprob_, hmm.transmat_, hmm.emissionprob_)
-        notes = {"implementation": cfg.implementation}
-        if valid is not None:
-            notes["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
-        return FitReport(tokens, steps, clock(), history, notes)
+            prev = ll + prior
+        return history, steps, tokens
