@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="corpus root (else $LMLADDER_DATA)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 avoids thread "
+                             "thrashing when other processes load the machine")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("shakespeare", help="nanoGPT CPU-size Transformer vs LSTM, chars")
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per model")
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--score-tokens", type=int, default=20000)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     commands = {"shakespeare": cmd_shakespeare, "ptb": cmd_ptb, "throughput": cmd_throughput}
     results = commands[args.cmd](args)
     if args.out is not None:

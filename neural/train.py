@@ -118,7 +118,7 @@ class TrainConfig:
     plateau_factor: float = 4.0
     grad_clip: float | None = 1.0  # max global L2 norm of the gradient, None = no clipping
     eval_every: int = 0  # 0: evaluate on valid only at the end
-    eval_tokens: int | None = None  # periodic evaluations use the first N valid tokens
+    eval_tokens: int | None = None  # evaluations use the first N valid tokens (None: all)
     keep_best: bool = True  # end with the weights of the best evaluation on valid
     max_epochs: float | None = None  # an extra token limit: max_epochs * len(train)
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA (CPU: always fp32)
@@ -394,7 +394,7 @@ class TorchLM(LanguageModel):
                 loss_sum.zero_()
                 loss_n = 0
             if valid is not None and (done or (cfg.eval_every and run.step % cfg.eval_every == 0)):
-                point["valid_nll"] = self._evaluate(run, valid, final=done)
+                point["valid_nll"] = self._evaluate(run, valid)
                 module.train()
             if point:
                 point.update(step=run.step, tokens=run.tokens, seconds=seconds0 + clock(), lr=lr)
@@ -477,9 +477,9 @@ class TorchLM(LanguageModel):
             decay = 1.0
         return cfg.lr * warm * decay
 
-    def _evaluate(self, run: _Run, valid: np.ndarray, *, final: bool) -> float:
+    def _evaluate(self, run: _Run, valid: np.ndarray) -> float:
         """Mean ln-loss (nats/token) on valid; tracks the best weights and the plateau schedule."""
-        ids = valid if final or self.cfg.eval_tokens is None else valid[: self.cfg.eval_tokens]
+        ids = valid if self.cfg.eval_tokens is None else valid[: self.cfg.eval_tokens]
         nll = float(-self.token_logprobs(np.asarray(ids, dtype=np.int64)).mean())
         run.evals += 1
         if nll < run.best_nll:
