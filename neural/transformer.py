@@ -182,7 +182,13 @@ class GPT(nn.Module):
 
 
 class TransformerLM(TorchLM):
-    """Decoder-only Transformer LM with KV-cache stepping and sliding-window scoring."""
+    """Decoder-only Transformer LM with KV-cache stepping and sliding-window scoring.
+
+    Subclasses may swap the network (``neural/hf.py`` does): ``build_module`` must return a
+    module with :class:`GPT`'s interface -- ``forward(x, carry)``, ``run(x, past)`` returning
+    ``(logits, per-layer KV cache)``, and ``head`` (the output layer, whose ``out_features`` sizes
+    scoring batches) -- and the config needs ``context``.
+    """
 
     Config = TransformerConfig
     batching = "windows"
