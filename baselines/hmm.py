@@ -25,6 +25,7 @@ model's device.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class HMMConfig:
     batch_tokens: tokens per chunk of sentences (memory ~ 5 x batch_tokens x K x dtype bytes).
     dtype: training precision.
     lr: Adam learning rate.
+    threads: torch intra-op threads while fitting and scoring (restored afterwards); ``None``
+        leaves torch's setting.  One thread is as fast for small K and immune to the
+        slow-down several threads suffer when other processes share the cores.
     seed: seeds the starting point and the chunk order under Adam.
     """
 
@@ -90,11 +94,14 @@ class HMMConfig:
     batch_tokens: int = 32768
     dtype: Literal["float32", "float64"] = "float32"
     lr: float = 0.05
+    threads: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.states < 1 or self.max_iterations < 1 or self.batch_tokens < 1:
             raise ValueError("states, max_iterations and batch_tokens must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 or None")
         if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
             raise ValueError("priors (pseudo-counts) must be >= 0")
 
@@ -217,6 +224,10 @@ class HMM(HMMBase):
         between EM iterations (stopping before one the previous iteration's time says would
         not fit; at least one always runs) and between Adam steps.
         """
+        with _threads(self.cfg.threads):
+            return self._fit(train, vocab, budget, valid, callback)
+
+    def _fit(self, train, vocab, budget, valid, callback) -> FitReport:
         cfg = self.cfg
         clock = Stopwatch()
         train = np.asarray(train, dtype=np.int64)
@@ -289,6 +300,10 @@ class HMM(HMMBase):
     ) -> np.ndarray:
         """ln p(w_i | w_<i) (float64 ``(N,)``): all sentences filtered at once in float64 on
         the model's device.  Both context policies give the same scores (see hmm_core)."""
+        with _threads(self.cfg.threads):
+            return self._token_logprobs(tokens)
+
+    def _token_logprobs(self, tokens: np.ndarray) -> np.ndarray:
         vocab = self._require_fitted()
         tokens = np.asarray(tokens, dtype=np.int64)
         if len(tokens) == 0:
@@ -308,6 +323,17 @@ class HMM(HMMBase):
         result = np.empty(packed.num_tokens)
         result[packed.source] = out.cpu().numpy()
         return result
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _EM:

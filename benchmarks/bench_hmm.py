@@ -8,7 +8,8 @@ oracle gap.
 speed
     Seconds per EM iteration of our torch backend and of ``hmmlearn.hmm.CategoricalHMM`` on the
     same sentences (the first ``--speed-tokens`` PTB training tokens, as in ANCHORS.md) from the
-    same starting parameters, for each K of ``--speed-states``; their ratio; and the extra peak
+    same starting parameters, for each K of ``--speed-states`` (ours on ``--threads`` torch
+    threads, default 1, as hmmlearn's C code is single-threaded); their ratio; and the extra peak
     memory (resident set) per training token.  Each measurement runs in a fresh process so peak
     memory is its own.  Ours: median of ``--repeats`` iterations after one warm-up iteration
     (which also packs the sentences).  hmmlearn: median of ``--repeats`` iterations for K <= 64,
@@ -45,7 +46,8 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, impl: str) -> dict:
+def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, impl: str,
+             threads: int) -> dict:
     """Runs in a child process: seconds per EM iteration and peak memory of one backend."""
     import torch
 
@@ -56,7 +58,7 @@ def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, imp
     train = data.train.ids[:tokens]
     base_rss = _peak_rss_bytes()
     if backend == "torch":
-        model = HMM(states=states, tol=0.0, max_iterations=repeats + 1)
+        model = HMM(states=states, tol=0.0, max_iterations=repeats + 1, threads=threads)
         report = model.fit(train, data.vocab, budget=Budget(steps=repeats + 1))
         cumulative = [0.0] + [h["seconds"] for h in report.history]
         times = np.diff(cumulative)[1:]  # drop the warm-up iteration (packing, first calls)
@@ -73,7 +75,7 @@ def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, imp
         "seconds_per_iteration": float(statistics.median(times)),
         "spread": [float(min(times)), float(max(times))],
         "extra_peak_rss_bytes_per_token": (_peak_rss_bytes() - base_rss) / len(train),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads if backend == "torch" else None,
     }
 
 
@@ -85,10 +87,13 @@ def _in_child(*args) -> dict:
 def bench_speed(args) -> list[dict]:
     rows = []
     for k in args.speed_states:
-        ours = _in_child("torch", k, args.speed_tokens, args.repeats, args.data_dir, "")
+        ours = _in_child(
+            "torch", k, args.speed_tokens, args.repeats, args.data_dir, "", args.threads
+        )
         theirs_repeats = args.repeats if k <= 64 else 1
         theirs = _in_child(
-            "hmmlearn", k, args.speed_tokens, theirs_repeats, args.data_dir, args.hmmlearn_impl
+            "hmmlearn", k, args.speed_tokens, theirs_repeats, args.data_dir, args.hmmlearn_impl,
+            args.threads,
         )
         ratio = theirs["seconds_per_iteration"] / ours["seconds_per_iteration"]
         for r in (ours, theirs):
@@ -110,7 +115,7 @@ def bench_quality(args) -> list[dict]:
     data = load_dataset("ptb", args.data_dir)
     rows = []
     for k in args.states:
-        model = HMM(states=k, max_iterations=args.iterations, seed=0)
+        model = HMM(states=k, max_iterations=args.iterations, seed=0, threads=args.threads)
         report = model.fit(
             data.train.ids,
             data.vocab,
@@ -147,7 +152,7 @@ def bench_synthetic(args) -> dict:
     from baselines.hmm import HMM
 
     data = load_dataset("synthetic")
-    model = HMM(states=32, max_iterations=args.iterations, seed=0)
+    model = HMM(states=32, max_iterations=args.iterations, seed=0, threads=args.threads)
     report = model.fit(
         data.train.ids, data.vocab, budget=Budget(seconds=args.seconds), valid=data.valid.ids
     )
@@ -188,6 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--states", type=int, nargs="+", default=[16, 64, 256, 1024])
     p.add_argument("--seconds", type=float, default=900.0, help="training budget per model")
     p.add_argument("--iterations", type=int, default=100, help="most EM iterations per model")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for our backend (hmmlearn is single-threaded)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
     if args.quick:
@@ -197,11 +204,7 @@ def main(argv=None) -> int:
     sections = args.only or ["speed", "quality", "synthetic"]
     import torch
 
-    results: dict = {
-        "argv": sys.argv[1:],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    results: dict = {"argv": sys.argv[1:], "torch": torch.__version__, "threads": args.threads}
     if "speed" in sections:
         results["speed"] = bench_speed(args)
     if "synthetic" in sections:
