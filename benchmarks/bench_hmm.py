@@ -49,7 +49,6 @@ def _peak_rss_bytes() -> int:
 def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, impl: str,
              threads: int) -> dict:
     """Runs in a child process: seconds per EM iteration and peak memory of one backend."""
-    import torch
 
     from baselines.hmm import HMM
     from baselines.hmm_hmmlearn import HmmlearnHMM
