@@ -22,34 +22,38 @@ line); a boundary token owns its newline.  The text is tokenized by the model's 
 offsets), after one context token that stands for "start of a stream" -- the tokenizer's BOS token,
 or EOS when it has no BOS (GPT-2's ``<|endoftext|>``), never scored.  Each sub-word's ln-probability
 goes to the dataset token owning the sub-word's *last* character.  Example with PTB-style tokens
-``the cat <eos> sat`` and GPT-2:
+``the cat <eos> sat`` and a GPT-2-style byte-level BPE (illustrative sub-words)::
 
-====================  ==========  ============================================
-text ``"the cat\\nsat"``  sub-words   dataset token credited
-====================  ==========  ============================================
-``the``               ``the``     ``the``
-`` cat``              ``Ġcat``    ``cat`` (it owns the space before it)
-``\\n``                ``Ċ``       ``<eos>``
-``sat``               ``sat``     ``sat``
-====================  ==========  ============================================
+    running text      "the cat\nsat"
+    sub-words         the | Ġcat | Ċ     | sat
+    credited to       the | cat  | <eos> | sat      (" cat": a word owns the space before it)
 
 A word split into several sub-words gets their sum.  So the per-token numbers sum to the model's
 ln-likelihood of the whole text, which is what bits per character and word-level perplexity need.
 For character-level datasets a sub-word spanning several characters is credited to its last one
 and the others get ln 1 = 0: individual character scores mean nothing there, only their sums do.
+A sub-word that straddles two dataset tokens (a tokenizer without GPT-2's pre-tokenization
+merging a word with the next newline, say) is credited to the later one: sums stay exact, but the
+earlier token's number then depends on what follows it.  Byte-level BPE with GPT-2's
+pre-tokenizer does this on word-level text only for a run of newlines that ends the text (spaces
+start words; a newline followed by more text stands alone).
 
 Long texts are scored with sliding windows over the model's tokens (``ContextPolicy.window`` and
 ``stride`` count the *model's* tokens here; the window is capped by the model's position limit and
 ``Config.max_window``): windows start at 0, stride, 2*stride, ... and each scores the sub-words no
 earlier window scored, so every sub-word is scored exactly once (the layout of
 :class:`~benchmarks.api.ContextPolicy`'s example).  Every window is padded to the full window
-length so that the numbers for a position never depend on how long the rest of the text is (no
-peeking, bit for bit).  With ``reset_at_boundary`` every line is scored on its own after the
-start-of-stream token.
+length, so each forward pass has the same shape whatever follows: a position's numbers do not
+change when later text does (no peeking), not even by rounding.  With ``reset_at_boundary`` every
+line is scored on its own after the start-of-stream token.
 
 Saving an ``hf:`` model stores its ``source`` (config) and a SHA-256 fingerprint of its weights and
 tokenizer; loading reads ``source`` again and refuses weights that differ from the fingerprint.
 The checkpoint is therefore a pointer, not a copy: keep the source folder (or hub revision).
+
+Running one: ``hf:gpt2`` (a hub id; needs the network or the Hugging Face cache) or
+``hf:/path/to/folder`` (anything ``save_pretrained`` wrote) as a model name in a matrix, e.g.
+``name = "hf:gpt2"`` with ``config = { batch_size = 2 }``.
 """
 
 from __future__ import annotations
