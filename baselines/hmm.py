@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -58,6 +58,8 @@ from benchmarks.api import (
 
 log = logging.getLogger(__name__)
 
+SPLIT_NOISE = 0.1  # scale of the log-normal noise that tells the two halves of a split apart
+
 
 @dataclass(frozen=True)
 class HMMConfig:
@@ -76,6 +78,11 @@ class HMMConfig:
     batch_tokens: tokens per chunk of sentences (memory ~ 5 x batch_tokens x K x dtype bytes).
     dtype: training precision.
     lr: Adam learning rate.
+    grow_from: if set, EM starts with this many states and splits every state in two (see
+        :func:`split_states`) until there are ``states`` (which must be grow_from * 2^n); the
+        smaller stages run at most ``stage_iterations`` EM iterations each.  A large model then
+        starts where a cheaper one converged instead of from noise.
+    stage_iterations: EM iterations of each smaller stage.
     threads: torch intra-op threads while fitting and scoring (restored afterwards); ``None``
         leaves torch's setting.  One thread is as fast for small K and immune to the
         slow-down several threads suffer when other processes share the cores.
@@ -94,12 +101,18 @@ class HMMConfig:
     batch_tokens: int = 32768
     dtype: Literal["float32", "float64"] = "float32"
     lr: float = 0.05
+    grow_from: int | None = None
+    stage_iterations: int = 10
     threads: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.states < 1 or self.max_iterations < 1 or self.batch_tokens < 1:
             raise ValueError("states, max_iterations and batch_tokens must be >= 1")
+        if self.grow_from is not None and (
+            self.grow_from < 1 or _stage_sizes(self.grow_from, self.states)[0] != self.grow_from
+        ):
+            raise ValueError(f"states={self.states} is not grow_from={self.grow_from} * 2^n")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1 or None")
         if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
@@ -231,58 +244,78 @@ class HMM(HMMBase):
         cfg = self.cfg
         clock = Stopwatch()
         train = np.asarray(train, dtype=np.int64)
-        dtype = getattr(torch, cfg.dtype)
-        dev = torch.device(self.device)
+        dtype, dev = getattr(torch, cfg.dtype), torch.device(self.device)
         chunks = _chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
         rng = np.random.default_rng(cfg.seed)
-        params = initial_parameters(
-            cfg.states, unigram(train, len(vocab)), rng, cfg.init_noise
-        )
+        sizes = _stage_sizes(cfg.grow_from, cfg.states)
+        params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise)
         self.vocab_ = vocab
         self.example_ = pick_example(train, vocab.boundary_id)
-        run = _EM(self, chunks, params, dtype, dev) if cfg.trainer == "em" else _Adam(
-            self, chunks, params, dtype, dev, rng
+        tally = _Tally(clock, budget, len(train), callback)
+        for k in sizes[:-1]:  # smaller models, each split in two for the next (grow_from)
+            run = _EM(self, chunks, params, dtype, dev)
+            self._passes(run, tally, cfg.stage_iterations, None, stage=k)
+            params = split_states(run.parameters(), rng)
+            tally.last *= 4.0  # an EM iteration costs ~K^2: predict the next stage's first
+        run = (
+            _EM(self, chunks, params, dtype, dev)
+            if cfg.trainer == "em"
+            else _Adam(self, chunks, params, dtype, dev, rng)
         )
-        history: list[dict[str, float]] = []
+        best_nll, params = self._passes(run, tally, cfg.max_iterations, valid, stage=cfg.states)
+        self.set_parameters(vocab, *params)
+        notes = {"trainer": cfg.trainer, "passes": tally.passes, "chunks": len(chunks),
+                 "stages": sizes}
+        if valid is not None:
+            notes["valid_nll"] = best_nll
+        return FitReport(tally.tokens, tally.steps, clock(), tally.history, notes)
+
+    def _passes(self, run, tally: _Tally, max_passes: int, valid, *, stage: int):
+        """Training passes of ``run`` until convergence, ``max_passes``, the budget, or (with
+        ``valid``) ``patience`` passes without a better validation likelihood.  Returns (best
+        validation nll or nan, the parameters to keep: best-validation or last)."""
+        cfg, budget, clock = self.cfg, tally.budget, tally.clock
+        params = run.parameters()
         best = (math.inf, params)
-        stale, steps, tokens, passes, last, prev = 0, 0, 0, 0, 0.0, -math.inf
-        while passes < cfg.max_iterations:
+        stale, passes, prev = 0, 0, -math.inf
+        while passes < max_passes:
             seconds = clock()
-            if passes and (
-                budget.exhausted(tokens=tokens, steps=steps, seconds=seconds)
-                or (cfg.trainer == "em" and budget.seconds is not None
-                    and seconds + last > budget.seconds)
+            if tally.passes and (
+                budget.exhausted(tokens=tally.tokens, steps=tally.steps, seconds=seconds)
+                or (isinstance(run, _EM) and budget.seconds is not None
+                    and seconds + tally.last > budget.seconds)
             ):
                 break
-            ll, objective, n_steps, n_tokens, complete = run.one_pass(budget, clock, steps, tokens)
-            steps, tokens, passes = steps + n_steps, tokens + n_tokens, passes + 1
-            last = clock() - seconds
-            record = {"pass": passes, "steps": steps, "train_nll": -ll / max(n_tokens, 1),
-                      "seconds": clock()}
+            ll, objective, n_steps, n_tokens, complete = run.one_pass(
+                budget, clock, tally.steps, tally.tokens
+            )
+            passes += 1
+            tally.passes += 1
+            tally.steps += n_steps
+            tally.tokens += n_tokens
+            tally.last = clock() - seconds
+            record = {"states": stage, "pass": tally.passes, "steps": tally.steps,
+                      "train_nll": -ll / max(n_tokens, 1), "seconds": clock()}
             params = run.parameters()
             if valid is not None:
-                self.set_parameters(vocab, *params)
+                self.set_parameters(self.vocab_, *params)
                 record["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
                 if record["valid_nll"] < best[0]:
                     best, stale = (record["valid_nll"], params), 0
                 else:
                     stale += 1
-            history.append(record)
-            log.debug("HMM pass %d: %s", passes, record)
-            if callback is not None:
-                total = budget.steps if budget.steps else None
-                callback(Progress(steps, total, "steps", {"train_nll": record["train_nll"]}))
+            tally.history.append(record)
+            log.debug("HMM pass %d: %s", tally.passes, record)
+            if tally.callback is not None:
+                tally.callback(Progress(tally.steps, budget.steps or None, "steps",
+                                        {"train_nll": record["train_nll"]}))
             if not complete or stale >= cfg.patience:
                 break
             # MAP-EM never lowers ln p(train) + ln prior, so a small gain means convergence.
-            if cfg.trainer == "em" and (objective - prev) / len(train) < cfg.tol:
+            if isinstance(run, _EM) and (objective - prev) / tally.train_tokens < cfg.tol:
                 break
             prev = objective
-        self.set_parameters(vocab, *(best[1] if valid is not None else params))
-        notes = {"trainer": cfg.trainer, "passes": passes, "chunks": len(chunks)}
-        if valid is not None:
-            notes["valid_nll"] = best[0]
-        return FitReport(tokens, steps, clock(), history, notes)
+        return (best[0], best[1]) if valid is not None and passes else (math.nan, params)
 
     # -- scoring on the model's device ----------------------------------------------------------
 
@@ -334,6 +367,51 @@ def _threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@dataclass
+class _Tally:
+    """Counters shared by the training passes of all stages of one ``fit``."""
+
+    clock: Stopwatch
+    budget: Budget
+    train_tokens: int
+    callback: ProgressCallback | None
+    steps: int = 0
+    tokens: int = 0
+    passes: int = 0
+    last: float = 0.0  # seconds of the last pass
+    history: list = field(default_factory=list)
+
+
+def _stage_sizes(grow_from: int | None, states: int) -> list[int]:
+    sizes = [states]
+    while grow_from is not None and sizes[0] > grow_from:
+        sizes.insert(0, sizes[0] // 2)
+    return sizes
+
+
+def split_states(
+    params: tuple[np.ndarray, np.ndarray, np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split every state of (pi (K,), A (K, K), B (K, V)) in two: 2K states, float64.
+
+    Copies k and k + K share state k's emissions and its start and incoming probability half
+    each, so before the noise the split model gives exactly the same likelihood; log-normal
+    noise of scale ``SPLIT_NOISE`` then lets EM pull the copies apart (state splitting, as in
+    Petrov et al. 2006 for grammars).
+    """
+    pi, a, b = params
+
+    def noisy(x):
+        x = x * np.exp(SPLIT_NOISE * rng.standard_normal(x.shape))
+        return x / x.sum(axis=-1, keepdims=True)
+
+    return (
+        noisy(np.concatenate([pi, pi]) / 2),
+        noisy(np.tile(a, (2, 2)) / 2),
+        noisy(np.concatenate([b, b])),
+    )
 
 
 class _EM:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from hmmlearn.hmm import CategoricalHMM
 
-from baselines.hmm import HMM, _chunks, chunk_loglik, estep
+import baselines.hmm
+from baselines.hmm import HMM, _chunks, chunk_loglik, estep, split_states
 from baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
 from baselines.hmm_hmmlearn import HmmlearnHMM
 from benchmarks.api import Budget, ContextPolicy, LanguageModel, Vocab
@@ -181,6 +182,27 @@ def test_training_improves_validation(tiny, trainer):
     assert min(nll) < -np.mean(start.token_logprobs(tiny.valid.ids)) - 0.1
     kept = -np.mean(model.token_logprobs(tiny.valid.ids))
     assert kept == pytest.approx(min(nll), abs=1e-9)  # the best-validation parameters are kept
+
+
+def test_split_states_keeps_the_likelihood(tiny, monkeypatch):
+    model, params = random_model(HMM, tiny, states=5)
+    monkeypatch.setattr(baselines.hmm, "SPLIT_NOISE", 0.0)
+    split = split_states(params, np.random.default_rng(0))
+    assert split[1].shape == (10, 10) and split[2].shape == (10, len(tiny.vocab))
+    bigger = HMM(states=10).set_parameters(tiny.vocab, *split)
+    np.testing.assert_allclose(
+        bigger.token_logprobs(tiny.test.ids), model.token_logprobs(tiny.test.ids), rtol=1e-12
+    )
+
+
+def test_growing_by_splits(tiny):
+    model = HMM(states=8, grow_from=2, stage_iterations=3, tol=0.0)
+    report = model.fit(tiny.train.ids, tiny.vocab, budget=Budget(steps=12))
+    assert report.notes["stages"] == [2, 4, 8]
+    assert [h["states"] for h in report.history] == [2] * 3 + [4] * 3 + [8] * 6
+    assert model.transmat_.shape == (8, 8)
+    with pytest.raises(ValueError, match="grow_from"):
+        HMM(states=12, grow_from=5)
 
 
 def test_budget_counts_em_iterations(tiny):
