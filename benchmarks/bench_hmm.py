@@ -19,6 +19,8 @@ quality
     both context policies give the same numbers) for each K of ``--states``, each trained by EM
     on the full training split under ``--seconds`` of wall-clock time and at most
     ``--iterations`` iterations, keeping the parameters with the best validation perplexity.
+    With ``--grow-from G``, models with K > G start with G states and split every state in two
+    (after ``--stage-iterations`` EM iterations per stage) until K; all stages share the budget.
 synthetic
     The default synthetic source (16 states + end state, 400 words, 200k training tokens): test
     perplexity of a 32-state HMM against the source's own (the oracle).
@@ -114,7 +116,9 @@ def bench_quality(args) -> list[dict]:
     data = load_dataset("ptb", args.data_dir)
     rows = []
     for k in args.states:
-        model = HMM(states=k, max_iterations=args.iterations, seed=0, threads=args.threads)
+        grow = args.grow_from if args.grow_from and k > args.grow_from else None
+        model = HMM(states=k, max_iterations=args.iterations, seed=0, threads=args.threads,
+                    grow_from=grow, stage_iterations=args.stage_iterations)
         report = model.fit(
             data.train.ids,
             data.vocab,
@@ -126,6 +130,7 @@ def bench_quality(args) -> list[dict]:
         score_s = time.perf_counter() - start
         row = {
             "states": k,
+            "stages": report.notes["stages"],
             "test_ppl": metrics.ppl,
             "valid_ppl": math.exp(report.notes["valid_nll"]),
             "em_iterations": report.steps,
@@ -139,7 +144,8 @@ def bench_quality(args) -> list[dict]:
         rows.append(row)
         print(
             f"PTB    K={k:<5d} test ppl {metrics.ppl:8.2f}  valid ppl {row['valid_ppl']:8.2f}  "
-            f"{report.steps} EM iterations in {report.seconds:.0f} s "
+            f"{report.steps} EM iterations (stages {report.notes['stages']}) in "
+            f"{report.seconds:.0f} s "
             f"({row['seconds_per_iteration']:.2f} s/iter; budget {args.seconds:.0f} s, "
             f"<= {args.iterations} iterations)  scoring {row['score_tokens_per_s']:,.0f} tokens/s",
             flush=True,
@@ -192,6 +198,10 @@ def main(argv=None) -> int:
     p.add_argument("--states", type=int, nargs="+", default=[16, 64, 256, 1024])
     p.add_argument("--seconds", type=float, default=900.0, help="training budget per model")
     p.add_argument("--iterations", type=int, default=100, help="most EM iterations per model")
+    p.add_argument("--grow-from", type=int, default=None,
+                   help="models with more states start from this many, doubled by splitting")
+    p.add_argument("--stage-iterations", type=int, default=10,
+                   help="EM iterations of each smaller stage with --grow-from")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for our backend (hmmlearn is single-threaded)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
