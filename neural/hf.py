@@ -77,7 +77,7 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
-from neural.train import TrainConfig
+from neural.train import TrainConfig, resolve_device
 from neural.transformer import TransformerLM
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,8 @@ class HFPretrainedLM(LanguageModel):
         return FitReport(train_tokens=0, steps=0, seconds=clock(), notes=notes)
 
     def to(self, device: str) -> HFPretrainedLM:
-        super().to(device)
+        """Move to ``device`` (``cpu``, ``cuda[:i]``, ``mps`` or ``auto``)."""
+        super().to(resolve_device(device))
         if getattr(self, "model_", None) is not None:
             self.model_.to(device)
         return self
