@@ -168,7 +168,7 @@ def estep(
     emission counts (K, V)), counts in the input dtype.
     """
     bs, off, n_tok = chunk.batch_sizes, chunk.offsets, chunk.num_tokens
-    obs = b.T[chunk.words]  # (N, K): b_k(w) at every packed position
+    obs = b.T.contiguous()[chunk.words]  # (N, K): b_k(w) at every packed position
     alpha = torch.empty_like(obs)
     scale = torch.empty(n_tok, dtype=obs.dtype, device=obs.device)
     for t in range(len(bs)):
@@ -188,7 +188,7 @@ def estep(
     trans = a * (alpha[chunk.has_next].T @ nxt)
     emit = torch.zeros(b.shape[1], b.shape[0], dtype=obs.dtype, device=obs.device)
     emit.index_add_(0, chunk.words, gamma)
-    return float(scale.log().sum()), gamma[: bs[0]].sum(dim=0), trans, emit.T
+    return float(scale.log().double().sum()), gamma[: bs[0]].sum(dim=0), trans, emit.T
 
 
 def chunk_loglik(
