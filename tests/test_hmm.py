@@ -123,6 +123,18 @@ def test_loglikelihood_equals_hmmlearn_score(tiny, cls, implementation):
         assert ours == pytest.approx(theirs, rel=1e-6)
 
 
+def test_viterbi_equals_hmmlearn_decode(tiny):
+    model, params = random_model(HMM, tiny)
+    starts, lengths = sentence_bounds(tiny.test.ids, tiny.vocab.boundary_id)
+    hmm = reference_hmm(params, len(tiny.vocab))
+    for s, n in zip(starts[:5], lengths[:5], strict=True):
+        sentence = tiny.test.ids[s : s + n]
+        theirs_logp, theirs = hmm.decode(sentence[:, None], algorithm="viterbi")
+        path, logp = model.viterbi(sentence)
+        assert path.tolist() == theirs.tolist()
+        assert logp == pytest.approx(theirs_logp, rel=1e-9)
+
+
 @pytest.mark.parametrize("prior", [0.0, 0.5])
 def test_one_em_iteration_equals_hmmlearn(tiny, prior):
     train, v = tiny.train.ids, len(tiny.vocab)
