@@ -65,21 +65,23 @@ for _cell in ("rnn-tanh", "rnn-relu", "gru", "lstm"):
              optimizer="adamw", lr=2e-3, weight_decay=0.01, grad_clip=1.0, bptt=35,
              batch_size=32, warmup_steps=50)
 # Zaremba et al. 2014, Table 1 (PTB test ppl 114.5 / 82.7 / 78.4): SGD, lr 1, batch 20, untied.
-# Their step decays (x0.5 after epoch 4, /1.2 after 6, /1.15 after 14) are replaced by a cosine
-# over the same number of epochs, so a shorter budget still ends with a small learning rate.
+# Their loss is summed over the bptt steps (mean over the batch); ours is the mean over tokens, so
+# the same updates need lr = 1 x bptt and a clipping norm of (5 or 10) / bptt.  Their step decays
+# (x0.5 after epoch 4, /1.2 after 6, /1.15 after 14) are replaced by a cosine over the same number
+# of epochs, so a shorter budget still ends with a small learning rate.
 register("lstm-small", "neural.rnn:RNNLM", summary="Zaremba small LSTM 2x200 (PTB test 114.5)",
          smoke=_RNN_SMOKE, cell="lstm", hidden=200, layers=2, dropout=0.0, init_range=0.1,
-         optimizer="sgd", lr=1.0, grad_clip=5.0, bptt=20, batch_size=20, schedule="cosine",
+         optimizer="sgd", lr=20.0, grad_clip=0.25, bptt=20, batch_size=20, schedule="cosine",
          min_lr_ratio=0.01, max_epochs=13.0, eval_every=1000, eval_tokens=20000)
 register("lstm-medium", "neural.rnn:RNNLM",
          summary="Zaremba medium LSTM 2x650, dropout 0.5 (PTB test 82.7)",
          smoke=_RNN_SMOKE, cell="lstm", hidden=650, layers=2, dropout=0.5, init_range=0.05,
-         optimizer="sgd", lr=1.0, grad_clip=5.0, bptt=35, batch_size=20, schedule="cosine",
+         optimizer="sgd", lr=35.0, grad_clip=5.0 / 35, bptt=35, batch_size=20, schedule="cosine",
          min_lr_ratio=0.01, max_epochs=39.0, eval_every=1000, eval_tokens=20000)
 register("lstm-large", "neural.rnn:RNNLM",
          summary="Zaremba large LSTM 2x1500, dropout 0.65 (PTB test 78.4)",
          smoke=_RNN_SMOKE, cell="lstm", hidden=1500, layers=2, dropout=0.65, init_range=0.04,
-         optimizer="sgd", lr=1.0, grad_clip=10.0, bptt=35, batch_size=20, schedule="cosine",
+         optimizer="sgd", lr=35.0, grad_clip=10.0 / 35, bptt=35, batch_size=20, schedule="cosine",
          min_lr_ratio=0.01, max_epochs=55.0, eval_every=1000, eval_tokens=20000)
 _TF_SMOKE = dict(layers=2, heads=2, width=32, context=16, batch_size=8, warmup_steps=0, lr=3e-3,
                  dropout=0.0, max_epochs=None)
