@@ -412,17 +412,10 @@ class LanguageModel(ABC):
         ``step`` one token at a time; ``context.window`` is honoured by the model's own state
         (fast paths must agree with this loop).
         """
-        vocab = self._require_fitted()
         tokens = np.asarray(tokens, dtype=np.int64)
         out = np.empty(len(tokens), dtype=np.float64)
-        state = self.init_state(1)
-        prev = vocab.boundary_id
-        for i, w in enumerate(tokens):
-            if context.reset_at_boundary and prev == vocab.boundary_id:
-                state = self.init_state(1)
-            logp, state = self.step(state, np.array([prev], dtype=np.int64))
-            out[i] = logp[0, w]
-            prev = int(w)
+        for i, logp in enumerate(self._reference_distributions(tokens, context)):
+            out[i] = logp[tokens[i]]
         return out
 
     def next_token_ranks(
@@ -432,18 +425,24 @@ class LanguageModel(ABC):
 
         Rank 0 means a correct top-1 prediction.  int64 ``(N,)``.  Reference: loops ``step``.
         """
-        vocab = self._require_fitted()
         tokens = np.asarray(tokens, dtype=np.int64)
         out = np.empty(len(tokens), dtype=np.int64)
+        for i, logp in enumerate(self._reference_distributions(tokens, context)):
+            out[i] = int(np.count_nonzero(logp > logp[tokens[i]]))
+        return out
+
+    def _reference_distributions(self, tokens: np.ndarray, context: ContextPolicy):
+        """Yield the float64 ``(V,)`` next-token ln-distribution before each of ``tokens``,
+        one ``step`` at a time, resetting at boundaries when the policy says so."""
+        vocab = self._require_fitted()
         state = self.init_state(1)
         prev = vocab.boundary_id
-        for i, w in enumerate(tokens):
+        for w in tokens:
             if context.reset_at_boundary and prev == vocab.boundary_id:
                 state = self.init_state(1)
             logp, state = self.step(state, np.array([prev], dtype=np.int64))
-            out[i] = int(np.count_nonzero(logp[0] > logp[0, w]))
+            yield logp[0]
             prev = int(w)
-        return out
 
     def generate(
         self,
