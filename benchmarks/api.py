@@ -230,10 +230,11 @@ class ContextPolicy:
         For window-based models scoring long streams: how many new tokens each window scores.
         ``None`` means ``window // 2``.  Every token is still scored exactly once.
 
-    Worked example (window 4, stride 2, tokens ``a b c d e f``; ``|`` is the boundary the stream
-    starts after): the first window ``| a b c`` scores ``a b c``; the next ``b c d e`` scores
-    ``d e`` with 2-3 tokens of history; the last ``d e f`` scores ``f``.  Each token is scored once,
-    always with at least ``window - stride`` tokens of history once the stream is that long.
+    Worked example (window 4, stride 2, tokens ``a b c d e f`` after the boundary ``|``): the
+    first pass reads ``| a b c`` and scores ``a b c d`` with 1 to 4 tokens of history; the next
+    reads ``b c d e`` and scores only the ``stride`` newest targets, ``e`` (history ``b c d``) and
+    ``f`` (history ``b c d e``).  Every token is scored once, with between ``window - stride + 1``
+    and ``window`` tokens of history once the stream is that long.
     """
 
     reset_at_boundary: bool = False
