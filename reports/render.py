@@ -38,6 +38,7 @@ COLUMNS = {  # column title -> (path into the record, format)
     "test bpc": (("metrics", "test", "bpc"), "{:.4f}"),
     "top-1": (("metrics", "test_accuracy", "top1"), "{:.1%}"),
     "top-5": (("metrics", "test_accuracy", "top5"), "{:.1%}"),
+    "trained tokens": (("fit", "train_tokens"), "{:,.0f}"),
     "train tok/s": (("throughput", "train_tokens_per_s"), "{:,.0f}"),
     "score tok/s": (("throughput", "score_tokens_per_s"), "{:,.0f}"),
     "generate tok/s": (("throughput", "generate_tokens_per_s"), "{:,.0f}"),
