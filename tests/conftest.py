@@ -9,6 +9,15 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# The tests' torch models are tiny: one thread is faster than two, and does not spin against other
+# processes on a shared 2-core machine (a contract run went from minutes to seconds).
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
 
 def shared_data_dir() -> Path | None:
     env = os.environ.get("LMLADDER_DATA")
