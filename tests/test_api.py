@@ -64,3 +64,16 @@ def test_sample_next_respects_top_k_and_seed():
     b = [sample_next(logp, np.random.default_rng(7)) for _ in range(3)]
     assert a == b
     np.testing.assert_allclose(np.exp(logp).sum(), 1.0)
+
+
+def test_harness_and_count_models_import_without_torch():
+    """The registry is lazy: listing, the n-gram family and hmmlearn need no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import baselines.ngram, baselines.hmm_hmmlearn, benchmarks.cli, reports.render\n"
+            "from benchmarks.cli import main; main(['list', 'models'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "kn5" in done.stdout
