@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -24,13 +25,10 @@ def img(fig) -> str:
 def perplexity_bars(df: pd.DataFrame, oracles: dict[str, dict]):
     """Test perplexity by model, one panel per dataset, log scale; the oracle as a dashed line."""
     datasets = sorted(df["dataset"].unique())
-    fig, axes = plt.subplots(
-        1,
-        len(datasets),
-        figsize=(5.2 * len(datasets), 0.4 * df["model"].nunique() + 1.6),
-        squeeze=False,
-    )
-    for ax, ds in zip(axes[0], datasets, strict=True):
+    rows = [df[df["dataset"] == ds]["model"].nunique() for ds in datasets]
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(9, 0.32 * sum(rows) + 1.3 * len(rows)),
+                             squeeze=False, gridspec_kw={"height_ratios": rows})
+    for ax, ds in zip(axes[:, 0], datasets, strict=True):
         sub = df[df["dataset"] == ds].groupby("model")["test ppl"].mean().sort_values()
         ax.barh(sub.index[::-1], sub.values[::-1], color="#4a78b5")
         for y, v in enumerate(sub.values[::-1]):
@@ -40,6 +38,9 @@ def perplexity_bars(df: pd.DataFrame, oracles: dict[str, dict]):
             ax.axvline(oracle["ppl"], ls="--", color="#b5484a", label=f"source {oracle['ppl']:.1f}")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(ds)
         ax.set_xlabel("test perplexity (log scale)")
     fig.tight_layout()
