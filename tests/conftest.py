@@ -36,6 +36,14 @@ def data_dir() -> Path:
     return found
 
 
+@pytest.fixture(scope="session")
+def data():
+    """The small synthetic corpus every model family is smoke-tested on (see tests/contract.py)."""
+    from tests import contract
+
+    return contract.tiny_dataset()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's cache or environment's data folder unless a test asks for it."""

@@ -8,10 +8,6 @@ from tests import contract
 NAMES = sorted(n for n in registry.MODELS if not n.endswith(":"))
 
 
-@pytest.fixture(scope="module")
-def data():
-    return contract.tiny_dataset()
-
 
 @pytest.fixture(scope="module")
 def models(data):

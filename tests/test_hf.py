@@ -36,10 +36,6 @@ EOT = "<|endoftext|>"
 POSITIONS = 64  # the tiny model's position limit: the contract's 150 tokens need several windows
 
 
-@pytest.fixture(scope="module")
-def data():
-    return contract.tiny_dataset()
-
 
 def _tiny_pretrained(folder, data, *, seed: int, train_steps: int) -> None:
     """Write a byte-level BPE tokenizer and a tiny GPT-2 (trained ``train_steps`` steps)."""

@@ -29,15 +29,6 @@ ICE_A = [[0.6, 0.4], [0.5, 0.5]]
 ICE_B = [[0.0, 0.2, 0.4, 0.4], [0.0, 0.5, 0.4, 0.1]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: with two threads torch spends its time synchronising them (and
-    far more when other processes share the cores), so the tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny():

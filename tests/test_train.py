@@ -13,7 +13,6 @@ from benchmarks.api import Budget, LanguageModel, Progress
 from neural.rnn import RNNLM
 from neural.train import StopTraining, resolve_device
 from neural.transformer import TransformerLM
-from tests import contract
 
 TINY_RNN = dict(hidden=16, layers=2, bptt=8, batch_size=4, dropout=0.3, optimizer="adamw",
                 lr=1e-2, log_every=5)
@@ -21,18 +20,6 @@ TINY_TF = dict(layers=1, heads=2, width=16, context=8, batch_size=4, dropout=0.1
                lr=1e-2, log_every=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from more threads, and on a loaded machine extra threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return contract.tiny_dataset()
 
 
 def weights(model) -> dict[str, np.ndarray]:

@@ -8,21 +8,6 @@ import torch
 from benchmarks.api import Budget, ConfigError, ContextPolicy, LanguageModel
 from benchmarks.registry import build
 from neural.transformer import GPT, TransformerConfig, TransformerLM, transformer_parameter_count
-from tests import contract
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from more threads, and on a loaded machine extra threads spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return contract.tiny_dataset()
 
 
 def tiny(positions="learned", **kw):
