@@ -74,12 +74,12 @@ class RNNNet(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         between = cfg.dropout if cfg.layers > 1 else 0.0
         if cfg.cell == "lstm":
-            self.rnn = nn.LSTM(emb, cfg.hidden, cfg.layers, dropout=between, batch_first=True)
+            self.rnn = nn.LSTM(emb, cfg.hidden, cfg.layers, dropout=between)
         elif cfg.cell == "gru":
-            self.rnn = nn.GRU(emb, cfg.hidden, cfg.layers, dropout=between, batch_first=True)
+            self.rnn = nn.GRU(emb, cfg.hidden, cfg.layers, dropout=between)
         else:
             self.rnn = nn.RNN(emb, cfg.hidden, cfg.layers, nonlinearity=cfg.cell[4:],
-                              dropout=between, batch_first=True)
+                              dropout=between)
         self.decoder = nn.Linear(cfg.hidden, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
@@ -87,8 +87,10 @@ class RNNNet(nn.Module):
             self.decoder.weight = self.embed.weight
 
     def forward(self, x: torch.Tensor, carry=None):
-        h, carry = self.rnn(self.drop(self.embed(x)), carry)  # (B, T, H)
-        return self.decoder(self.drop(h)), carry
+        # The recurrence runs time-major, its native layout (batch_first costs two transposes
+        # per step on CPU); only the small (T, B, H) output is turned back to batch-major.
+        h, carry = self.rnn(self.drop(self.embed(x.t())), carry)  # (T, B, H)
+        return self.decoder(self.drop(h.transpose(0, 1))), carry  # (B, T, V)
 
 
 class RNNLM(TorchLM):
