@@ -491,5 +491,14 @@ def _load_cached(name: str, data_dir: str | None, _env: str | None) -> Dataset:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load dataset ``name`` (see :data:`DATASET_HELP`), cached per process."""
-    key = None if data_dir is None else str(data_dir)
-    return _load_cached(name, key, os.environ.get("LMLADDER_DATA"))
+    key = (name, None if data_dir is None else str(data_dir), os.environ.get("LMLADDER_DATA"))
+    if key in _MISSING:  # one failed download per process, not one per matrix cell
+        raise _MISSING[key]
+    try:
+        return _load_cached(*key)
+    except DataNotFoundError as err:
+        _MISSING[key] = err
+        raise
+
+
+_MISSING: dict[tuple, DataNotFoundError] = {}

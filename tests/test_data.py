@@ -88,6 +88,11 @@ def test_offline_message_names_files_folders_and_urls(tmp_path, monkeypatch):
     with pytest.raises(DataNotFoundError) as err:
         load_dataset("ptb", tmp_path / "empty")
     msg = str(err.value)
+    calls = []
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: calls.append(a))
+    with pytest.raises(DataNotFoundError):
+        load_dataset("ptb", tmp_path / "empty")  # the next matrix cell: no second download
+    assert calls == []
     for needle in ("ptb/ptb.train.txt", "ptb/ptb.test.txt", str(tmp_path / "empty"),
                    "LMLADDER_DATA", "--data-dir", "sha256", "https://"):
         assert needle in msg
