@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from baselines.hmm_core import (
+    EMConfig,
     HMMBase,
     Packed,
     initial_parameters,
@@ -62,19 +63,14 @@ SPLIT_NOISE = 0.1  # scale of the log-normal noise that tells the two halves of 
 
 
 @dataclass(frozen=True)
-class HMMConfig:
-    """Hyperparameters of the torch HMM.
+class HMMConfig(EMConfig):
+    """Hyperparameters of the torch HMM: those of :class:`EMConfig` (``max_iterations`` counts
+    Adam epochs under ``trainer="adam"``) plus
 
-    states: number of hidden states K.
     trainer: ``"em"`` (Baum-Welch, one iteration = one pass) or ``"adam"`` (gradient ascent on the
         marginal log-likelihood, one step per chunk).
-    max_iterations: EM iterations / Adam epochs when the budget does not stop earlier.
-    tol: EM stops when the training log-likelihood improves by less than this (nats per token).
     patience: with validation data, stop after this many passes without a better validation
         likelihood; the parameters with the best validation likelihood are kept.
-    emission_prior, transition_prior, start_prior: pseudo-counts added to expected counts
-        (Dirichlet priors of concentration 1 + value; the same MAP terms under Adam).
-    init_noise: scale of the log-normal noise of the random starting point.
     batch_tokens: tokens per chunk of sentences (memory ~ 5 x batch_tokens x K x dtype bytes).
     dtype: training precision.
     lr: Adam learning rate.
@@ -86,37 +82,31 @@ class HMMConfig:
     threads: torch intra-op threads while fitting and scoring (restored afterwards); ``None``
         leaves torch's setting.  One thread is as fast for small K and immune to the
         slow-down several threads suffer when other processes share the cores.
-    seed: seeds the starting point and the chunk order under Adam.
+
+    The prior pseudo-counts act as the same MAP terms under Adam.
     """
 
     states: int = 64
-    trainer: Literal["em", "adam"] = "em"
     max_iterations: int = 50
-    tol: float = 1e-4
+    trainer: Literal["em", "adam"] = "em"
     patience: int = 2
-    emission_prior: float = 0.01
-    transition_prior: float = 0.0
-    start_prior: float = 0.0
-    init_noise: float = 1.0
     batch_tokens: int = 32768
     dtype: Literal["float32", "float64"] = "float32"
     lr: float = 0.05
     grow_from: int | None = None
     stage_iterations: int = 10
     threads: int | None = None
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.states < 1 or self.max_iterations < 1 or self.batch_tokens < 1:
-            raise ValueError("states, max_iterations and batch_tokens must be >= 1")
+        super().__post_init__()
+        if self.max_iterations < 1 or self.batch_tokens < 1:
+            raise ValueError("max_iterations and batch_tokens must be >= 1")
         if self.grow_from is not None and (
             self.grow_from < 1 or _stage_sizes(self.grow_from, self.states)[0] != self.grow_from
         ):
             raise ValueError(f"states={self.states} is not grow_from={self.grow_from} * 2^n")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1 or None")
-        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
-            raise ValueError("priors (pseudo-counts) must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,36 @@ def sentence_bounds(ids: np.ndarray, boundary_id: int) -> tuple[np.ndarray, np.n
 
 
 @dataclass(frozen=True)
+class EMConfig:
+    """Hyperparameters both HMM backends share (each backend adds its own and sets defaults).
+
+    states: number of hidden states K.
+    max_iterations: EM iterations when the budget does not stop earlier.
+    tol: EM stops when the training log-likelihood improves by less than this (nats per token).
+    emission_prior, transition_prior, start_prior: pseudo-counts added to the expected counts in
+        every M-step (Dirichlet priors of concentration 1 + value); emission_prior > 0 keeps
+        every word possible in every state.
+    init_noise: scale of the log-normal noise of the random starting point.
+    seed: seeds the starting point.
+    """
+
+    states: int = 16
+    max_iterations: int = 20
+    tol: float = 1e-4
+    emission_prior: float = 0.01
+    transition_prior: float = 0.0
+    start_prior: float = 0.0
+    init_noise: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.states < 1:
+            raise ValueError("states must be >= 1")
+        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
+            raise ValueError("priors (pseudo-counts) must be >= 0")
+
+
+@dataclass(frozen=True)
 class Packed:
     """Sentences laid out time-major, longest first (the layout of a ``PackedSequence``).
 

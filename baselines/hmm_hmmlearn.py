@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from baselines.hmm_core import (
+    EMConfig,
     HMMBase,
     initial_parameters,
     log_prior,
@@ -30,35 +31,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HmmlearnConfig:
-    """Hyperparameters of the hmmlearn-backed HMM.
+class HmmlearnConfig(EMConfig):
+    """Hyperparameters of the hmmlearn-backed HMM: those of :class:`EMConfig` plus
 
-    states: number of hidden states K.
-    max_iterations: EM iterations when the budget does not stop earlier.
-    tol: stop when the training log-likelihood improves by less than this many nats per token.
-    emission_prior, transition_prior, start_prior: pseudo-counts added to the expected counts in
-        every M-step (Dirichlet priors of concentration 1 + value); emission_prior > 0 keeps
-        every word possible in every state.
-    init_noise: scale of the log-normal noise of the random starting point.
     implementation: hmmlearn's forward-backward, ``"scaling"`` (faster) or ``"log"``.
-    seed: seeds the starting point.
     """
 
-    states: int = 16
-    max_iterations: int = 20
-    tol: float = 1e-4
-    emission_prior: float = 0.01
-    transition_prior: float = 0.0
-    start_prior: float = 0.0
-    init_noise: float = 1.0
     implementation: Literal["scaling", "log"] = "scaling"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.states < 1:
-            raise ValueError("states must be >= 1")
-        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
-            raise ValueError("priors (pseudo-counts) must be >= 0")
 
 
 class HmmlearnHMM(HMMBase):
