@@ -77,8 +77,8 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
-from neural.train import TrainConfig, resolve_device
-from neural.transformer import TransformerLM
+from neural.train import resolve_device
+from neural.transformer import TransformerLM, WindowTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -386,23 +386,15 @@ class HFPretrainedLM(LanguageModel):
 
 
 @dataclass(frozen=True)
-class HFGPT2Config(TrainConfig):
+class HFGPT2Config(WindowTrainConfig):
     """A ``transformers.GPT2Config`` (``n_layer``, ``n_head``, ``n_embd``, ``context`` =
     ``n_positions``, ``dropout`` = resid/embd/attn dropout) plus the loop's fields; the vocabulary
-    is the dataset's.  Training defaults match the ``transformer`` entry (AdamW, nanoGPT recipe)."""
+    is the dataset's.  Training defaults are the ``transformer`` entry's
+    (:class:`~neural.transformer.WindowTrainConfig`)."""
 
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    context: int = 64
-    dropout: float = 0.0
-    sampling: Literal["random", "sequential"] = "random"
-    batch_size: int = 12
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.n_embd, self.context) < 1:

@@ -56,27 +56,31 @@ from neural.train import TorchLM, TrainConfig
 
 
 @dataclass(frozen=True)
-class TransformerConfig(TrainConfig):
-    """Architecture of :class:`TransformerLM` plus the loop's fields; training defaults follow
-    nanoGPT's Shakespeare-char recipe (AdamW lr 1e-3, beta2 0.99, weight decay 0.1, batch 12)."""
+class WindowTrainConfig(TrainConfig):
+    """The loop's fields for models trained on windows of ``context`` tokens, with nanoGPT's
+    Shakespeare-char recipe as defaults (AdamW lr 1e-3, beta2 0.99, weight decay 0.1, batch 12,
+    100 warm-up steps).  Our Transformer and ``hf-gpt2`` both inherit it, so they train alike."""
+
+    context: int = 64
+    dropout: float = 0.0
+    sampling: Literal["random", "sequential"] = "random"
+    batch_size: int = 12
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+
+
+@dataclass(frozen=True)
+class TransformerConfig(WindowTrainConfig):
+    """Architecture of :class:`TransformerLM` plus the loop's fields (WindowTrainConfig)."""
 
     layers: int = 4
     heads: int = 4
     width: int = 128
-    context: int = 64
     mlp_ratio: int = 4
-    dropout: float = 0.0
     positions: Literal["learned", "rotary"] = "learned"
     rope_base: float = 10000.0
     bias: bool = False
     tied: bool = True
-    sampling: Literal["random", "sequential"] = "random"
-    batch_size: int = 12
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
