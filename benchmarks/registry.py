@@ -139,9 +139,11 @@ def model_class(name: str) -> type[LanguageModel]:
     return import_target(entry(name).target)
 
 
-def build(name: str, overrides: Mapping[str, Any] | None = None, *, smoke: bool = False,
-          where: str | None = None) -> LanguageModel:
-    """Instantiate registry entry ``name`` with its defaults, then ``smoke``, then overrides."""
+def resolved_config(name: str, overrides: Mapping[str, Any] | None = None, *,
+                    smoke: bool = False) -> dict[str, Any]:
+    """The hyperparameters ``name`` is built with: the entry's defaults, then ``smoke``, then
+    ``overrides``; a parametrised name such as ``hf:<path>`` passes its part after ``:`` as
+    ``source``."""
     e = entry(name)
     config = dict(e.defaults)
     if smoke:
@@ -149,7 +151,14 @@ def build(name: str, overrides: Mapping[str, Any] | None = None, *, smoke: bool 
     config.update(overrides or {})
     if ":" in name and name not in MODELS:
         config.setdefault("source", name.split(":", 1)[1])
-    klass = import_target(e.target)
+    return config
+
+
+def build(name: str, overrides: Mapping[str, Any] | None = None, *, smoke: bool = False,
+          where: str | None = None) -> LanguageModel:
+    """Instantiate registry entry ``name`` with :func:`resolved_config`, checked first."""
+    config = resolved_config(name, overrides, smoke=smoke)
+    klass = model_class(name)
     from benchmarks.api import build_config
 
     build_config(klass.Config, config, where=where or f"model {name!r}")

@@ -167,11 +167,8 @@ def load_matrix(name_or_path: str) -> Matrix:
     for i, m in enumerate(models):
         where = f"{path}: models[{i}] ({m.name})"
         try:
-            registry.entry(m.name)
             klass = registry.model_class(m.name)
-            merged = {**registry.entry(m.name).defaults, **m.config}
-            if ":" in m.name and m.name not in registry.MODELS:
-                merged.setdefault("source", m.name.split(":", 1)[1])
+            merged = registry.resolved_config(m.name, m.config)
             build_config(klass.Config, merged, where=f"{where}.config")
             build_config(Budget, m.budget, where=f"{where}.budget")
         except registry.UnknownNameError as err:
