@@ -211,10 +211,12 @@ def resolve_device(requested: str, supported: tuple[str, ...]) -> str:
     return "cpu"
 
 
-def _cell_description(matrix: Matrix, cell: Cell, device: str) -> dict:
-    entry = registry.entry(cell.model.name)
-    config = {**entry.defaults, **cell.model.config}
-    return {
+def describe_cell(matrix: Matrix, cell: Cell) -> tuple[dict, str]:
+    """The cell as recorded (device resolved) and its key: a hash of that and the code version."""
+    klass = registry.model_class(cell.model.name)
+    device = resolve_device(cell.device, klass.devices)
+    config = {**registry.entry(cell.model.name).defaults, **cell.model.config}
+    desc = {
         "matrix": matrix.name,
         "model": cell.model.name,
         "label": cell.label,
@@ -225,11 +227,8 @@ def _cell_description(matrix: Matrix, cell: Cell, device: str) -> dict:
         "budget": cell.model.budget,
         "scoring": dataclasses.asdict(matrix.scoring),
     }
-
-
-def _code_version(cell: Cell) -> dict:
-    klass = registry.model_class(cell.model.name)
-    return {"lmladder": __version__, "model_revision": klass.revision, "results_api": API_VERSION}
+    code = {"lmladder": __version__, "model_revision": klass.revision, "results_api": API_VERSION}
+    return desc, cell_key(desc, code)
 
 
 FitCallbackFactory = Callable[[str], Callable[[Progress], None] | None]
@@ -241,13 +240,13 @@ def run_cell(
     *,
     data_dir=None,
     fit_callback: Callable[[Progress], None] | None = None,
+    described: tuple[dict, str] | None = None,
 ) -> dict:
     """Fit, score, time and describe one cell; returns the result record (never raises for a
-    model or data failure -- those are recorded -- but lets KeyboardInterrupt through)."""
-    klass = registry.model_class(cell.model.name)
-    device = resolve_device(cell.device, klass.devices)
-    desc = _cell_description(matrix, cell, device)
-    key = cell_key(desc, _code_version(cell))
+    model or data failure -- those are recorded -- but lets KeyboardInterrupt through).
+    ``described`` is :func:`describe_cell`'s answer when the caller has it already."""
+    desc, key = described or describe_cell(matrix, cell)
+    device = desc["device"]
     record: dict[str, Any] = {
         "api_version": API_VERSION,
         "key": key,
@@ -382,10 +381,9 @@ def run_matrix(
     if only and not todo:
         raise MatrixError(f"{matrix.path}: no model matches {sorted(only)}")
     for i, cell in enumerate(todo):
-        klass = registry.model_class(cell.model.name)
-        device = resolve_device(cell.device, klass.devices)
-        desc = _cell_description(matrix, cell, device)
-        path = record_path(results_dir, desc, cell_key(desc, _code_version(cell)))
+        desc, key = describe_cell(matrix, cell)
+        device = desc["device"]
+        path = record_path(results_dir, desc, key)
         if not force and path.exists() and read_record(path)["status"] == "ok":
             summary.skipped_existing += 1
             summary.paths.append(path)
@@ -393,7 +391,8 @@ def run_matrix(
         if on_cell_start:
             on_cell_start(cell, i, len(todo))
         cb = fit_callback_factory(cell.label) if fit_callback_factory else None
-        record = run_cell(matrix, cell, data_dir=data_dir, fit_callback=cb)
+        record = run_cell(matrix, cell, data_dir=data_dir, fit_callback=cb,
+                          described=(desc, key))
         write_record(path, record)
         summary.paths.append(path)
         what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {device})"
