@@ -100,13 +100,8 @@ def _table(df: pd.DataFrame, oracle: dict | None = None) -> str:
     if oracle:
         cells = ["<td>source (oracle)</td>"]
         for c in cols:
-            key = {
-                "valid ppl": ("valid", "ppl"),
-                "test ppl": ("test", "ppl"),
-                "test word ppl": ("test", "word_ppl"),
-                "test bpc": ("test", "bpc"),
-            }.get(c)
-            v = _get(oracle, key) if key else None
+            path = COLUMNS[c][0]  # an oracle holds {"valid": metrics, "test": metrics}
+            v = _get(oracle, path[1:]) if path[0] == "metrics" else None
             cells.append(f"<td>{'—' if v is None else COLUMNS[c][1].format(v)}</td>")
         body.append('<tr class="oracle">' + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
