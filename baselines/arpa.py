@@ -1,4 +1,5 @@
-"""ARPA back-off files: export and import of :class:`~baselines.ngram_backoff.BackoffTables`.
+"""ARPA back-off files: export and import of
+:class:`~lmladder.baselines.ngram_backoff.BackoffTables`.
 
 Format (as written by SRILM and KenLM): a ``\\data\\`` header with ``ngram j=count`` lines, then
 one ``\\j-grams:`` section per order of lines ``log10 p <TAB> w_1 .. w_j [<TAB> log10 backoff]``,
@@ -33,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.ngram_backoff import BackoffTables
-from benchmarks.api import Vocab
+from lmladder.api import Vocab
+from lmladder.baselines.ngram_backoff import BackoffTables
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``hmm``: a batched HMM language model in torch, trained by exact EM or by Adam, on CPU or CUDA.
 
-The model is the one :mod:`baselines.hmm_core` describes (sentences started from pi, the boundary
-emitted like a word).  What this backend adds is speed:
+The model is the one :mod:`lmladder.baselines.hmm_core` describes (sentences started from pi, the
+boundary emitted like a word).  What this backend adds is speed:
 
 * **Packed sentences.**  The training stream is split into sentences, sorted by length and cut
   into chunks of about ``batch_tokens`` tokens; in each chunk the sentences are laid out
@@ -25,29 +25,14 @@ model's device.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
-from baselines.hmm_core import (
-    EMConfig,
-    HMMBase,
-    Packed,
-    initial_parameters,
-    log_prior,
-    normalize_counts,
-    pack,
-    pack_stream,
-    pick_example,
-    sentence_bounds,
-    unigram,
-)
-from benchmarks.api import (
+from lmladder.api import (
     Budget,
     ContextPolicy,
     FitReport,
@@ -56,6 +41,17 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
+from lmladder.baselines.hmm_core import (
+    EMConfig,
+    HMMBase,
+    initial_parameters,
+    pack_stream,
+    pick_example,
+    unigram,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -109,95 +105,6 @@ class HMMConfig(EMConfig):
             raise ValueError("threads must be >= 1 or None")
 
 
-@dataclass(frozen=True)
-class _Chunk:
-    """One chunk of packed training sentences on the training device."""
-
-    words: torch.Tensor  # int64 (N,), packed order
-    batch_sizes: list[int]
-    offsets: list[int]
-    has_next: torch.Tensor  # int64: packed positions whose sentence continues at t + 1
-
-    @property
-    def num_tokens(self) -> int:
-        return self.offsets[-1]
-
-
-def _chunks(train: np.ndarray, boundary_id: int, batch_tokens: int, device) -> list[_Chunk]:
-    starts, lengths = sentence_bounds(train, boundary_id)
-    order = np.argsort(-lengths, kind="stable")  # similar lengths share a chunk: few idle steps
-    starts, lengths = starts[order], lengths[order]
-    chunk_of = np.cumsum(lengths) // max(batch_tokens, 1)
-    out = []
-    for c in np.unique(chunk_of):
-        sel = chunk_of == c
-        p: Packed = pack(starts[sel], lengths[sel])
-        off, bs = p.offsets, p.batch_sizes
-        has_next = np.concatenate(
-            [np.arange(off[t], off[t] + bs[t + 1]) for t in range(p.num_steps - 1)]
-            or [np.zeros(0, dtype=np.int64)]
-        )
-        out.append(
-            _Chunk(
-                torch.as_tensor(train[p.source], device=device),
-                bs.tolist(),
-                off.tolist(),
-                torch.as_tensor(has_next, dtype=torch.int64, device=device),
-            )
-        )
-    return out
-
-
-def estep(
-    chunk: _Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scaled forward-backward over one chunk.
-
-    ``pi`` (K,), ``a`` (K, K), ``b`` (K, V): probabilities in the training dtype.  Returns
-    (ln p(chunk) in nats, expected start counts (K,), transition counts (K, K),
-    emission counts (K, V)), counts in the input dtype.
-    """
-    bs, off, n_tok = chunk.batch_sizes, chunk.offsets, chunk.num_tokens
-    obs = b.T.contiguous()[chunk.words]  # (N, K): b_k(w) at every packed position
-    alpha = torch.empty_like(obs)
-    scale = torch.empty(n_tok, dtype=obs.dtype, device=obs.device)
-    for t in range(len(bs)):
-        lo, n = off[t], bs[t]
-        prior = pi if t == 0 else alpha[off[t - 1] : off[t - 1] + n] @ a
-        joint = prior * obs[lo : lo + n]
-        scale[lo : lo + n] = joint.sum(dim=1)
-        alpha[lo : lo + n] = joint / scale[lo : lo + n, None]
-    beta = torch.ones_like(obs)  # beta at a sentence's last token is 1
-    nxt = torch.empty(n_tok - bs[0], obs.shape[1], dtype=obs.dtype, device=obs.device)
-    for t in range(len(bs) - 2, -1, -1):
-        lo, n = off[t + 1], bs[t + 1]
-        r = beta[lo : lo + n] * obs[lo : lo + n] / scale[lo : lo + n, None]
-        nxt[lo - bs[0] : lo - bs[0] + n] = r
-        beta[off[t] : off[t] + n] = r @ a.T
-    gamma = beta.mul_(alpha)  # state posteriors (N, K); scaling makes rows sum to one
-    trans = a * (alpha[chunk.has_next].T @ nxt)
-    emit = torch.zeros(b.shape[1], b.shape[0], dtype=obs.dtype, device=obs.device)
-    emit.index_add_(0, chunk.words, gamma)
-    return float(scale.log().double().sum()), gamma[: bs[0]].sum(dim=0), trans, emit.T
-
-
-def chunk_loglik(
-    chunk: _Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
-    """ln p(chunk) by the scaled forward recursion, differentiable (a 0-d tensor)."""
-    bs, off = chunk.batch_sizes, chunk.offsets
-    obs = b.T[chunk.words]
-    total = obs.new_zeros(())
-    alpha = pi[None, :]
-    for t in range(len(bs)):
-        lo, n = off[t], bs[t]
-        joint = (alpha[:n] if t == 0 else alpha[:n] @ a) * obs[lo : lo + n]
-        scale = joint.sum(dim=1)
-        total = total + scale.log().sum()
-        alpha = joint / scale[:, None]
-    return total
-
-
 class HMM(HMMBase):
     """HMM language model trained in torch (EM or Adam), batched over sentences."""
 
@@ -207,6 +114,7 @@ class HMM(HMMBase):
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
+        _torch()  # fail here, at build time, if torch is missing
         self._cache: tuple[str, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # -- training -------------------------------------------------------------------------------
@@ -227,15 +135,16 @@ class HMM(HMMBase):
         between EM iterations (stopping before one the previous iteration's time says would
         not fit; at least one always runs) and between Adam steps.
         """
-        with _threads(self.cfg.threads):
+        with _torch().threads(self.cfg.threads):
             return self._fit(train, vocab, budget, valid, callback)
 
     def _fit(self, train, vocab, budget, valid, callback) -> FitReport:
         cfg = self.cfg
         clock = Stopwatch()
         train = np.asarray(train, dtype=np.int64)
-        dtype, dev = getattr(torch, cfg.dtype), torch.device(self.device)
-        chunks = _chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
+        kernels = _torch()
+        dtype, dev = cfg.dtype, self.device
+        chunks = kernels.make_chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
         rng = np.random.default_rng(cfg.seed)
         sizes = _stage_sizes(cfg.grow_from, cfg.states)
         params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise)
@@ -243,14 +152,14 @@ class HMM(HMMBase):
         self.example_ = pick_example(train, vocab.boundary_id)
         tally = _Tally(clock, budget, len(train), callback)
         for k in sizes[:-1]:  # smaller models, each split in two for the next (grow_from)
-            run = _EM(self, chunks, params, dtype, dev)
+            run = kernels.EM(cfg, chunks, params, dtype, dev)
             self._passes(run, tally, cfg.stage_iterations, None, stage=k)
             params = split_states(run.parameters(), rng)
             tally.last *= 4.0  # an EM iteration costs ~K^2: predict the next stage's first
         run = (
-            _EM(self, chunks, params, dtype, dev)
+            kernels.EM(cfg, chunks, params, dtype, dev)
             if cfg.trainer == "em"
-            else _Adam(self, chunks, params, dtype, dev, rng)
+            else kernels.Adam(cfg, chunks, params, dtype, dev, rng)
         )
         best_nll, params = self._passes(run, tally, cfg.max_iterations, valid, stage=cfg.states)
         self.set_parameters(vocab, *params)
@@ -272,7 +181,7 @@ class HMM(HMMBase):
             seconds = clock()
             if tally.passes and (
                 budget.exhausted(tokens=tally.tokens, steps=tally.steps, seconds=seconds)
-                or (isinstance(run, _EM) and budget.seconds is not None
+                or (run.monotone and budget.seconds is not None
                     and seconds + tally.last > budget.seconds)
             ):
                 break
@@ -301,8 +210,7 @@ class HMM(HMMBase):
                                         {"train_nll": record["train_nll"]}))
             if not complete or stale >= cfg.patience:
                 break
-            # MAP-EM never lowers ln p(train) + ln prior, so a small gain means convergence.
-            if isinstance(run, _EM) and (objective - prev) / tally.train_tokens < cfg.tol:
+            if run.monotone and (objective - prev) / tally.train_tokens < cfg.tol:
                 break
             prev = objective
         return (best[0], best[1]) if valid is not None and passes else (math.nan, params)
@@ -314,7 +222,7 @@ class HMM(HMMBase):
 
     def _device_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._cache is None or self._cache[0] != self.device:
-            pi, a, b = (torch.as_tensor(p, device=self.device) for p in self._params())
+            pi, a, b = _torch().tensors(self._params(), "float64", self.device)
             self._cache = (self.device, pi, a, b.T.contiguous())
         return self._cache[1:]
 
@@ -323,7 +231,7 @@ class HMM(HMMBase):
     ) -> np.ndarray:
         """ln p(w_i | w_<i) (float64 ``(N,)``): all sentences filtered at once in float64 on
         the model's device.  Both context policies give the same scores (see hmm_core)."""
-        with _threads(self.cfg.threads):
+        with _torch().threads(self.cfg.threads):
             return self._token_logprobs(tokens)
 
     def _token_logprobs(self, tokens: np.ndarray) -> np.ndarray:
@@ -331,32 +239,15 @@ class HMM(HMMBase):
         tokens = np.asarray(tokens, dtype=np.int64)
         if len(tokens) == 0:
             return np.zeros(0)
-        pi, a, bt = self._device_params()
         packed = pack_stream(tokens, vocab.boundary_id)
-        words = torch.as_tensor(tokens[packed.source], device=self.device)
-        out = torch.empty(packed.num_tokens, dtype=torch.float64, device=self.device)
-        off, bs = packed.offsets.tolist(), packed.batch_sizes.tolist()
-        post = pi[None, :]
-        for t in range(len(bs)):
-            lo, n = off[t], bs[t]
-            joint = (post[:n] if t == 0 else post[:n] @ a) * bt[words[lo : lo + n]]
-            z = joint.sum(dim=1)
-            out[lo : lo + n] = z.log()
-            post = joint / torch.where(z > 0, z, 1.0)[:, None]
-        result = np.empty(packed.num_tokens)
-        result[packed.source] = out.cpu().numpy()
-        return result
+        return _torch().filter_logprobs(*self._device_params(), tokens, packed)
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _torch():
+    """The torch kernels, imported when an HMM is built or used (not when this module is)."""
+    from lmladder.baselines import hmm_torch
+
+    return hmm_torch
 
 
 @dataclass
@@ -404,88 +295,3 @@ def split_states(
     )
 
 
-class _EM:
-    """Baum-Welch passes over the chunks; parameters live on the device in the training dtype."""
-
-    def __init__(self, model: HMM, chunks, params, dtype, dev) -> None:
-        self.cfg, self.chunks = model.cfg, chunks
-        self._params = params
-        self.pi, self.a, self.b = (torch.as_tensor(p, dtype=dtype, device=dev) for p in params)
-
-    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
-        """One E-step over all chunks and the M-step; returns (ln p(train), ln p(train) +
-        ln prior of the parameters the E-step used, steps, tokens, complete)."""
-        k, v = self.b.shape
-        start = np.zeros(k)
-        trans = np.zeros((k, k))
-        emit = np.zeros((k, v))
-        ll, n_tok = 0.0, 0
-        for chunk in self.chunks:
-            c_ll, c_start, c_trans, c_emit = estep(chunk, self.pi, self.a, self.b)
-            ll += c_ll
-            n_tok += chunk.num_tokens
-            # Summing the chunks' counts in float64 keeps float32 training exact enough.
-            start += c_start.double().cpu().numpy()
-            trans += c_trans.double().cpu().numpy()
-            emit += c_emit.double().cpu().numpy()
-        cfg = self.cfg
-        priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
-        objective = ll + log_prior(self._params, priors)  # of the parameters this E-step used
-        new = (
-            normalize_counts(start, cfg.start_prior),
-            normalize_counts(trans, cfg.transition_prior),
-            normalize_counts(emit, cfg.emission_prior),
-        )
-        self.pi, self.a, self.b = (
-            torch.as_tensor(p, dtype=self.b.dtype, device=self.b.device) for p in new
-        )
-        self._params = new
-        return ll, objective, 1, n_tok, True
-
-    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._params
-
-
-class _Adam:
-    """Adam on row-softmax log-parameters, one chunk per step, chunks in a seeded random order."""
-
-    def __init__(self, model: HMM, chunks, params, dtype, dev, rng) -> None:
-        self.cfg, self.chunks, self.rng = model.cfg, chunks, rng
-        self.logits = [
-            torch.log(torch.as_tensor(p, dtype=dtype, device=dev)).requires_grad_()
-            for p in params
-        ]
-        self.opt = torch.optim.Adam(self.logits, lr=self.cfg.lr)
-        self.total = sum(c.num_tokens for c in chunks)
-
-    def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
-        """Adam steps over the chunks in random order until the pass or the budget ends; returns
-        (sum of the chunks' ln p at their step, the same, steps, tokens, complete)."""
-        cfg = self.cfg
-        priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
-        ll, n_steps, n_tok = 0.0, 0, 0
-        for i in self.rng.permutation(len(self.chunks)):
-            if budget.exhausted(tokens=tokens + n_tok, steps=steps + n_steps, seconds=clock()):
-                return ll, ll, n_steps, n_tok, False
-            chunk = self.chunks[i]
-            logs = [torch.log_softmax(x, dim=-1) for x in self.logits]
-            c_ll = chunk_loglik(chunk, *(x.exp() for x in logs))
-            # The Dirichlet priors belong to the whole corpus: each chunk carries its share.
-            share = chunk.num_tokens / self.total
-            log_prior = sum(w * x.sum() for w, x in zip(priors, logs, strict=True) if w)
-            loss = -(c_ll + share * log_prior) / chunk.num_tokens
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            ll += float(c_ll.detach())
-            n_steps += 1
-            n_tok += chunk.num_tokens
-        return ll, ll, n_steps, n_tok, True
-
-    def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            out = []
-            for x in self.logits:
-                p = torch.softmax(x.double(), dim=-1).cpu().numpy()
-                out.append(p / p.sum(axis=-1, keepdims=True))
-            return tuple(out)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.api import ContextPolicy, LanguageModel, NotFittedError, Vocab
+from lmladder.api import ContextPolicy, LanguageModel, NotFittedError, Vocab
 
 # --------------------------------------------------------------------------------------------
 # Sentences and packed layout

@@ -1,8 +1,8 @@
 """``hmm-hmmlearn``: the classic reference, Baum-Welch EM by ``hmmlearn.hmm.CategoricalHMM``.
 
-hmmlearn fits sentences given as ``lengths`` -- the same model as :mod:`baselines.hmm_core`
+hmmlearn fits sentences given as ``lengths`` -- the same model as :mod:`lmladder.baselines.hmm_core`
 describes -- and this wrapper only drives it: it starts from the same random parameters as the
-torch backend (:func:`~baselines.hmm_core.initial_parameters`, same seed), runs one EM
+torch backend (:func:`~lmladder.baselines.hmm_core.initial_parameters`, same seed), runs one EM
 iteration per ``fit`` call so the budget is checked between iterations, and maps our
 pseudo-counts onto hmmlearn's Dirichlet priors (prior = 1 + pseudo-count).  Scoring, generation
 and inspection are the shared numpy code.  Importable without torch.
@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from baselines.hmm_core import (
+from lmladder.api import Budget, FitReport, Progress, ProgressCallback, Stopwatch, Vocab
+from lmladder.baselines.hmm_core import (
     EMConfig,
     HMMBase,
     initial_parameters,
@@ -25,7 +26,6 @@ from baselines.hmm_core import (
     sentence_bounds,
     unigram,
 )
-from benchmarks.api import Budget, FitReport, Progress, ProgressCallback, Stopwatch, Vocab
 
 log = logging.getLogger(__name__)
 

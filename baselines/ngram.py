@@ -2,12 +2,13 @@
 
 How it works
 ------------
-``fit`` counts every n-gram of the training stream with numpy (:mod:`baselines.ngram_counts`),
-turns the counts into per-order ``alpha``/``gamma`` with a smoothing strategy and compiles them
-into backoff tables -- for each order, the sorted n-gram keys with the full interpolated
-ln p(w | h) and, per context, the ln backoff weight (:mod:`baselines.ngram_smoothing`).  That is
-exactly an ARPA file, so scoring is the standard backoff query, vectorized over all positions
-(:mod:`baselines.ngram_backoff`), and ARPA export/import is direct (:mod:`baselines.arpa`).
+``fit`` counts every n-gram of the training stream with numpy
+(:mod:`lmladder.baselines.ngram_counts`), turns the counts into per-order ``alpha``/``gamma`` with
+a smoothing strategy and compiles them into backoff tables -- for each order, the sorted n-gram
+keys with the full interpolated ln p(w | h) and, per context, the ln backoff weight
+(:mod:`lmladder.baselines.ngram_smoothing`).  That is exactly an ARPA file, so scoring is the
+standard backoff query, vectorized over all positions (:mod:`lmladder.baselines.ngram_backoff`),
+and ARPA export/import is direct (:mod:`lmladder.baselines.arpa`).
 
 Boundaries (KenLM-compatible)
 -----------------------------
@@ -20,8 +21,9 @@ counts as preceded by one boundary.  Counting, adjusted counts and discounts fol
 
 Smoothings: ``mle``, ``add-k`` (Lidstone, ``k``), ``witten-bell``, ``absolute-discounting``,
 ``kneser-ney`` and ``modified-kneser-ney`` (Chen & Goodman 1998), all interpolated; see
-:mod:`baselines.ngram_smoothing` for the formulas.  ``mle`` gives unseen events probability zero
-(ln p = -inf), which the scoring harness refuses with an error naming the token and position.
+:mod:`lmladder.baselines.ngram_smoothing` for the formulas.  ``mle`` gives unseen events
+probability zero (ln p = -inf), which the scoring harness refuses with an error naming the token
+and position.
 
 State
 -----
@@ -39,10 +41,7 @@ from typing import Literal
 
 import numpy as np
 
-from baselines.ngram_backoff import BackoffTables
-from baselines.ngram_counts import count_ngrams, history_lengths
-from baselines.ngram_smoothing import compile_tables, make_smoothing
-from benchmarks.api import (
+from lmladder.api import (
     Budget,
     ContextPolicy,
     FitReport,
@@ -52,6 +51,9 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
+from lmladder.baselines.ngram_backoff import BackoffTables
+from lmladder.baselines.ngram_counts import count_ngrams, history_lengths
+from lmladder.baselines.ngram_smoothing import compile_tables, make_smoothing
 
 SmoothingName = Literal[
     "mle", "add-k", "witten-bell", "absolute-discounting", "kneser-ney", "modified-kneser-ney"
@@ -246,8 +248,8 @@ class NGramLM(LanguageModel):
     # -- ARPA -----------------------------------------------------------------------------------
 
     def to_arpa(self, path: str | Path) -> Path:
-        """Write the model as an ARPA file (log10 probabilities; see :mod:`baselines.arpa`)."""
-        from baselines.arpa import write_arpa
+        """Write the model as an ARPA file (log10 probabilities; :mod:`lmladder.baselines.arpa`)."""
+        from lmladder.baselines.arpa import write_arpa
 
         if self.cfg.smoothing == "add-k":
             raise ValueError("add-k interpolates every order with the uniform distribution, which "
@@ -270,9 +272,9 @@ class NGramLM(LanguageModel):
         ``</s>`` (they become the vocabulary's boundary token) and True otherwise.  ``smoothing``
         is recorded in the config as a label only (an ARPA file does not say how it was made).
         ``aliases`` renames ARPA words to vocabulary tokens (``None`` drops the word); see
-        :func:`baselines.arpa.read_arpa`.
+        :func:`lmladder.baselines.arpa.read_arpa`.
         """
-        from baselines.arpa import read_arpa
+        from lmladder.baselines.arpa import read_arpa
 
         if smoothing == "add-k":
             raise ValueError("an ARPA file is a backoff chain; it cannot be an add-k model")

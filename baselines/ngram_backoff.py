@@ -1,7 +1,7 @@
 """Backoff tables (the content of an ARPA file) and vectorized queries on them.
 
 For each order ``j = 1..n`` a table lists n-grams under sorted int64 keys (see
-:mod:`baselines.ngram_counts`: key = row of the suffix ``x_2..x_j`` * V + ``x_1``), with
+:mod:`lmladder.baselines.ngram_counts`: key = row of the suffix ``x_2..x_j`` * V + ``x_1``), with
 
 * ``logp[j-1]``: ln p(x_j | x_1..x_{j-1}), the full (interpolated) probability, float64;
 * ``bow[j-1]``: ln backoff weight of ``x_1..x_j`` used as a context (0 when it is none).

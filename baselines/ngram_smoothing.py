@@ -43,8 +43,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from baselines.ngram_backoff import BackoffTables
-from baselines.ngram_counts import NGramCounts
+from lmladder.baselines.ngram_backoff import BackoffTables
+from lmladder.baselines.ngram_counts import NGramCounts
 
 log = logging.getLogger(__name__)
 

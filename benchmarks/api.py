@@ -2,11 +2,12 @@
 
 A model is trained on a stream of token ids and returns, for every token of another stream, the
 natural-log probability ln p(w_i | w_<i) it assigns to it.  It never aggregates: perplexity, bits
-per character and accuracies are computed by :mod:`benchmarks.scoring` from those numbers.
+per character and accuracies are computed by :mod:`lmladder.scoring` from those numbers.
+This module imports nothing else of lmladder: models depend on it, never the other way round.
 
 Streams and boundaries
 ----------------------
-A split is one flat ``int64`` array of token ids (see :mod:`benchmarks.data`).  Word-level corpora
+A split is one flat ``int64`` array of token ids (see :mod:`lmladder.data`).  Word-level corpora
 end every line with the boundary token ``<eos>``; character-level corpora use ``"\\n"``.  Before the
 first token of any stream a model has seen exactly one boundary token, so the first word of a
 split is predicted the way the first word of every later line is (this is how KenLM's ``<s>`` and
@@ -504,22 +505,19 @@ class LanguageModel(ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> LanguageModel:
-        """Read what ``save`` wrote.  Called on the base class, it builds the saved class."""
+        """Read what ``save`` wrote into this class.  To load a checkpoint of any registered
+        model, use :func:`lmladder.load_model`, which checks the saved class first."""
         directory = Path(directory)
-        meta = json.loads((directory / "model.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory}: unsupported checkpoint format {meta.get('format_version')}"
+        meta = read_checkpoint(directory)
+        if meta["class"] != f"{cls.__module__}:{cls.__qualname__}":
+            raise TypeError(
+                f"{directory} holds a {meta['class']}, not a {cls.__qualname__}; "
+                "lmladder.load_model(path) loads a checkpoint of any registered model"
             )
-        from benchmarks.registry import import_target
-
-        klass = import_target(meta["class"])
-        if not issubclass(klass, cls):
-            raise TypeError(f"{directory} holds a {meta['class']}, not a {cls.__name__}")
         vocab = Vocab.from_dict(meta["vocab"])
         if vocab.sha256 != meta["vocab_sha256"]:
             raise ValueError(f"{directory}: vocabulary does not match its recorded hash")
-        model = klass(**meta["config"])
+        model = cls(**meta["config"])
         model.vocab_ = vocab
         with np.load(directory / "state.npz", allow_pickle=False) as npz:
             model._load_state_arrays({k: npz[k] for k in npz.files})
@@ -533,6 +531,15 @@ class LanguageModel(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def read_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of a checkpoint folder, its format version checked."""
+    directory = Path(directory)
+    meta = json.loads((directory / "model.json").read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory}: unsupported checkpoint format {meta.get('format_version')}")
+    return meta
 
 
 def sample_next(

@@ -1,5 +1,6 @@
 """``lmladder``: list what exists, run a matrix, render a report.
 
+    lmladder --version
     lmladder list models|datasets|matrices
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
     lmladder report RESULTS_DIR [-o FILE]
@@ -12,24 +13,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from benchmarks import registry
-from benchmarks.api import ConfigError, Progress
-from benchmarks.data import DATASET_HELP, DataError
-from benchmarks.run import MatrixError, list_matrices, load_matrix, run_matrix
+from lmladder import registry
+from lmladder._version import __version__
+from lmladder.api import ConfigError, Progress
+from lmladder.data import DATASET_HELP, DataError
+from lmladder.run import MatrixError, list_matrices, load_matrix, run_matrix
 
 
 def _list(what: str) -> int:
     if what == "models":
-        width = max(map(len, registry.MODELS))
-        for name, e in registry.MODELS.items():
+        entries = registry.models()
+        width = max(len(n) for n in entries) + 12
+        for name, e in entries.items():
             shown = name + "<id-or-path>" if name.endswith(":") else name
             defaults = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
-            print(f"{shown:<{width + 12}} {e.summary}" + (f"  [{defaults}]" if defaults else ""))
+            origin = "" if e.origin == registry.BUILT_IN else f"  (plugin from {e.origin})"
+            print(f"{shown:<{width}} {e.summary}{origin}" + (f"  [{defaults}]" if defaults else ""))
     elif what == "datasets":
         for name, help_ in DATASET_HELP.items():
             print(f"{name:<18} {help_}")
@@ -129,7 +134,7 @@ def _run(args) -> int:
     for f in summary.failed:
         print(f"FAILED: {f}", file=sys.stderr)
     if not args.no_report:
-        from reports.render import render_report
+        from lmladder.reports.render import render_report
 
         out = render_report(results, results / "report.html")
         print(f"report: {out.resolve()}")
@@ -137,7 +142,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from reports.render import render_report
+    from lmladder.reports.render import render_report
 
     results = Path(args.results_dir)
     out = render_report(results, Path(args.output) if args.output else results / "report.html")
@@ -148,6 +153,7 @@ def _report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmladder", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=f"lmladder {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list models, datasets or matrices")
@@ -179,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         return _report(args)
+    except BrokenPipeError:  # e.g. `lmladder list models | head`: the reader has gone
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail
+        return 0
     except (
         MatrixError,
         ConfigError,

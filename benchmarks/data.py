@@ -38,17 +38,15 @@ import urllib.request
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.api import Vocab
-from benchmarks.registry import unknown
-
-EOS = "<eos>"
-UNK = "<unk>"
-SPLITS = ("train", "valid", "test")
+from lmladder.api import Vocab
+from lmladder.corpus import EOS, SPLITS, UNK, Dataset, Split
+from lmladder.registry import unknown
+from lmladder.synthetic import synthetic_dataset
 
 
 class DataError(ValueError):
@@ -58,70 +56,6 @@ class DataError(ValueError):
 class DataNotFoundError(DataError):
     """Dataset files are not on disk and could not be downloaded."""
 
-
-@dataclass
-class Split:
-    """One split as a token stream.
-
-    ``ids``: int64 ``(num_tokens,)``.  ``oov``: tokens mapped to ``<unk>`` that were something
-    else in the file.  ``oracle_logprobs``: for synthetic data, the true source's
-    ln p(w_i | w_<i) for every token (float64), else ``None``.
-    """
-
-    name: str
-    ids: np.ndarray
-    num_chars: int
-    num_words: int
-    num_lines: int
-    oov: int = 0
-    oracle_logprobs: np.ndarray | None = None
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class Dataset:
-    name: str
-    level: str  # "word" or "char"
-    vocab: Vocab
-    splits: dict[str, Split]
-    description: str
-    source: dict = field(default_factory=dict)
-
-    @property
-    def train(self) -> Split:
-        return self.splits["train"]
-
-    @property
-    def valid(self) -> Split:
-        return self.splits["valid"]
-
-    @property
-    def test(self) -> Split:
-        return self.splits["test"]
-
-    def summary(self) -> dict:
-        return {
-            "name": self.name,
-            "level": self.level,
-            "vocab_size": len(self.vocab),
-            "vocab_sha256": self.vocab.sha256,
-            "boundary": self.vocab.boundary,
-            "unk": self.vocab.unk,
-            "splits": {
-                s.name: {
-                    "tokens": s.num_tokens,
-                    "chars": s.num_chars,
-                    "words": s.num_words,
-                    "lines": s.num_lines,
-                    "oov": s.oov,
-                }
-                for s in self.splits.values()
-            },
-            "source": self.source,
-        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,8 +389,6 @@ def _user_corpus(spec: str, level: str) -> Dataset:
 
 
 def _synthetic(_data_dir) -> Dataset:
-    from benchmarks.synthetic import synthetic_dataset
-
     return synthetic_dataset()
 
 

@@ -30,8 +30,12 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmarks import __version__
+from lmladder._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 API_VERSION = 1
 PACKAGES = ("numpy", "torch", "transformers", "nltk", "hmmlearn", "pandas", "matplotlib")
@@ -99,6 +103,48 @@ def load_records(results_dir: str | Path) -> list[dict]:
     return [
         read_record(p) for p in sorted(results_dir.rglob("*.json")) if not p.name.startswith(".")
     ]
+
+
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """The records of a results folder as a tidy table: one row per cell.
+
+    Columns: the cell's identity (``matrix``, ``label``, ``model``, ``dataset``, ``seed``,
+    ``device``, ``config`` as sorted JSON, ``key``, ``status``, ``error``), its budget
+    (``budget_tokens``, ``budget_steps``, ``budget_seconds``), ``parameters``, every metric
+    (``valid_ppl``, ``test_bpc``, ``test_accuracy_top1``, ...), throughput (``*_tokens_per_s``),
+    timing (``fit_s``, ``score_test_s``, ...), memory (``rss_peak_mib``, ...), ``train_tokens``,
+    ``git_commit`` and ``date``.  Metrics of cells that did not finish are missing (NaN).
+    """
+    import pandas as pd  # only for tables: the runner does not need it
+
+    rows = []
+    for r in load_records(results_dir):
+        cell = r["cell"]
+        row = {k: cell.get(k) for k in ("matrix", "label", "model", "dataset", "seed", "device")}
+        row["config"] = json.dumps(cell.get("config", {}), sort_keys=True)
+        row.update(key=r["key"], status=r["status"],
+                   error=(r.get("error") or {}).get("message"))
+        for unit in ("tokens", "steps", "seconds"):
+            row[f"budget_{unit}"] = (cell.get("budget") or {}).get(unit)
+        row["parameters"] = (r.get("model") or {}).get("parameters")
+        row.update(_flatten(r.get("metrics") or {}))
+        for section in ("throughput", "timing", "memory"):
+            row.update(r.get(section) or {})
+        row["train_tokens"] = (r.get("fit") or {}).get("train_tokens")
+        prov = r.get("provenance") or {}
+        row.update(git_commit=prov.get("git_commit"), date=prov.get("date"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}_"))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ A matrix file::
     seeds = [0]
     devices = ["auto"]          # "cpu", "cuda", "mps" or "auto" (the best the model supports)
 
-    [scoring]                   # benchmarks.api.ContextPolicy + accuracy_tokens
+    [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens
     reset_at_boundary = false
     accuracy_tokens = 5000
 
@@ -20,7 +20,7 @@ A matrix file::
     datasets = ["ptb"]          # optional: only these of the matrix's datasets
 
 Every cell is fitted, scored on valid and test, timed and written as one JSON record (see
-:mod:`benchmarks.results`).  A cell whose record exists with status ``ok`` is skipped unless
+:mod:`lmladder.results`).  A cell whose record exists with status ``ok`` is skipped unless
 ``force``; failures are recorded and the run goes on.
 """
 
@@ -37,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import __version__, registry, timing
-from benchmarks.api import Budget, ConfigError, ContextPolicy, Progress, build_config
-from benchmarks.data import DataNotFoundError, load_dataset
-from benchmarks.results import (
+from lmladder import registry, timing
+from lmladder._version import __version__
+from lmladder.api import Budget, ConfigError, ContextPolicy, Progress, build_config
+from lmladder.data import DATASETS, DataNotFoundError, load_dataset
+from lmladder.results import (
     API_VERSION,
     cell_key,
     provenance,
@@ -48,7 +49,7 @@ from benchmarks.results import (
     record_path,
     write_record,
 )
-from benchmarks.scoring import metrics_from_logprobs, score_accuracy, score_split
+from lmladder.scoring import metrics_from_logprobs, score_accuracy, score_split
 
 try:
     import tomllib
@@ -182,8 +183,6 @@ def load_matrix(name_or_path: str) -> Matrix:
 
 
 def _dataset_names() -> list[str]:
-    from benchmarks.data import DATASETS
-
     return list(DATASETS)
 
 

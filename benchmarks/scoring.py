@@ -5,7 +5,7 @@ Protocol
 Every token of a split is scored exactly once, in order, by ``model.token_logprobs``.  The first
 token's history is one boundary token (``<eos>`` or ``"\\n"``), so all 82,430 tokens of the PTB
 test split -- 78,669 words and 3,761 ``<eos>`` -- are predicted, as in KenLM's and Mikolov's
-counts.  How much history the model may use is the :class:`~benchmarks.api.ContextPolicy`,
+counts.  How much history the model may use is the :class:`~lmladder.api.ContextPolicy`,
 recorded with every result.
 
 Worked example: a split ``the cat <eos>`` (3 tokens, running text ``"the cat\\n"``, 8 characters,
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.api import ContextPolicy, LanguageModel, Vocab
-from benchmarks.data import Split
+from lmladder.api import ContextPolicy, LanguageModel, Vocab
+from lmladder.corpus import Dataset, Split
 
 LN2 = math.log(2.0)
 
@@ -118,6 +118,22 @@ def score_split(
     logprobs = model.token_logprobs(split.ids, context=policy)
     logprobs = check_logprobs(logprobs, split.ids, vocab, model=name, split=split.name)
     return metrics_from_logprobs(logprobs, split), logprobs
+
+
+def score(
+    model: LanguageModel,
+    data: Dataset,
+    split: str = "test",
+    *,
+    context: ContextPolicy = ContextPolicy(),
+) -> Metrics:
+    """The metrics of a fitted ``model`` on one split (``"train"``, ``"valid"``, ``"test"``)."""
+    if split not in data.splits:
+        raise KeyError(f"{data.name} has no split {split!r}; it has {', '.join(data.splits)}")
+    metrics, _ = score_split(
+        model, data.splits[split], data.vocab, policy=context, name=type(model).__name__
+    )
+    return metrics
 
 
 def score_accuracy(

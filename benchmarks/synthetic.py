@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from benchmarks.api import Vocab
+from lmladder.api import Vocab
+from lmladder.corpus import EOS, Dataset, Split
 
 _ONSETS = "b d f g k l m n p r s t v z".split()
 _VOWELS = "a e i o u".split()
@@ -97,9 +98,7 @@ def forward_logprobs(trans: np.ndarray, emit: np.ndarray, ids: np.ndarray) -> np
     return out
 
 
-def synthetic_dataset(src: SyntheticSource = SyntheticSource()):
-    from benchmarks.data import EOS, Dataset, Split
-
+def synthetic_dataset(src: SyntheticSource = SyntheticSource()) -> Dataset:
     trans, emit = make_hmm(src)
     words = [EOS] + [pseudo_word(i) for i in range(1, src.vocab)]
     vocab = Vocab(words, boundary=EOS, unk=None, separator=" ")
@@ -123,5 +122,5 @@ def synthetic_dataset(src: SyntheticSource = SyntheticSource()):
         vocab,
         splits,
         f"text sampled from a random {src.states}-state HMM over {src.vocab} words",
-        {"generator": "benchmarks.synthetic", **asdict(src)},
+        {"generator": "lmladder.synthetic", **asdict(src)},
     )

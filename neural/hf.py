@@ -2,15 +2,16 @@
 
 ``hf-gpt2`` -- :class:`HFGPT2LM`
     A ``transformers`` GPT-2 built from a config on the dataset vocabulary and trained from
-    scratch by the shared loop of :mod:`neural.train`: the library's network beside our own
-    :mod:`neural.transformer` at the same size, under the same training and scoring protocol.
+    scratch by the shared loop of :mod:`lmladder.neural.train`: the library's network beside our
+    own :mod:`lmladder.neural.transformer` at the same size, under the same training and scoring
+    protocol.
 
 ``hf:<id-or-path>`` -- :class:`HFPretrainedLM`
     A pretrained causal LM (``AutoModelForCausalLM`` + its fast ``AutoTokenizer``) evaluated
     zero-shot on the running text of a split.  Its tokens are not the dataset's, so it is an
     *open-vocabulary* model: it scores every dataset token but cannot give a distribution over the
     dataset vocabulary (``step`` raises).  Reported metrics that make sense for it are bits per
-    character and word-level perplexity, both computed by :mod:`benchmarks.scoring` from the
+    character and word-level perplexity, both computed by :mod:`lmladder.scoring` from the
     per-token numbers this module returns.
 
 Scoring protocol of ``hf:`` models (worked example)
@@ -42,7 +43,7 @@ Long texts are scored with sliding windows over the model's tokens (``ContextPol
 ``stride`` count the *model's* tokens here; the window is capped by the model's position limit and
 ``Config.max_window``): windows start at 0, stride, 2*stride, ... and each scores the sub-words no
 earlier window scored, so every sub-word is scored exactly once (the layout of
-:class:`~benchmarks.api.ContextPolicy`'s example).  Every window is padded to the full window
+:class:`~lmladder.api.ContextPolicy`'s example).  Every window is padded to the full window
 length, so each forward pass has the same shape whatever follows: a position's numbers do not
 change when later text does (no peeking), not even by rounding.  With ``reset_at_boundary`` every
 line is scored on its own after the start-of-stream token.
@@ -68,7 +69,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from benchmarks.api import (
+from lmladder.api import (
     Budget,
     ContextPolicy,
     FitReport,
@@ -77,8 +78,8 @@ from benchmarks.api import (
     Stopwatch,
     Vocab,
 )
-from neural.train import resolve_device
-from neural.transformer import TransformerLM, WindowTrainConfig
+from lmladder.neural.train import resolve_device
+from lmladder.neural.transformer import TransformerLM, WindowTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ class HFGPT2Config(WindowTrainConfig):
     """A ``transformers.GPT2Config`` (``n_layer``, ``n_head``, ``n_embd``, ``context`` =
     ``n_positions``, ``dropout`` = resid/embd/attn dropout) plus the loop's fields; the vocabulary
     is the dataset's.  Training defaults are the ``transformer`` entry's
-    (:class:`~neural.transformer.WindowTrainConfig`)."""
+    (:class:`~lmladder.neural.transformer.WindowTrainConfig`)."""
 
     n_layer: int = 4
     n_head: int = 4
@@ -406,7 +407,8 @@ class HFGPT2Config(WindowTrainConfig):
 
 
 class HFGPT2Net(torch.nn.Module):
-    """``transformers.GPT2LMHeadModel`` in the interface :class:`~neural.transformer.GPT` offers.
+    """``transformers.GPT2LMHeadModel`` in the interface that
+    :class:`~lmladder.neural.transformer.GPT` offers.
 
     ``forward(x (B, T) int64, carry)`` -> ``(logits (B, T, V) float32, None)``;
     ``run(x, past)`` also takes and returns the per-layer KV cache as a list of ``(keys, values)``
@@ -444,9 +446,9 @@ class HFGPT2LM(TransformerLM):
 
     The network is the library's ``GPT2LMHeadModel`` (learned positions, pre-LayerNorm, GELU MLP
     of width 4 x ``n_embd``, biases, tied output layer, GPT-2's initialisation); training is the
-    shared loop of :mod:`neural.train`, and the KV-cache ``step`` and sliding-window scoring are
-    :class:`~neural.transformer.TransformerLM`'s, so both Transformers are trained and scored
-    under one protocol and only the network differs.
+    shared loop of :mod:`lmladder.neural.train`, and the KV-cache ``step`` and sliding-window
+    scoring are :class:`~lmladder.neural.transformer.TransformerLM`'s, so both Transformers are
+    trained and scored under one protocol and only the network differs.
 
     Parameter count (``d`` = n_embd, ``L`` layers, ``V`` vocabulary, ``C`` context)::
 

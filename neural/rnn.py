@@ -7,10 +7,10 @@ decoder reuses the embedding matrix (Press & Wolf 2017; Inan et al. 2017), which
 ``emb_size == hidden``.  All weights start uniform in ``[-init_range, init_range]``.
 
 Training is truncated back-propagation through time over a batchified stream (see
-:mod:`neural.train`): ``batch_size`` contiguous rows, ``bptt`` tokens per step, the hidden state
-carried across batches.  Scoring is stateful: the whole stream is read in order with the hidden
-state carried, so every token is conditioned on everything before it (``ContextPolicy.window`` is
-not used: an RNN's history is unbounded).
+:mod:`lmladder.neural.train`): ``batch_size`` contiguous rows, ``bptt`` tokens per step, the hidden
+state carried across batches.  Scoring is stateful: the whole stream is read in order with the
+hidden state carried, so every token is conditioned on everything before it
+(``ContextPolicy.window`` is not used: an RNN's history is unbounded).
 
 Parameter count (PyTorch keeps two bias vectors per gate), with ``g`` = 1 (RNN), 3 (GRU), 4 (LSTM),
 ``E`` embedding size, ``H`` hidden size, ``V`` vocabulary, ``L`` layers::
@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from neural.train import TorchLM, TrainConfig
+from lmladder.neural.train import TorchLM, TrainConfig
 
 GATES = {"rnn-tanh": 1, "rnn-relu": 1, "gru": 3, "lstm": 4}
 

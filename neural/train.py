@@ -47,7 +47,7 @@ Resuming
 --------
 ``fit(..., resume=True)`` continues the training that the model holds -- from an earlier ``fit``
 in this process that was stopped (a ``callback`` raising :class:`StopTraining`), or from a
-checkpoint written by ``save(dir, training_state=True)`` and read by ``LanguageModel.load``.  Pass
+checkpoint written by ``save(dir, training_state=True)`` and read by ``lmladder.load_model``.  Pass
 the same data and budget: counters (tokens, steps, seconds), optimizer moments, schedule, data
 position, carried hidden state, RNG states and the best weights so far are restored, so a stopped
 and continued run ends with the same weights as an uninterrupted one (on CPU; budgets in seconds
@@ -76,7 +76,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.api import (
+from lmladder.api import (
     Budget,
     ContextPolicy,
     FitReport,
@@ -261,7 +261,7 @@ def _carry_from(arrays: Mapping[str, np.ndarray], device: str) -> Any:
 
 
 class TorchLM(LanguageModel):
-    """A :class:`~benchmarks.api.LanguageModel` backed by a torch module; see the module docs."""
+    """A :class:`~lmladder.api.LanguageModel` backed by a torch module; see the module docs."""
 
     Config: ClassVar[type] = TrainConfig
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")

@@ -1,4 +1,4 @@
-"""A decoder-only Transformer language model (GPT-style), trained by :mod:`neural.train`.
+"""A decoder-only Transformer language model (GPT-style), trained by :mod:`lmladder.neural.train`.
 
 Architecture: token embedding (+ learned position embedding, or rotary position encoding of queries
 and keys, Su et al. 2021) -> ``layers`` pre-LayerNorm blocks ``x + Attn(LN(x))``, ``x + MLP(LN(x))``
@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.api import ConfigError, ContextPolicy
-from neural.train import TorchLM, TrainConfig
+from lmladder.api import ConfigError, ContextPolicy
+from lmladder.neural.train import TorchLM, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Render a folder of result records into one self-contained HTML page.
 
-The report only reads records (:mod:`benchmarks.results`) -- it computes no new metrics.  It is a
+The report only reads records (:mod:`lmladder.results`) -- it computes no new metrics.  It is a
 list of sections; each is a function ``records -> Section | None``, so a new kind of content is
 one function appended to :data:`SECTIONS`.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from benchmarks.results import load_records
-from reports import plots
+from lmladder.reports import plots
+from lmladder.results import load_records
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def problems(records: list[dict]) -> Section | None:
 
 
 def protocol(records: list[dict]) -> Section:
-    from benchmarks import scoring
+    from lmladder import scoring
 
     seen = {}
     for r in records:
@@ -266,7 +266,8 @@ def render_html(records: list[dict], title: str = "lmladder report") -> str:
         raise ValueError("no result records to report")
     sections = [s for s in (f(records) for f in SECTIONS) if s is not None]
     matrices = sorted({r["cell"]["matrix"] for r in records})
-    env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"), autoescape=True)
+    loader = jinja2.PackageLoader("lmladder.reports", "templates")
+    env = jinja2.Environment(loader=loader, autoescape=True)
     return env.get_template("report.html.j2").render(
         title=title,
         subtitle=f"matrix: {', '.join(matrices)} — {len(records)} cells",

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.api import Budget, ContextPolicy, FitReport, LanguageModel
-from benchmarks.data import Dataset
-from benchmarks.scoring import check_logprobs, metrics_from_logprobs
-from benchmarks.synthetic import SyntheticSource, synthetic_dataset
+from lmladder.api import Budget, ContextPolicy, FitReport, LanguageModel
+from lmladder.corpus import Dataset
+from lmladder.registry import load_model
+from lmladder.scoring import check_logprobs, metrics_from_logprobs
+from lmladder.synthetic import SyntheticSource, synthetic_dataset
 
 TINY = SyntheticSource(
     seed=7,
@@ -83,7 +84,7 @@ def check_save_load(model: LanguageModel, data: Dataset, tmp_path) -> None:
     ids = data.test.ids[:N_SCORE]
     before = model.token_logprobs(ids)
     model.save(tmp_path / "ckpt")
-    loaded = LanguageModel.load(tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
     assert type(loaded) is type(model)
     assert loaded.config() == model.config()
     assert loaded.vocab_ == model.vocab_

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from benchmarks.api import Budget, ConfigError, Vocab, build_config, log_softmax, sample_next
+from lmladder.api import Budget, ConfigError, Vocab, build_config, log_softmax, sample_next
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,9 @@ def test_harness_and_count_models_import_without_torch():
     import sys
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import baselines.ngram, baselines.hmm_hmmlearn, benchmarks.cli, reports.render\n"
-            "from benchmarks.cli import main; main(['list', 'models'])")
+            "import lmladder.baselines.ngram, lmladder.baselines.hmm_hmmlearn\n"
+            "import lmladder.cli, lmladder.reports.render\n"
+            "from lmladder.cli import main; main(['list', 'models'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "kn5" in done.stdout

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import registry
+from lmladder import registry
 from tests import contract
 
 NAMES = sorted(n for n in registry.MODELS if not n.endswith(":"))

@@ -5,9 +5,9 @@ import urllib.error
 import numpy as np
 import pytest
 
-from benchmarks import data
-from benchmarks.data import CorpusSpec, DataError, DataNotFoundError, RemoteFile, load_dataset
-from benchmarks.synthetic import SyntheticSource, forward_logprobs, make_hmm, synthetic_dataset
+from lmladder import data
+from lmladder.data import CorpusSpec, DataError, DataNotFoundError, RemoteFile, load_dataset
+from lmladder.synthetic import SyntheticSource, forward_logprobs, make_hmm, synthetic_dataset
 
 # ---- real corpora (../shared/data) ---------------------------------------------------------
 

@@ -6,7 +6,7 @@ check on it; here only its parameter count and its use of the library's GPT-2 ar
 Nothing can be downloaded here, so the ``hf:`` tests build a tiny GPT-2 (2 layers, 32 wide) and a
 byte-level BPE tokenizer trained on the test corpus, train the model for a few steps so that its
 predictions mean something, and save both to a temporary folder.  The reference log-likelihoods
-are computed directly with the ``transformers`` model, independently of :mod:`neural.hf`.
+are computed directly with the ``transformers`` model, independently of :mod:`lmladder.neural.hf`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from benchmarks import registry
-from benchmarks.api import Budget, ContextPolicy, LanguageModel
-from benchmarks.scoring import metrics_from_logprobs
-from neural.hf import (
+from lmladder import registry
+from lmladder.api import Budget, ContextPolicy
+from lmladder.neural.hf import (
     HFGPT2LM,
     HFGPT2Config,
     HFGPT2Net,
@@ -30,6 +29,8 @@ from neural.hf import (
     text_with_owners,
     window_plan,
 )
+from lmladder.registry import load_model
+from lmladder.scoring import metrics_from_logprobs
 from tests import contract
 
 EOT = "<|endoftext|>"
@@ -188,7 +189,7 @@ def test_open_vocabulary_has_no_step(hf, data):
 
 def test_save_stores_source_and_fingerprint(hf, data, tmp_path):
     contract.check_save_load(hf, data, tmp_path)
-    assert LanguageModel.load(tmp_path / "ckpt").cfg.source == hf.cfg.source
+    assert load_model(tmp_path / "ckpt").cfg.source == hf.cfg.source
 
 
 def test_load_refuses_changed_weights(data, tmp_path):
@@ -199,7 +200,7 @@ def test_load_refuses_changed_weights(data, tmp_path):
     model.save(tmp_path / "ckpt")
     _tiny_pretrained(folder, data, seed=2, train_steps=0)  # other weights under the same source
     with pytest.raises(ValueError, match="fingerprint"):
-        LanguageModel.load(tmp_path / "ckpt")
+        load_model(tmp_path / "ckpt")
 
 
 # -- hf-gpt2 --------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ import pytest
 import torch
 from hmmlearn.hmm import CategoricalHMM
 
-import baselines.hmm
-from baselines.hmm import HMM, _chunks, chunk_loglik, estep, split_states
-from baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
-from baselines.hmm_hmmlearn import HmmlearnHMM
-from benchmarks.api import Budget, ContextPolicy, LanguageModel, Vocab
-from benchmarks.synthetic import SyntheticSource, synthetic_dataset
+import lmladder.baselines.hmm
+from lmladder.api import Budget, ContextPolicy, LanguageModel, Vocab
+from lmladder.baselines.hmm import HMM, split_states
+from lmladder.baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
+from lmladder.baselines.hmm_hmmlearn import HmmlearnHMM
+from lmladder.baselines.hmm_torch import chunk_loglik, estep, make_chunks
+from lmladder.synthetic import SyntheticSource, synthetic_dataset
 from tests.contract import tiny_dataset
 
 # The ice-cream HMM of Jurafsky & Martin (Speech and Language Processing, 3rd ed., appendix A):
@@ -162,7 +163,7 @@ def test_wrapper_and_torch_em_train_the_same_model(tiny):
 
 def test_forward_of_estep_and_autograd_path_agree(tiny):
     model, params = random_model(HMM, tiny)
-    chunks = _chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
+    chunks = make_chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
     pi, a, b = (torch.as_tensor(p) for p in params)
     ll, start, trans, emit = estep(chunks[0], pi, a, b)
     assert ll == pytest.approx(model.token_logprobs(tiny.valid.ids).sum(), rel=1e-12)
@@ -189,7 +190,7 @@ def test_training_improves_validation(tiny, trainer):
 
 def test_split_states_keeps_the_likelihood(tiny, monkeypatch):
     model, params = random_model(HMM, tiny, states=5)
-    monkeypatch.setattr(baselines.hmm, "SPLIT_NOISE", 0.0)
+    monkeypatch.setattr(lmladder.baselines.hmm, "SPLIT_NOISE", 0.0)
     split = split_states(params, np.random.default_rng(0))
     assert split[1].shape == (10, 10) and split[2].shape == (10, len(tiny.vocab))
     bigger = HMM(states=10).set_parameters(tiny.vocab, *split)
@@ -250,7 +251,7 @@ def test_inspect_tables(tiny):
 def test_hmmlearn_backend_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import baselines, baselines.hmm_hmmlearn\n"
-        "from benchmarks import registry; registry.model_class('hmm-hmmlearn')\n"
+        "import lmladder.baselines.hmm_hmmlearn\n"
+        "from lmladder import registry; registry.model_class('hmm-hmmlearn')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,9 +18,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from baselines.ngram import NGramLM
-from benchmarks.api import ConfigError, ContextPolicy, LanguageModel, Vocab
-from benchmarks.scoring import ScoringError, check_logprobs
+from lmladder.api import ConfigError, ContextPolicy, LanguageModel, Vocab
+from lmladder.baselines.ngram import NGramLM
+from lmladder.scoring import ScoringError, check_logprobs
 
 SEED = 20261122
 SMOOTHINGS = ["mle", "add-k", "witten-bell", "absolute-discounting", "kneser-ney",
@@ -394,8 +394,8 @@ def test_read_hand_written_arpa(tmp_path):
 
 @pytest.mark.parametrize("order,low,high,kenlm", [(5, 140, 150, 141.19), (3, 145, 160, 148.28)])
 def test_ptb_kneser_ney_known_answers(data_dir, order, low, high, kenlm):
-    from benchmarks.data import load_dataset
-    from benchmarks.scoring import score_split
+    from lmladder.data import load_dataset
+    from lmladder.scoring import score_split
 
     ds = load_dataset("ptb", data_dir)
     model = fit(ds.vocab, ds.train.ids, order=order, smoothing="modified-kneser-ney")

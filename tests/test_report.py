@@ -4,11 +4,11 @@ import copy
 
 import pytest
 
-from benchmarks import registry
-from benchmarks.results import load_records
-from benchmarks.run import load_matrix, run_matrix
-from reports import plots
-from reports.render import render_html, results_frame
+from lmladder import registry
+from lmladder.reports import plots
+from lmladder.reports.render import render_html, results_frame
+from lmladder.results import load_records
+from lmladder.run import load_matrix, run_matrix
 
 
 @pytest.fixture(scope="module")

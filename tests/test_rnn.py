@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks.api import Budget, ConfigError, ContextPolicy
-from benchmarks.registry import build
-from neural.rnn import RNNLM, RNNConfig, RNNNet, rnn_parameter_count
+from lmladder.api import Budget, ConfigError, ContextPolicy
+from lmladder.neural.rnn import RNNLM, RNNConfig, RNNNet, rnn_parameter_count
+from lmladder.registry import build
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 
-from benchmarks import registry
-from benchmarks.cli import main
-from benchmarks.results import API_VERSION, load_records, read_record
-from benchmarks.run import MatrixError, list_matrices, load_matrix
+from lmladder import registry
+from lmladder.cli import main
+from lmladder.results import API_VERSION, load_records, read_record
+from lmladder.run import MatrixError, list_matrices, load_matrix
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.api import ContextPolicy, Vocab
-from benchmarks.data import Split
-from benchmarks.scoring import (
+from lmladder.api import ContextPolicy, Vocab
+from lmladder.corpus import Split
+from lmladder.scoring import (
     ScoringError,
     accuracy_from_ranks,
     check_logprobs,

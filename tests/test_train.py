@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.api import Budget, LanguageModel, Progress
-from neural.rnn import RNNLM
-from neural.train import StopTraining, resolve_device
-from neural.transformer import TransformerLM
+from lmladder.api import Budget, Progress
+from lmladder.neural.rnn import RNNLM
+from lmladder.neural.train import StopTraining, resolve_device
+from lmladder.neural.transformer import TransformerLM
+from lmladder.registry import load_model
 
 TINY_RNN = dict(hidden=16, layers=2, bptt=8, batch_size=4, dropout=0.3, optimizer="adamw",
                 lr=1e-2, log_every=5)
@@ -50,7 +51,7 @@ def test_stop_and_resume_equals_uninterrupted(klass, cfg, data, tmp_path):
     report = part.fit(data.train.ids, data.vocab, callback=stop_at_15, **kw)
     assert report.steps == 15 and report.notes["interrupted"]
     part.save(tmp_path / "ckpt", training_state=True)
-    resumed = LanguageModel.load(tmp_path / "ckpt")
+    resumed = load_model(tmp_path / "ckpt")
     report = resumed.fit(data.train.ids, data.vocab, resume=True, **kw)
     assert report.steps == 30 and not report.notes["interrupted"]
     assert_same_weights(whole, resumed)
@@ -85,7 +86,7 @@ def test_budgets(data):
 
 def test_schedule_known_values():
     m = RNNLM(**dict(TINY_RNN, lr=0.1, warmup_steps=4, schedule="cosine", min_lr_ratio=0.1))
-    from neural.train import _Run
+    from lmladder.neural.train import _Run
 
     assert m._lr(_Run(step=0), 0.0) == pytest.approx(0.025)  # 1/4 of the way up
     assert m._lr(_Run(step=10), 0.0) == pytest.approx(0.1)
@@ -126,7 +127,7 @@ def test_checkpoint_without_training_state(data, tmp_path):
     m.save(tmp_path / "plain")
     with np.load(tmp_path / "plain" / "state.npz") as npz:
         assert not any(k.startswith("train/") for k in npz.files)
-    loaded = LanguageModel.load(tmp_path / "plain")
+    loaded = load_model(tmp_path / "plain")
     with pytest.raises(ValueError, match="no training state"):
         loaded.fit(data.train.ids, data.vocab, budget=Budget(steps=4), resume=True)
 

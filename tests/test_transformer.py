@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.api import Budget, ConfigError, ContextPolicy, LanguageModel
-from benchmarks.registry import build
-from neural.transformer import GPT, TransformerConfig, TransformerLM, transformer_parameter_count
+from lmladder.api import Budget, ConfigError, ContextPolicy, LanguageModel
+from lmladder.neural.transformer import (
+    GPT,
+    TransformerConfig,
+    TransformerLM,
+    transformer_parameter_count,
+)
+from lmladder.registry import build
 
 
 def tiny(positions="learned", **kw):

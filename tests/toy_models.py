@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.api import Budget, FitReport, LanguageModel, Stopwatch, Vocab
+from lmladder.api import Budget, FitReport, LanguageModel, Stopwatch, Vocab
 
 
 class UniformLM(LanguageModel):

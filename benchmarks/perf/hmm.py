@@ -1,9 +1,9 @@
 """HMM benchmarks: EM speed against hmmlearn, the PTB perplexity-vs-states curve, the synthetic
 oracle gap.
 
-    python -m benchmarks.bench_hmm --data-dir /work/shared/data            # everything
-    python -m benchmarks.bench_hmm --data-dir DIR --quick                  # smaller budgets
-    python -m benchmarks.bench_hmm --data-dir DIR --only speed --out r.json
+    python -m lmladder.perf.hmm --data-dir /work/shared/data            # everything
+    python -m lmladder.perf.hmm --data-dir DIR --quick                  # smaller budgets
+    python -m lmladder.perf.hmm --data-dir DIR --only speed --out r.json
 
 speed
     Seconds per EM iteration of our torch backend and of ``hmmlearn.hmm.CategoricalHMM`` on the
@@ -40,9 +40,9 @@ import time
 
 import numpy as np
 
-from benchmarks.api import Budget, ContextPolicy
-from benchmarks.data import load_dataset
-from benchmarks.scoring import score_split
+from lmladder.api import Budget, ContextPolicy
+from lmladder.data import load_dataset
+from lmladder.scoring import score_split
 
 
 def _peak_rss_bytes() -> int:
@@ -53,8 +53,8 @@ def _time_em(backend: str, states: int, tokens: int, repeats: int, data_dir, imp
              threads: int) -> dict:
     """Runs in a child process: seconds per EM iteration and peak memory of one backend."""
 
-    from baselines.hmm import HMM
-    from baselines.hmm_hmmlearn import HmmlearnHMM
+    from lmladder.baselines.hmm import HMM
+    from lmladder.baselines.hmm_hmmlearn import HmmlearnHMM
 
     data = load_dataset("ptb", data_dir)
     train = data.train.ids[:tokens]
@@ -112,7 +112,7 @@ def bench_speed(args) -> list[dict]:
 
 
 def bench_quality(args) -> list[dict]:
-    from baselines.hmm import HMM
+    from lmladder.baselines.hmm import HMM
 
     data = load_dataset("ptb", args.data_dir)
     rows = []
@@ -159,7 +159,7 @@ def bench_quality(args) -> list[dict]:
 
 
 def bench_synthetic(args) -> dict:
-    from baselines.hmm import HMM
+    from lmladder.baselines.hmm import HMM
 
     data = load_dataset("synthetic")
     model = HMM(states=32, max_iterations=args.iterations, seed=0, threads=args.threads)

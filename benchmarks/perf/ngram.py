@@ -2,15 +2,15 @@
 
 Usage (corpora from ``--data-dir`` or ``$LMLADDER_DATA``)::
 
-    python -m benchmarks.bench_ngram --data-dir /work/shared/data
-    python -m benchmarks.bench_ngram --nltk-score-tokens 200 --nltk-train-tokens 200000
-    python -m benchmarks.bench_ngram --skip-nltk
+    python -m lmladder.perf.ngram --data-dir /work/shared/data
+    python -m lmladder.perf.ngram --nltk-score-tokens 200 --nltk-train-tokens 200000
+    python -m lmladder.perf.ngram --skip-nltk
 
 What is timed
 -------------
 * ours: ``fit`` on the training split (median of ``--repeats``), and ``token_logprobs`` over the
   whole test split (82,430 tokens for PTB; median of ``--repeats`` after one warm-up); perplexity
-  from :func:`benchmarks.scoring.score_split` with the default context policy.
+  from :func:`lmladder.scoring.score_split` with the default context policy.
 * nltk.lm (``KneserNeyInterpolated(3)``, ``WittenBellInterpolated(3)``), in this run: ``fit`` on
   the same training lines, padded the nltk way (``padded_everygram_pipeline``:
   ``<s> <s> .. </s> </s>``), everygram generation included; scoring = ``model.score(word, context)``
@@ -33,11 +33,12 @@ import time
 
 import numpy as np
 
-from baselines.ngram import NGramLM
-from benchmarks.api import Budget
-from benchmarks.data import Dataset, load_dataset
-from benchmarks.scoring import score_split
-from benchmarks.timing import peak_rss_mib, reset_peak_rss
+from lmladder.api import Budget
+from lmladder.baselines.ngram import NGramLM
+from lmladder.corpus import Dataset
+from lmladder.data import load_dataset
+from lmladder.scoring import score_split
+from lmladder.timing import peak_rss_mib, reset_peak_rss
 
 KENLM = {5: {"ppl": 141.19, "fit_s": 2.37, "query_tok_s": 3.05e6},
          3: {"ppl": 148.28, "fit_s": 5.41, "query_tok_s": 3.75e6}}

@@ -2,9 +2,9 @@
 
 Usage (corpora from ``--data-dir`` or ``$LMLADDER_DATA``)::
 
-    python -m benchmarks.bench_neural shakespeare --seconds 300   # nanoGPT CPU size vs an LSTM
-    python -m benchmarks.bench_neural ptb --seconds 900           # Zaremba small LSTM on PTB
-    python -m benchmarks.bench_neural throughput         # tokens/s, MFU, vs the PyTorch example
+    python -m lmladder.perf.neural shakespeare --seconds 300   # nanoGPT CPU size vs an LSTM
+    python -m lmladder.perf.neural ptb --seconds 900           # Zaremba small LSTM on PTB
+    python -m lmladder.perf.neural throughput         # tokens/s, MFU, vs the PyTorch example
 
 Every figure is measured in the same run as the peer it is compared with.  ``throughput`` first
 measures this machine's fp32 matrix-multiply rate (square 1024 matmuls, median of repeats), then
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.api import Budget, ContextPolicy
-from benchmarks.data import load_dataset
-from benchmarks.registry import build
-from benchmarks.scoring import score_split
+from lmladder.api import Budget, ContextPolicy
+from lmladder.data import load_dataset
+from lmladder.registry import build
+from lmladder.scoring import score_split
 
 
 def _median_spread(xs: list[float]) -> str:
@@ -209,7 +209,7 @@ def cmd_throughput(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_neural",
+    parser = argparse.ArgumentParser(prog="python -m lmladder.perf.neural",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="corpus root (else $LMLADDER_DATA)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
