@@ -5,7 +5,7 @@ import pytest
 from lmladder import registry
 from tests import contract
 
-NAMES = sorted(n for n in registry.MODELS if not n.endswith(":"))
+NAMES = sorted(n for n in registry.models() if not n.endswith(":"))  # built-ins and plugins
 
 
 

@@ -1,0 +1,219 @@
+"""lmladder installs as one package, imports cleanly, and keeps its layers one-way.
+
+The source folders map onto one import name (pyproject.toml): ``benchmarks/`` is ``lmladder``,
+``baselines/``, ``neural/`` and ``reports/`` are its subpackages.  These tests read the built wheel
+and the modules' import statements, and import in subprocesses where torch cannot be imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import lmladder
+from lmladder import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"lmladder": "benchmarks", "lmladder.baselines": "baselines",
+           "lmladder.neural": "neural", "lmladder.reports": "reports"}
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by its import name."""
+    out = {}
+    for package, folder in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join((package, *parts))] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str) -> set[str]:
+    """The lmladder modules that module ``name`` imports, anywhere in its code."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1],
+                                 *([base] if base else [])])
+            # "from lmladder import registry" imports the submodule lmladder.registry
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                       for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in MODULES:  # "lmladder.api.X" -> the module lmladder.api
+                t = t.rpartition(".")[0]
+            if t.startswith("lmladder") and t != name:
+                found.add(t)
+    return found
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def test_wheel_installs_exactly_one_top_level_package(tmp_path):
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("lmladder-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert top == {"lmladder", f"lmladder-{lmladder.__version__}.dist-info"}
+    info = f"lmladder-{lmladder.__version__}.dist-info"
+    assert "lmladder.cli:main" in zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    for expected in ("lmladder/api.py", "lmladder/baselines/ngram.py", "lmladder/neural/rnn.py",
+                     "lmladder/reports/render.py", "lmladder/perf/ngram.py",
+                     "lmladder/matrices/quick.toml", "lmladder/reports/templates/report.html.j2"):
+        assert expected in names
+
+
+def test_only_lmladder_names_outside_the_checkout(tmp_path):
+    """From a folder outside the checkout: the version, the CLI, and no ``benchmarks`` module."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    code = ("import lmladder; print(lmladder.__version__)\n"
+            "try:\n    import benchmarks\nexcept ModuleNotFoundError:\n    print('no benchmarks')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.stdout.split() == [lmladder.__version__, "no", "benchmarks"], done.stderr
+    cli = Path(sys.executable).with_name("lmladder")
+    version = subprocess.run([str(cli), "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert version.stdout.strip() == f"lmladder {lmladder.__version__}"
+
+
+def test_code_and_docs_use_only_lmladder_names():
+    old = ("from benchmarks", "import benchmarks", "from baselines", "import baselines",
+           "from neural", "import neural", "from reports", "import reports")
+    for path in [*MODULES.values(), *ROOT.joinpath("tests").glob("*.py")]:
+        for line in path.read_text().splitlines():
+            assert not line.strip().startswith(old), f"{path}: {line.strip()}"
+    for e in registry.models().values():
+        assert e.target.startswith("lmladder."), e.target
+
+
+def test_public_api():
+    for name in lmladder.__all__:
+        assert getattr(lmladder, name) is not None
+    assert issubclass(lmladder.LanguageModel, object) and callable(lmladder.load_results)
+    with pytest.raises(AttributeError):
+        lmladder.no_such_name  # noqa: B018
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_layers_depend_one_way():
+    """The contract imports nothing of lmladder; the harness core imports no model family and
+    no performance script (the registry names families as strings)."""
+    assert GRAPH["lmladder.api"] == set()
+    families = ("lmladder.baselines", "lmladder.neural", "lmladder.perf")
+    core = [m for m in MODULES if not m.startswith(families)]
+    for name in core:
+        bad = {m for m in GRAPH[name] if m.startswith(families)}
+        assert not bad, f"{name} imports {sorted(bad)}"
+    for name in MODULES:
+        if not name.startswith("lmladder.perf"):
+            assert not any(m.startswith("lmladder.perf") for m in GRAPH[name]), name
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not installed (blocked by the test)")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_count_models_and_harness_import_and_run_without_torch():
+    modules = sorted(m for m in MODULES if not m.startswith(("lmladder.neural", "lmladder.perf"))
+                     and m != "lmladder.baselines.hmm_torch")
+    code = BLOCK_TORCH + f"""
+import importlib
+for m in {modules!r}:
+    importlib.import_module(m)
+from lmladder import registry, load_dataset, score
+data = load_dataset("synthetic")
+kn = registry.build("kn3"); kn.fit(data.train.ids, data.vocab)
+hl = registry.build("hmm-hmmlearn", smoke=True); hl.fit(data.train.ids[:2000], data.vocab)
+print("ppl", round(score(kn, data).ppl, 2), round(score(hl, data).ppl, 2))
+try:
+    registry.build("hmm")
+except ImportError as err:
+    print("hmm needs torch:", err)
+assert "torch" not in sys.modules or sys.modules["torch"] is None
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ppl ")
+    assert "hmm needs torch: torch is not installed" in done.stdout
+
+
+def test_load_refuses_a_class_it_does_not_know_before_importing_it(tmp_path, data):
+    model = registry.build("kn3")
+    model.fit(data.train.ids, data.vocab)
+    model.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "model.json").read_text())
+    assert meta["class"] == "lmladder.baselines.ngram:NGramLM"
+    assert type(lmladder.load_model(tmp_path / "ckpt")) is type(model)
+    # a module that would leave a mark if it were ever imported
+    (tmp_path / "mark_on_import.py").write_text(
+        f"open({str(tmp_path / 'imported')!r}, 'w').close()\n"
+        "from lmladder.baselines.ngram import NGramLM as Evil\n")
+    meta["class"] = "mark_on_import:Evil"
+    (tmp_path / "ckpt" / "model.json").write_text(json.dumps(meta))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(registry.UnknownNameError, match="mark_on_import:Evil"):
+            lmladder.load_model(tmp_path / "ckpt")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert "mark_on_import" not in sys.modules and not (tmp_path / "imported").exists()
+
+
+def test_a_concrete_class_loads_only_its_own_checkpoints(tmp_path, data):
+    from lmladder.baselines.hmm_hmmlearn import HmmlearnHMM
+    from lmladder.baselines.ngram import NGramLM
+
+    model = NGramLM(order=2)
+    model.fit(data.train.ids, data.vocab)
+    model.save(tmp_path / "ckpt")
+    assert NGramLM.load(tmp_path / "ckpt").config() == model.config()
+    with pytest.raises(TypeError, match="lmladder.load_model"):
+        HmmlearnHMM.load(tmp_path / "ckpt")
+    with pytest.raises(TypeError, match="lmladder.load_model"):
+        lmladder.LanguageModel.load(tmp_path / "ckpt")
