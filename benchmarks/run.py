@@ -365,7 +365,7 @@ class RunSummary:
 
 def run_matrix(
     matrix: Matrix,
-    results_dir: Path,
+    results_dir: str | Path,
     *,
     data_dir=None,
     force: bool = False,
@@ -375,6 +375,7 @@ def run_matrix(
     fit_callback_factory: FitCallbackFactory | None = None,
 ) -> RunSummary:
     """Run every cell not already done; each finished cell's record is on disk immediately."""
+    results_dir = Path(results_dir)
     summary = RunSummary()
     todo = list(cells(matrix, only))
     if only and not todo:
