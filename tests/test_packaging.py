@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -70,9 +71,13 @@ GRAPH = {name: _imports(name) for name in MODULES}
 
 
 def test_wheel_installs_exactly_one_top_level_package(tmp_path):
+    # Build from a copy: setuptools leaves a build/ folder beside the sources it builds.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".*", "build", "dist", "*.egg-info", "results", "__pycache__"))
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+         "-w", str(tmp_path), str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("lmladder-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
