@@ -1,7 +1,7 @@
 """``lmladder``: list what exists, run a matrix, render a report.
 
     lmladder --version
-    lmladder list models|datasets|matrices
+    lmladder list models|tasks|datasets|matrices
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
     lmladder report RESULTS_DIR [-o FILE]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lmladder import registry
+from lmladder import registry, tasks
 from lmladder._version import __version__
 from lmladder.api import ConfigError, Progress
 from lmladder.data import DATASET_HELP, DataError
@@ -35,6 +35,15 @@ def _list(what: str) -> int:
             defaults = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
             origin = "" if e.origin == registry.BUILT_IN else f"  (plugin from {e.origin})"
             print(f"{shown:<{width}} {e.summary}{origin}" + (f"  [{defaults}]" if defaults else ""))
+    elif what == "tasks":
+        for name in tasks.tasks():
+            klass = tasks.task_class(name)
+            scores = "; ".join(
+                f"{m.name} ({'higher' if m.higher_is_better else 'lower'} is better"
+                + (f", chance {m.chance:g})" if m.chance is not None else ")")
+                for m in klass.metrics
+            )
+            print(f"{name:<18} {klass.description}  [{scores}]")
     elif what == "datasets":
         for name, help_ in DATASET_HELP.items():
             print(f"{name:<18} {help_}")
@@ -156,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lmladder {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="list models, datasets or matrices")
-    ls.add_argument("what", choices=["models", "datasets", "matrices"])
+    ls = sub.add_parser("list", help="list models, tasks, datasets or matrices")
+    ls.add_argument("what", choices=["models", "tasks", "datasets", "matrices"])
 
     run = sub.add_parser("run", help="run a benchmark matrix and render its report")
     run.add_argument("matrix", help="a matrix name (lmladder list matrices) or a TOML file")

@@ -167,37 +167,58 @@ def unknown(kind: str, name: str, valid) -> UnknownNameError:
 # ---- plugins ---------------------------------------------------------------------------------
 
 
-@functools.cache
-def _plugins() -> tuple[dict[str, Entry], tuple[str, ...]]:
-    """The ``lmladder.models`` entry points of installed distributions that pass the checks,
-    and one line per entry point that does not (each also logged once as a warning)."""
-    found: dict[str, Entry] = {}
+@dataclass(frozen=True)
+class Plugin:
+    """An entry point that loaded and passed its group's check."""
+
+    name: str
+    obj: Any
+    distribution: str
+
+
+def load_entry_points(group: str, taken, check) -> tuple[list[Plugin], tuple[str, ...]]:
+    """Load the entry points of ``group``; one problem line per entry point whose name is not
+    valid or is in ``taken`` (a built-in's), is a duplicate, fails to import, or fails ``check``
+    (``obj -> reason or None``).  Each problem is also logged once as a warning."""
+    loaded: dict[str, Plugin] = {}
     problems: list[str] = []
-    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+    for ep in metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
-        where = f"plugin model {ep.name!r} = {ep.value!r} from {dist}"
-        why, klass = None, None
+        obj, why = None, None
         if not _NAME.fullmatch(ep.name):
-            why = "not a valid model name (letters, digits and . _ + - only)"
-        elif ep.name in MODELS or ep.name + ":" in MODELS:
-            why = f"the name clashes with the built-in model {ep.name!r}; rename the entry point"
-        elif ep.name in found:
-            why = f"the name is taken already by {found[ep.name].origin}"
+            why = "not a valid name (letters, digits and . _ + - only)"
+        elif ep.name in taken:
+            why = f"the name clashes with the built-in {ep.name!r}; rename the entry point"
+        elif ep.name in loaded:
+            why = f"the name is taken already by {loaded[ep.name].distribution}"
         else:
             try:
-                klass = ep.load()
+                obj = ep.load()
             except (Exception, SystemExit) as err:  # noqa: BLE001 -- any failure is reported
                 why = f"import failed: {type(err).__name__}: {err}"
             else:
-                why = _not_a_model(klass)
+                why = check(obj)
         if why:
-            problems.append(f"{where} skipped: {why}")
+            problems.append(f"{group} entry point {ep.name!r} = {ep.value!r} from {dist} "
+                            f"skipped: {why}")
             log.warning("%s", problems[-1])
-            continue
-        doc = (klass.__doc__ or "").strip().splitlines()
-        found[ep.name] = Entry(class_path(klass), summary=doc[0] if doc else "", origin=dist,
-                               smoke=dict(getattr(klass, "smoke_config", {})))
-    return found, tuple(problems)
+        else:
+            loaded[ep.name] = Plugin(ep.name, obj, dist)
+    return list(loaded.values()), tuple(problems)
+
+
+@functools.cache
+def _plugins() -> tuple[dict[str, Entry], tuple[str, ...]]:
+    """The ``lmladder.models`` entry points of installed distributions that pass the checks,
+    and one line per entry point that does not."""
+    taken = {*MODELS, *(n.rstrip(":") for n in MODELS)}
+    plugins, problems = load_entry_points(PLUGIN_GROUP, taken, _not_a_model)
+    found = {}
+    for p in plugins:
+        doc = (p.obj.__doc__ or "").strip().splitlines()
+        found[p.name] = Entry(class_path(p.obj), summary=doc[0] if doc else "",
+                              origin=p.distribution, smoke=dict(getattr(p.obj, "smoke_config", {})))
+    return found, problems
 
 
 def _not_a_model(obj: Any) -> str | None:

@@ -87,6 +87,7 @@ def test_wheel_installs_exactly_one_top_level_package(tmp_path):
     assert "lmladder.cli:main" in zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
     for expected in ("lmladder/api.py", "lmladder/baselines/ngram.py", "lmladder/neural/rnn.py",
                      "lmladder/reports/render.py", "lmladder/perf/ngram.py",
+                     "lmladder/tasks/cloze.py",
                      "lmladder/matrices/quick.toml", "lmladder/reports/templates/report.html.j2"):
         assert expected in names
 

@@ -123,7 +123,7 @@ def test_list_models_shows_the_plugin_and_reports_bad_ones_once(site, tmp_path):
     assert "kn5" in done.stdout and "Traceback" not in done.stderr
     for name, why in [("brokenlm", "RuntimeError: this plugin is broken"),
                       ("notamodel", "not a subclass of lmladder.LanguageModel"),
-                      ("kn5", "clashes with the built-in model")]:
+                      ("kn5", "clashes with the built-in")]:
         lines = [line for line in done.stderr.splitlines() if f"'{name}'" in line]
         assert len(lines) == 1 and why in lines[0] and "badplug" in lines[0], done.stderr
 
