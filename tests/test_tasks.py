@@ -7,8 +7,9 @@ import pytest
 
 from lmladder import registry, tasks
 from lmladder.api import ContextPolicy, LanguageModel
+from lmladder.data import build_word_vocab
 from lmladder.synthetic import SyntheticSource, synthetic_dataset
-from lmladder.tasks import wilson_interval
+from lmladder.tasks import Subject, wilson_interval
 from lmladder.tasks.cloze import Cloze, sentence_logprobs
 from tests.toy_models import UniformLM
 
@@ -76,10 +77,10 @@ def test_oracle_scores_100_and_uniform_scores_chance(words):
     task = Cloze(items=300, common_words=20, window=10)
     oracle = OracleLM()
     oracle.fit(words.test.ids, words.vocab)
-    assert task.evaluate(oracle, words)["accuracy"] == 1.0
+    assert task.evaluate(Subject(oracle, words))["accuracy"] == 1.0
     uniform = UniformLM()
     uniform.fit(words.train.ids, words.vocab)
-    result = task.evaluate(uniform, words)
+    result = task.evaluate(Subject(uniform, words))
     assert result["accuracy"] == pytest.approx(0.2, abs=1e-12)  # fair ties: 1/5 per item
     assert result["items"] == 300 and result["accuracy_ci95"][0] < 0.2 < result["accuracy_ci95"][1]
 
@@ -87,7 +88,7 @@ def test_oracle_scores_100_and_uniform_scores_chance(words):
 def test_a_kneser_ney_model_beats_chance(words):
     model = registry.build("kn3")
     model.fit(words.train.ids, words.vocab)
-    result = Cloze(items=300, common_words=20, window=10).evaluate(model, words)
+    result = Cloze(items=300, common_words=20, window=10).evaluate(Subject(model, words))
     assert result["accuracy_ci95"][0] > 0.2, result
 
 
@@ -113,3 +114,77 @@ def test_wilson_interval_known_answer():
     # Wilson (1927); e.g. 8 of 10: [0.490, 0.943]
     lo, hi = wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
+
+
+# -- sentiment: one language model per class -------------------------------------------------
+
+
+def test_unigram_class_models_are_multinomial_naive_bayes():
+    """class_scores with add-one unigrams equals Naive Bayes computed by hand."""
+    from lmladder.baselines.ngram import NGramLM
+    from lmladder.tasks.sentiment import class_scores
+
+    train = {0: [["bad", "film"], ["bad", "bad", "plot"]], 1: [["good", "film"]]}
+    vocab = build_word_vocab([t for texts in train.values() for t in texts])
+    priors = np.log([2 / 3, 1 / 3])
+    models = []
+    for label in (0, 1):
+        m = NGramLM(order=1, smoothing="add-k", k=1.0)
+        m.fit(vocab.encode([w for t in train[label] for w in (*t, "<eos>")]), vocab)
+        models.append(m)
+    tests = [("bad", "film"), ("good", "plot", "film")]
+    got = class_scores(models, priors, tests, vocab)
+    for i, text in enumerate(tests):
+        for label in (0, 1):
+            words = [w for t in train[label] for w in (*t, "<eos>")]
+            n, v = len(words), len(vocab)
+            expected = priors[label] + sum(
+                np.log((words.count(w) + 1) / (n + v)) for w in (*text, "<eos>"))
+            assert got[i, label] == pytest.approx(expected, rel=1e-12)
+    assert got[0].argmax() == 0 and got[1].argmax() == 1
+
+
+def test_classification_metrics_known_answers():
+    from lmladder.tasks.sentiment import classification_metrics
+
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    tied = classification_metrics(np.zeros((6, 2)), labels)  # a uniform model: chance
+    assert tied["accuracy"] == 0.5 and tied["macro_f1"] == pytest.approx(0.5)
+    perfect = classification_metrics(np.eye(2)[labels], labels)
+    assert perfect["accuracy"] == 1.0 and perfect["macro_f1"] == 1.0
+    # 4 of 6 right: class 0 has tp 2, fp 1, fn 1; class 1 the same -> F1 2/3 each
+    scores = np.eye(2)[[0, 0, 1, 1, 0, 1]]
+    m = classification_metrics(scores, labels)
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_rt_polarity_naive_bayes_near_the_literature(data_dir):
+    """rt-polarity, fixed stratified split: Pang & Lee's Naive Bayes is about 77-78%."""
+    from lmladder.tasks.labelled import load_labelled
+
+    split = load_labelled("sentence_polarity", data_dir)
+    assert [len(getattr(split, s).texts) for s in ("train", "valid", "test")] == [8530, 1066, 1066]
+    assert np.bincount(split.test.labels).tolist() == [533, 533]
+    assert load_labelled("sentence_polarity", data_dir).summary() == split.summary()
+    task = tasks.task_class("rt-polarity")()
+    result = task.evaluate(Subject(registry.build("unigram"), tiny_words(), data_dir=str(data_dir)))
+    assert 0.74 < result["accuracy"] < 0.80, result
+    assert result["collection"]["sizes"]["test"] == 1066
+
+
+def test_a_missing_nltk_corpus_says_what_to_put_where(tmp_path, monkeypatch):
+    import nltk
+
+    from lmladder.data import DataNotFoundError
+    from lmladder.tasks.labelled import load_labelled
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nowhere")])
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: False)  # as offline
+    with pytest.raises(DataNotFoundError) as err:
+        load_labelled("movie_reviews", tmp_path)
+    message = str(err.value)
+    assert "movie_reviews.zip" in message and str(tmp_path / "nltk_data") in message
+
+
+def tiny_words():
+    return synthetic_dataset(SyntheticSource(tokens=(2000, 200, 200)))

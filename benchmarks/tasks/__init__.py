@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from lmladder.api import LanguageModel
+from lmladder.api import Budget, LanguageModel
 from lmladder.corpus import Dataset
 from lmladder.registry import class_path, import_target, load_entry_points, unknown
 
@@ -32,19 +33,40 @@ class MetricSpec:
     chance: float | None = None
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What a task may use of a matrix cell.
+
+    ``model`` is the cell's model fitted on ``data``; tasks that need models trained on other
+    text (one per class, a translation model) build them with ``fresh()`` -- a new, unfitted
+    model of the cell's entry and config -- and train them under ``budget``.
+    """
+
+    model: LanguageModel
+    data: Dataset
+    budget: Budget = field(default_factory=Budget)
+    data_dir: str | None = None
+    fresh: Callable[[], LanguageModel] | None = None
+
+    def new_model(self) -> LanguageModel:
+        if self.fresh is not None:
+            return self.fresh()
+        return type(self.model)(**self.model.config())
+
+
 class Task(ABC):
-    """One task: builds its items from a dataset with a recorded seed, then scores a model."""
+    """One task: builds its items with a recorded seed, then scores a subject's model(s)."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     metrics: ClassVar[tuple[MetricSpec, ...]]
 
     @abstractmethod
-    def evaluate(self, model: LanguageModel, data: Dataset, *, seed: int = 0) -> dict[str, Any]:
-        """Score fitted ``model`` on the task's items drawn from ``data`` with ``seed``.
+    def evaluate(self, subject: Subject, *, seed: int = 0) -> dict[str, Any]:
+        """Score ``subject`` on the task's items drawn with ``seed``.
 
         Returns ``{metric name: value, ...}`` plus whatever identifies the items (counts, seed).
-        The same dataset and seed give the same items on every machine.
+        The same data and seed give the same items on every machine.
         """
 
 
@@ -60,6 +82,8 @@ def wilson_interval(hits: float, n: int, z: float = 1.959963984540054) -> tuple[
 
 TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
     "cloze": "lmladder.tasks.cloze:Cloze",
+    "rt-polarity": "lmladder.tasks.sentiment:RtPolarity",
+    "movie-reviews": "lmladder.tasks.sentiment:MovieReviews",
 }
 
 

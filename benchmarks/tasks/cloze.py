@@ -32,7 +32,7 @@ import numpy as np
 
 from lmladder.api import ContextPolicy, LanguageModel
 from lmladder.corpus import Dataset
-from lmladder.tasks import MetricSpec, Task, wilson_interval
+from lmladder.tasks import MetricSpec, Subject, Task, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ class Cloze(Task):
                 break
         return items
 
-    def evaluate(self, model: LanguageModel, data: Dataset, *, seed: int = 0) -> dict[str, Any]:
+    def evaluate(self, subject: Subject, *, seed: int = 0) -> dict[str, Any]:
+        model, data = subject.model, subject.data
         items = self.build_items(data, seed)
         scores = sentence_logprobs(model, [s for it in items for s in it.sentences()],
                                    data.vocab.boundary_id).reshape(len(items), self.choices)
