@@ -188,3 +188,61 @@ def test_a_missing_nltk_corpus_says_what_to_put_where(tmp_path, monkeypatch):
 
 def tiny_words():
     return synthetic_dataset(SyntheticSource(tokens=(2000, 200, 200)))
+
+
+# -- continuation -----------------------------------------------------------------------------
+
+
+class EchoLM(UniformLM):
+    """Generates what the test stream really says after the prompt: the continuation oracle."""
+
+    def fit(self, train, vocab, *, budget=None, valid=None, callback=None):
+        self.stream_ = np.asarray(train)
+        return super().fit(train, vocab)
+
+    def generate(self, prompt, max_new_tokens, *, temperature=1.0, top_k=None, seed=0):
+        n = len(prompt)
+        for i in range(len(self.stream_) - n):
+            if np.array_equal(self.stream_[i : i + n], prompt):
+                return self.stream_[i + n : i + n + max_new_tokens].copy()
+        raise AssertionError("prompt not in the stream")
+
+
+def test_continuation_oracle_scores_100_and_a_model_scores_less(words):
+    from lmladder.tasks.continuation import Continuation
+
+    task = Continuation(prompts=30)
+    echo = EchoLM()
+    echo.fit(words.test.ids, words.vocab)
+    perfect = task.evaluate(Subject(echo, words))
+    assert perfect["greedy_bleu"] == pytest.approx(100.0) and perfect["greedy_chrf"] == 100.0
+    assert perfect["prompts"] == 30 and len(perfect["samples"]) == 3
+    assert perfect["samples"][0]["greedy"] == perfect["samples"][0]["truth"]
+    kn = registry.build("kn3")
+    kn.fit(words.train.ids, words.vocab)
+    again = [task.evaluate(Subject(kn, words), seed=5) for _ in range(2)]
+    assert again[0] == again[1]  # seeded: the same generations and scores
+    assert 0 <= again[0]["sampled_bleu"] < 100 and 0 < again[0]["sampled_distinct_2"] <= 1
+    assert "nrefs:1" in again[0]["greedy_bleu_signature"]
+
+
+def test_bleu_through_sacrebleu_equals_a_hand_checked_case():
+    from lmladder.tasks.continuation import distinct, repetition, text_scores
+
+    # 7 tokens, one wrong at the end: precisions 6/7, 5/6, 4/5, 3/4, brevity penalty 1
+    scores = text_scores(["a b c d e f g"], ["a b c d e f h"])
+    assert scores["bleu"] == pytest.approx(100 * (3 / 7) ** 0.25, rel=1e-9)
+    gens = [np.array([1, 2, 1, 2]), np.array([3, 3, 3, 4])]
+    assert distinct(gens, 1) == 4 / 8 and distinct(gens, 2) == pytest.approx(4 / 6)
+    assert repetition(gens) == 4 / 8
+
+
+def test_continuation_is_not_applicable_to_open_vocabulary_models(words):
+    from lmladder.tasks import NotApplicable
+    from lmladder.tasks.continuation import Continuation
+
+    model = UniformLM()
+    model.fit(words.train.ids, words.vocab)
+    model.closed_vocabulary = False
+    with pytest.raises(NotApplicable):
+        Continuation(prompts=2).evaluate(Subject(model, words))

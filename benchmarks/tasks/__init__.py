@@ -24,6 +24,11 @@ from lmladder.registry import class_path, import_target, load_entry_points, unkn
 PLUGIN_GROUP = "lmladder.tasks"
 
 
+class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
+    """The task cannot be run with this model (e.g. generation with an open-vocabulary model);
+    recorded as "not applicable", never as an error."""
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """A metric a task reports: which way is better, and what guessing scores."""
@@ -84,6 +89,7 @@ TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
     "cloze": "lmladder.tasks.cloze:Cloze",
     "rt-polarity": "lmladder.tasks.sentiment:RtPolarity",
     "movie-reviews": "lmladder.tasks.sentiment:MovieReviews",
+    "continuation": "lmladder.tasks.continuation:Continuation",
 }
 
 

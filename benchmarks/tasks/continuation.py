@@ -1,0 +1,105 @@
+"""Continuation: how close does a model's text come to what the test text really says next?
+
+For ``prompts`` test lines (chosen with the seed) long enough to hold a ``prompt_tokens`` prefix
+and a ``new_tokens`` continuation, the model generates ``new_tokens`` tokens after the prefix
+twice: greedily, and by top-k sampling (k = ``top_k``, seed = the task seed + the prompt's
+index).  Each generation is scored against the true continuation with sacrebleu's corpus BLEU
+and chrF (signatures recorded), and for diversity with distinct-1/2 (distinct n-grams over all
+n-grams of all generations) and the repetition rate (the share of generated tokens that repeat
+an earlier token of the same generation).  A few samples are kept as text for the report.
+
+Open-vocabulary models (a pretrained model with its own tokenizer) cannot generate dataset
+tokens; for them the task is not applicable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sacrebleu
+
+from lmladder.api import Vocab
+from lmladder.tasks import MetricSpec, NotApplicable, Subject, Task
+
+SAMPLES_KEPT = 3
+
+
+class Continuation(Task):
+    """Continue test prefixes greedily and by sampling; BLEU/chrF against the real text."""
+
+    name = "continuation"
+    description = ("continue 20-token test prefixes by 20 tokens (greedy and top-k); BLEU, chrF "
+                   "against the true text, distinct-1/2, repetition")
+    metrics = (MetricSpec("greedy_bleu", higher_is_better=True),
+               MetricSpec("greedy_chrf", higher_is_better=True),
+               MetricSpec("sampled_bleu", higher_is_better=True),
+               MetricSpec("sampled_chrf", higher_is_better=True),
+               MetricSpec("sampled_distinct_2", higher_is_better=True),
+               MetricSpec("greedy_repetition", higher_is_better=False))
+
+    def __init__(self, *, prompts: int = 100, prompt_tokens: int = 20, new_tokens: int = 20,
+                 top_k: int = 40):
+        if min(prompts, prompt_tokens, new_tokens, top_k) < 1:
+            raise ValueError("continuation needs prompts, prompt_tokens, new_tokens, top_k >= 1")
+        self.prompts, self.prompt_tokens = prompts, prompt_tokens
+        self.new_tokens, self.top_k = new_tokens, top_k
+
+    def items(self, ids: np.ndarray, boundary_id: int, seed: int) -> list[tuple[np.ndarray,
+                                                                                 np.ndarray]]:
+        """(prefix, true continuation) pairs: prefixes start at a line start, in seeded order."""
+        need = self.prompt_tokens + self.new_tokens
+        starts = np.concatenate([[0], np.flatnonzero(ids == boundary_id) + 1])
+        starts = starts[starts + need <= len(ids)]
+        chosen = np.random.default_rng(seed).permutation(starts)[: self.prompts]
+        return [(ids[s : s + self.prompt_tokens], ids[s + self.prompt_tokens : s + need])
+                for s in chosen]
+
+    def evaluate(self, subject: Subject, *, seed: int = 0) -> dict[str, Any]:
+        model, vocab = subject.model, subject.data.vocab
+        if not model.closed_vocabulary:
+            raise NotApplicable(f"{type(model).__name__} cannot generate dataset tokens")
+        pairs = self.items(subject.data.test.ids, vocab.boundary_id, seed)
+        greedy = [model.generate(p, self.new_tokens, top_k=1, seed=seed) for p, _ in pairs]
+        sampled = [model.generate(p, self.new_tokens, top_k=self.top_k, seed=seed + i)
+                   for i, (p, _) in enumerate(pairs)]
+        refs = [_text(vocab, truth) for _, truth in pairs]
+        out: dict[str, Any] = {"prompts": len(pairs), "seed": seed}
+        for kind, generated in (("greedy", greedy), ("sampled", sampled)):
+            out.update({f"{kind}_{k}": v for k, v in text_scores(
+                [_text(vocab, g) for g in generated], refs).items()})
+            out[f"{kind}_distinct_1"] = distinct(generated, 1)
+            out[f"{kind}_distinct_2"] = distinct(generated, 2)
+            out[f"{kind}_repetition"] = repetition(generated)
+        out["samples"] = [{"prompt": _text(vocab, p), "truth": refs[i],
+                           "greedy": _text(vocab, greedy[i]), "sampled": _text(vocab, sampled[i])}
+                          for i, (p, _) in enumerate(pairs[:SAMPLES_KEPT])]
+        return out
+
+
+def _text(vocab: Vocab, ids) -> str:
+    """Running text on one line (boundaries become spaces or ' / ' between lines)."""
+    return vocab.detokenize(ids).replace("\n", " / ").strip()
+
+
+def text_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
+    """sacrebleu corpus BLEU and chrF (0-100) with their signatures."""
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    b = bleu.corpus_score(hypotheses, [references])
+    c = chrf.corpus_score(hypotheses, [references])
+    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}
+
+
+def distinct(generations: list[np.ndarray], n: int) -> float:
+    """Distinct n-grams / all n-grams over all generations (Li et al. 2016)."""
+    grams = [tuple(g[i : i + n]) for g in generations for i in range(len(g) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition(generations: list[np.ndarray]) -> float:
+    """The share of generated tokens equal to an earlier token of the same generation."""
+    total = sum(len(g) for g in generations)
+    repeats = sum(len(g) - len(set(g.tolist())) for g in generations)
+    return repeats / total if total else 0.0
+
