@@ -28,6 +28,7 @@ they are downloaded into the first root given (or the cache) and checked against
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import os
@@ -66,13 +67,15 @@ class DataNotFoundError(DataError):
 class RemoteFile:
     """A file a dataset needs: where it lives under the data root, its SHA-256, and a URL.
 
-    ``member`` names the file inside a zip archive at ``url`` when the canonical download is one.
+    ``member`` names the file inside a zip archive at ``url`` when the canonical download is one;
+    ``gzip`` says the download is the file gzip-compressed.  ``sha256`` is the stored file's.
     """
 
     path: str
     sha256: str
     url: str
     member: str | None = None
+    gzip: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,30 @@ CORPORA: dict[str, CorpusSpec] = {
     ),
 }
 
+_MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
+
+# Parallel text (not a language-modelling dataset): read by the translation task.
+CORPORA["multi30k"] = CorpusSpec(
+    "multi30k",
+    "word",
+    "Multi30k task 1, English-German image captions: 29,000 train, 1,014 val, 1,000 test (2016)",
+    {
+        f"{split}.{lang}": RemoteFile(f"multi30k/raw/{split}.{lang}", sha,
+                                      f"{_MULTI30K_URL}{split}.{lang}.gz", gzip=True)
+        for split, lang, sha in (
+            ("train", "en", "460a15fbd157e34a7a9957ee388c1ca247fe47af3ef25fb50442af6c274e0fc6"),
+            ("train", "de", "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72"),
+            ("val", "en", "1f2a23d992769b5b3d209b0a10dd0b77c08cceb1f20dfb97ed0aafa49d107227"),
+            ("val", "de", "660e09eb7e1da2f856ea13ee5ad3cf6d36b3d5b0b733c857e94c5747a3dfc660"),
+            ("test_2016_flickr", "en",
+             "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182"),
+            ("test_2016_flickr", "de",
+             "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16"),
+        )
+    },
+    "Elliott et al. 2016, Multi30K: Multilingual English-German Image Descriptions",
+)
+
 TINYSHAKESPEARE_SPLIT = (0.9, 0.95)  # train = [0, 90%), valid = [90%, 95%), test = [95%, 100%)
 
 
@@ -199,6 +226,8 @@ def _download(spec: CorpusSpec, root: Path, timeout: float = 30.0) -> None:
         if f.member is not None:
             with zipfile.ZipFile(io.BytesIO(blob)) as zf:
                 blob = zf.read(f.member)
+        if f.gzip:
+            blob = gzip.decompress(blob)
         actual = hashlib.sha256(blob).hexdigest()
         if actual != f.sha256:
             raise DataError(f"download of {f.url} gave SHA-256 {actual}, expected {f.sha256}")

@@ -246,3 +246,33 @@ def test_continuation_is_not_applicable_to_open_vocabulary_models(words):
     model.closed_vocabulary = False
     with pytest.raises(NotApplicable):
         Continuation(prompts=2).evaluate(Subject(model, words))
+
+
+# -- translation ------------------------------------------------------------------------------
+
+PAIRS = [("A dog runs.", "Ein Hund rennt."), ("Two men sit on a bench.", "Zwei Männer sitzen."),
+         ("A girl reads a book.", "Ein Mädchen liest ein Buch.")]
+
+
+def test_translation_oracle_scores_100_and_uniform_near_zero(words):
+    from lmladder.tasks.translation import Parallel, translate_and_score
+
+    parallel = Parallel(train=PAIRS * 2, valid=PAIRS, test=PAIRS)
+    echo = EchoLM()
+    echo.fit(words.train.ids, words.vocab)
+    perfect = translate_and_score(Subject(echo, words), parallel)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    assert perfect["samples"][0]["output"] == "Ein Hund rennt ."  # 13a tokens, raw reference
+    uniform = UniformLM()
+    uniform.fit(words.train.ids, words.vocab)
+    guessed = translate_and_score(Subject(uniform, words), parallel)
+    assert guessed["bleu"] < 10 and guessed["sentences"] == 3
+    assert "tok:13a" in guessed["bleu_signature"]
+
+
+def test_translation_finds_multi30k(data_dir):
+    from lmladder.tasks.translation import load_multi30k
+
+    data = load_multi30k(data_dir)
+    assert (len(data.train), len(data.valid), len(data.test)) == (29000, 1014, 1000)
+    assert data.test[0][0].startswith("A man in an orange hat")

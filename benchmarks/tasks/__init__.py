@@ -90,6 +90,7 @@ TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
     "rt-polarity": "lmladder.tasks.sentiment:RtPolarity",
     "movie-reviews": "lmladder.tasks.sentiment:MovieReviews",
     "continuation": "lmladder.tasks.continuation:Continuation",
+    "translation": "lmladder.tasks.translation:Translation",
 }
 
 
