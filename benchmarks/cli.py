@@ -2,6 +2,7 @@
 
     lmladder --version
     lmladder list models|tasks|datasets|matrices
+    lmladder task TASK MODEL [--dataset NAME] [--data-dir DIR] [--seconds S] [--json]
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
     lmladder report RESULTS_DIR [-o FILE]
 
@@ -12,6 +13,7 @@ kept; run again to continue where it stopped).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lmladder import registry, tasks
 from lmladder._version import __version__
-from lmladder.api import ConfigError, Progress
+from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError
 from lmladder.run import MatrixError, list_matrices, load_matrix, run_matrix
 
@@ -159,6 +161,26 @@ def _report(args) -> int:
     return 0
 
 
+def _task(args) -> int:
+    budget = build_config(Budget, {k: v for k, v in (("tokens", args.tokens),
+                          ("steps", args.steps), ("seconds", args.seconds)) if v is not None},
+                          where="budget")
+    result = tasks.run_task(args.task, args.model, dataset=args.dataset, data_dir=args.data_dir,
+                            budget=budget, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return 0
+    if result["status"] != "ok":
+        print(f"{args.task} / {args.model}: not applicable: {result['reason']}")
+        return 0
+    for spec in tasks.task_class(args.task).metrics:
+        interval = result.get(f"{spec.name}_ci95")
+        shown = f"  95% [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+        chance = f"  (chance {spec.chance:g})" if spec.chance is not None else ""
+        print(f"{spec.name:<20} {result[spec.name]:.4g}{shown}{chance}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmladder", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -175,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that are already done")
     run.add_argument("--only", nargs="+", metavar="NAME", help="only these models (name or label)")
     run.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+
+    task = sub.add_parser("task", help="run one task for one model (lmladder list tasks)")
+    task.add_argument("task", help="a task name (lmladder list tasks)")
+    task.add_argument("model", help="a model name (lmladder list models)")
+    task.add_argument("--dataset", default="ptb", help="the corpus the model is fitted on")
+    task.add_argument("--data-dir", help="folder holding the corpora (else $LMLADDER_DATA, cache)")
+    task.add_argument("--seed", type=int, default=0, help="seed of the task's items")
+    task.add_argument("--tokens", type=int, help="fit budget: training tokens")
+    task.add_argument("--steps", type=int, help="fit budget: optimizer steps or EM iterations")
+    task.add_argument("--seconds", type=float, help="fit budget: wall-clock seconds")
+    task.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
     rep = sub.add_parser("report", help="render the HTML report of a results folder")
     rep.add_argument("results_dir")
@@ -193,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args.what)
         if args.command == "run":
             return _run(args)
+        if args.command == "task":
+            return _task(args)
         return _report(args)
     except BrokenPipeError:  # e.g. `lmladder list models | head`: the reader has gone
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail

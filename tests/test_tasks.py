@@ -276,3 +276,19 @@ def test_translation_finds_multi30k(data_dir):
     data = load_multi30k(data_dir)
     assert (len(data.train), len(data.valid), len(data.test)) == (29000, 1014, 1000)
     assert data.test[0][0].startswith("A man in an orange hat")
+
+
+def test_the_task_command(capsys):
+    import json
+
+    from lmladder.cli import main
+
+    assert main(["task", "cloze", "kn3", "--dataset", "synthetic", "--seed", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("accuracy") and "(chance 0.2)" in line
+    assert main(["task", "cloze", "kn3", "--dataset", "synthetic", "--seed", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ok" and result["seed"] == 2 and 0.2 < result["accuracy"] <= 1
+    assert f"{result['accuracy']:.4g}" in line  # the same run, the same number
+    assert main(["task", "no-such-task", "kn3"]) == 2
+    assert "Valid: cloze" in capsys.readouterr().err

@@ -65,6 +65,7 @@ class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     metrics: ClassVar[tuple[MetricSpec, ...]]
+    uses_fitted_model: ClassVar[bool] = True  # False: the task trains its own models (fresh())
 
     @abstractmethod
     def evaluate(self, subject: Subject, *, seed: int = 0) -> dict[str, Any]:
@@ -121,3 +122,31 @@ def task_class(name: str) -> type[Task]:
     if name not in known:
         raise unknown("task", name, known)
     return import_target(known[name])
+
+
+def run_task(task: str, model: str, *, dataset: str = "ptb", data_dir=None,
+             budget: Budget | None = None, seed: int = 0,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run task ``task`` for registry model ``model`` (config ``overrides``) on ``dataset``.
+
+    The model is fitted on the dataset's training split under ``budget`` when the task scores
+    it; tasks that train their own models build them from the same entry and config.  Returns
+    the task's scores with ``task``, ``model``, ``dataset``, ``seed`` and ``status`` ("ok" or
+    "not applicable", with ``reason``).
+    """
+    from lmladder import registry
+    from lmladder.data import load_dataset
+
+    budget = budget or Budget()
+    klass = task_class(task)
+    data = load_dataset(dataset, data_dir)
+    subject_model = registry.build(model, overrides)
+    if klass.uses_fitted_model:
+        subject_model.fit(data.train.ids, data.vocab, budget=budget, valid=data.valid.ids)
+    subject = Subject(subject_model, data, budget, None if data_dir is None else str(data_dir),
+                      fresh=lambda: registry.build(model, overrides))
+    head = {"task": task, "model": model, "dataset": dataset, "seed": seed}
+    try:
+        return {**head, "status": "ok", **klass().evaluate(subject, seed=seed)}
+    except NotApplicable as why:
+        return {**head, "status": "not applicable", "reason": str(why)}

@@ -29,6 +29,8 @@ from lmladder.tasks.labelled import LabelledData, LabelledSplit, load_labelled
 class Sentiment(Task):
     """Generative classification of a labelled NLTK collection (set by subclasses)."""
 
+    uses_fitted_model = False
+
     collection: str
     metrics = (MetricSpec("accuracy", higher_is_better=True, chance=0.5),
                MetricSpec("macro_f1", higher_is_better=True, chance=0.5))

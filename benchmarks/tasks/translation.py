@@ -51,6 +51,8 @@ def load_multi30k(data_dir=None, source: str = "en", target: str = "de") -> Para
 class Translation(Task):
     """English to German on Multi30k by a conditional language model; sacrebleu BLEU, chrF."""
 
+    uses_fitted_model = False
+
     name = "translation"
     description = ("Multi30k English->German: the model trained on 'source <sep> target' lines "
                    "decodes greedily; sacrebleu BLEU and chrF on test_2016_flickr")
