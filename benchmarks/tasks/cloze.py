@@ -32,6 +32,7 @@ import numpy as np
 
 from lmladder.api import ContextPolicy, LanguageModel
 from lmladder.corpus import Dataset
+from lmladder.scoring import check_logprobs
 from lmladder.tasks import MetricSpec, Subject, Task, wilson_interval
 
 
@@ -124,8 +125,11 @@ class Cloze(Task):
 def sentence_logprobs(model: LanguageModel, sentences: list[np.ndarray],
                       boundary_id: int) -> np.ndarray:
     """ln p of each sentence scored on its own (after one boundary token, its own boundary
-    included): one ``token_logprobs`` call over all of them, resetting at every boundary."""
+    included): one ``token_logprobs`` call over all of them, resetting at every boundary.  A zero
+    or NaN probability is an error naming the model and token, as in perplexity scoring."""
     stream = np.concatenate([np.append(s, boundary_id) for s in sentences]).astype(np.int64)
-    logp = model.token_logprobs(stream, context=ContextPolicy(reset_at_boundary=True))
+    logp = check_logprobs(
+        model.token_logprobs(stream, context=ContextPolicy(reset_at_boundary=True)),
+        stream, model.vocab_, model=type(model).__name__, split="task sentences")
     starts = np.cumsum([0] + [len(s) + 1 for s in sentences[:-1]])
     return np.add.reduceat(logp, starts)
