@@ -1,8 +1,8 @@
 """Model names -> ``"module:Class"`` plus preset hyperparameters, resolved lazily.
 
-Built-in models are the :func:`register` lines below.  Installed distributions add their own
-through the entry-point group ``lmladder.models`` (``myunigram = "mypkg.models:UnigramLM"``); they
-are read on first need, checked (a :class:`~lmladder.api.LanguageModel` subclass with a
+Built-in models are the ``_add`` lines below; :func:`register` adds more at run time.  Installed
+distributions add their own through the entry-point group ``lmladder.models``
+(``myunigram = "mypkg.models:UnigramLM"``); they are read on first need, checked (a :class:`~lmladder.api.LanguageModel` subclass with a
 ``Config``, a name that is new), and any that fails is reported once and skipped.
 
 Each entry carries ``defaults`` (the named configuration, e.g. Zaremba's "small" LSTM) and
@@ -178,12 +178,11 @@ class Plugin:
     distribution: str
 
 
-def load_entry_points(group: str, taken, check) -> tuple[list[Plugin], tuple[str, ...]]:
-    """Load the entry points of ``group``; one problem line per entry point whose name is not
-    valid or is in ``taken`` (a built-in's), is a duplicate, fails to import, or fails ``check``
-    (``obj -> reason or None``).  Each problem is also logged once as a warning."""
+def load_entry_points(group: str, taken, check) -> list[Plugin]:
+    """The entry points of ``group`` that load and pass ``check`` (``obj -> reason or None``).
+    One whose name is not valid or is in ``taken`` (a built-in's), is a duplicate, fails to
+    import, or fails the check is logged once as a warning naming it, and skipped."""
     loaded: dict[str, Plugin] = {}
-    problems: list[str] = []
     for ep in metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
         obj, why = None, None
@@ -201,26 +200,23 @@ def load_entry_points(group: str, taken, check) -> tuple[list[Plugin], tuple[str
             else:
                 why = check(obj)
         if why:
-            problems.append(f"{group} entry point {ep.name!r} = {ep.value!r} from {dist} "
-                            f"skipped: {why}")
-            log.warning("%s", problems[-1])
+            log.warning("%s entry point %r = %r from %s skipped: %s",
+                        group, ep.name, ep.value, dist, why)
         else:
             loaded[ep.name] = Plugin(ep.name, obj, dist)
-    return list(loaded.values()), tuple(problems)
+    return list(loaded.values())
 
 
 @functools.cache
-def _plugins() -> tuple[dict[str, Entry], tuple[str, ...]]:
-    """The ``lmladder.models`` entry points of installed distributions that pass the checks,
-    and one line per entry point that does not."""
+def _plugins() -> dict[str, Entry]:
+    """The ``lmladder.models`` entry points of installed distributions that pass the checks."""
     taken = {*MODELS, *(n.rstrip(":") for n in MODELS)}
-    plugins, problems = load_entry_points(PLUGIN_GROUP, taken, _not_a_model)
     found = {}
-    for p in plugins:
+    for p in load_entry_points(PLUGIN_GROUP, taken, _not_a_model):
         doc = (p.obj.__doc__ or "").strip().splitlines()
         found[p.name] = Entry(class_path(p.obj), summary=doc[0] if doc else "",
                               origin=p.distribution, smoke=dict(getattr(p.obj, "smoke_config", {})))
-    return found, problems
+    return found
 
 
 def _not_a_model(obj: Any) -> str | None:
@@ -233,14 +229,9 @@ def _not_a_model(obj: Any) -> str | None:
     return None
 
 
-def plugin_problems() -> tuple[str, ...]:
-    """One line per ``lmladder.models`` entry point that was skipped, and why."""
-    return _plugins()[1]
-
-
 def models() -> dict[str, Entry]:
     """Every model by name: the built-in and run-time ones, then installed plugins."""
-    return {**MODELS, **_plugins()[0]}
+    return {**MODELS, **_plugins()}
 
 
 # ---- lookup and building -----------------------------------------------------------------------

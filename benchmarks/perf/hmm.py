@@ -1,7 +1,7 @@
 """HMM benchmarks: EM speed against hmmlearn, the PTB perplexity-vs-states curve, the synthetic
 oracle gap.
 
-    python -m lmladder.perf.hmm --data-dir /work/shared/data            # everything
+    python -m lmladder.perf.hmm --data-dir DIR                          # everything
     python -m lmladder.perf.hmm --data-dir DIR --quick                  # smaller budgets
     python -m lmladder.perf.hmm --data-dir DIR --only speed --out r.json
 

@@ -2,7 +2,7 @@
 
 Usage (corpora from ``--data-dir`` or ``$LMLADDER_DATA``)::
 
-    python -m lmladder.perf.ngram --data-dir /work/shared/data
+    python -m lmladder.perf.ngram --data-dir DIR
     python -m lmladder.perf.ngram --nltk-score-tokens 200 --nltk-train-tokens 200000
     python -m lmladder.perf.ngram --skip-nltk
 
@@ -20,7 +20,7 @@ What is timed
   The ratios compare ours with nltk on the same training tokens (ours refit on the subset when
   ``--nltk-train-tokens`` is given) and on scoring throughput (ours over the full test split).
 * KenLM is not run here; its figures are the anchors measured on this kind of machine
-  (``/work/shared/ANCHORS.md``): ``lmplz -o 5`` 141.19, ``-o 3`` 148.28 on these 82,430 tokens.
+  (the project's shared ANCHORS.md): ``lmplz -o 5`` 141.19, ``-o 3`` 148.28 on these 82,430 tokens.
 """
 
 from __future__ import annotations

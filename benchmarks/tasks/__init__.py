@@ -96,9 +96,8 @@ TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
 
 
 @functools.cache
-def _plugins() -> tuple[dict[str, str], tuple[str, ...]]:
-    plugins, problems = load_entry_points(PLUGIN_GROUP, TASKS, _not_a_task)
-    return {p.name: class_path(p.obj) for p in plugins}, problems
+def _plugins() -> dict[str, str]:
+    return {p.name: class_path(p.obj) for p in load_entry_points(PLUGIN_GROUP, TASKS, _not_a_task)}
 
 
 def _not_a_task(obj: Any) -> str | None:
@@ -107,14 +106,9 @@ def _not_a_task(obj: Any) -> str | None:
     return f"{obj!r} is not a concrete subclass of lmladder.tasks.Task"
 
 
-def plugin_problems() -> tuple[str, ...]:
-    """One line per ``lmladder.tasks`` entry point that was skipped, and why."""
-    return _plugins()[1]
-
-
 def tasks() -> dict[str, str]:
     """Every task by name: the built-in ones, then installed plugins."""
-    return {**TASKS, **_plugins()[0]}
+    return {**TASKS, **_plugins()}
 
 
 def task_class(name: str) -> type[Task]:
