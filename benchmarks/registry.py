@@ -2,8 +2,9 @@
 
 Built-in models are the ``_add`` lines below; :func:`register` adds more at run time.  Installed
 distributions add their own through the entry-point group ``lmladder.models``
-(``myunigram = "mypkg.models:UnigramLM"``); they are read on first need, checked (a :class:`~lmladder.api.LanguageModel` subclass with a
-``Config``, a name that is new), and any that fails is reported once and skipped.
+(``myunigram = "mypkg.models:UnigramLM"``); they are read on first need, checked (a
+:class:`~lmladder.api.LanguageModel` subclass with a ``Config``, a name that is new), and any that
+fails is reported once and skipped.
 
 Each entry carries ``defaults`` (the named configuration, e.g. Zaremba's "small" LSTM) and
 ``smoke``: small overrides the contract tests and the CI smoke run use so every model is
