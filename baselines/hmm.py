@@ -39,7 +39,9 @@ from lmladder.api import (
     Progress,
     ProgressCallback,
     Stopwatch,
+    ValidationTimer,
     Vocab,
+    require,
 )
 from lmladder.baselines.hmm_core import (
     EMConfig,
@@ -83,7 +85,6 @@ class HMMConfig(EMConfig):
     """
 
     states: int = 64
-    max_iterations: int = 50
     trainer: Literal["em", "adam"] = "em"
     patience: int = 2
     batch_tokens: int = 32768
@@ -95,14 +96,17 @@ class HMMConfig(EMConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_iterations < 1 or self.batch_tokens < 1:
-            raise ValueError("max_iterations and batch_tokens must be >= 1")
+        require(self, "patience", self.patience >= 1, ">= 1")
+        require(self, "batch_tokens", self.batch_tokens >= 1, ">= 1")
+        require(self, "lr", self.lr > 0, "> 0")
+        require(self, "stage_iterations", self.stage_iterations >= 1, ">= 1")
+        require(self, "threads", self.threads is None or self.threads >= 1, ">= 1 or None")
+        require(self, "grow_from", self.grow_from is None or 1 <= self.grow_from <= self.states,
+                f"in [1, states={self.states}] or None")
         if self.grow_from is not None and (
-            self.grow_from < 1 or _stage_sizes(self.grow_from, self.states)[0] != self.grow_from
+            _stage_sizes(self.grow_from, self.states)[0] != self.grow_from
         ):
             raise ValueError(f"states={self.states} is not grow_from={self.grow_from} * 2^n")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be >= 1 or None")
 
 
 class HMM(HMMBase):
@@ -110,7 +114,7 @@ class HMM(HMMBase):
 
     Config = HMMConfig
     devices = ("cpu", "cuda")
-    revision = 1
+    revision = 2  # 2: no hidden 50-iteration cap; validation inside the time budget
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
@@ -130,11 +134,18 @@ class HMM(HMMBase):
     ) -> FitReport:
         """Train on the sentences of ``train`` (int64 ids of ``vocab``).
 
-        ``budget.steps`` counts EM iterations (``trainer="em"``) or Adam steps (one per chunk);
-        ``budget.tokens`` counts training tokens processed; a ``seconds`` budget is checked
-        between EM iterations (stopping before one the previous iteration's time says would
-        not fit; at least one always runs) and between Adam steps.
+        Training runs until convergence (``tol``; with ``valid`` also ``patience``), the
+        explicit ``max_iterations`` if one is set, or the budget.  ``budget.steps`` counts EM
+        iterations (``trainer="em"``) or Adam steps (one per chunk); ``budget.tokens`` counts
+        training tokens processed.  A ``seconds`` budget covers the whole fit, validation
+        included: it is checked between EM iterations (stopping before one that, judged by the
+        previous iteration and validation, would not fit; at least one always runs) and between
+        Adam steps, always keeping room for the validation that follows a pass; a validation
+        that would still overrun is skipped and counted in ``notes["valid_skipped"]``.
         """
+        if self.cfg.unbounded(budget):
+            raise ValueError("tol=0 with max_iterations=None and no budget would never stop; "
+                             "set tol > 0, max_iterations, or a budget")
         with _torch().threads(self.cfg.threads):
             return self._fit(train, vocab, budget, valid, callback)
 
@@ -161,32 +172,55 @@ class HMM(HMMBase):
             if cfg.trainer == "em"
             else kernels.Adam(cfg, chunks, params, dtype, dev, rng)
         )
+        if valid is not None:
+            valid = self._checked_ids(valid)
+            if budget.seconds is not None:  # the first pass must leave room for its validation
+                self.set_parameters(vocab, *params)
+                tally.timer.calibrate(self.token_logprobs, valid)
         best_nll, params = self._passes(run, tally, cfg.max_iterations, valid, stage=cfg.states)
         self.set_parameters(vocab, *params)
         notes = {"trainer": cfg.trainer, "passes": tally.passes, "chunks": len(chunks),
-                 "stages": sizes}
+                 "stages": sizes, "stopped_by": tally.stopped_by}
         if valid is not None:
             notes["valid_nll"] = best_nll
-        return FitReport(tally.tokens, tally.steps, clock(), tally.history, notes)
+            notes["valid_skipped"] = tally.valid_skipped
+        return FitReport(tally.tokens, tally.steps, clock(), tally.history, notes,
+                         valid_seconds=tally.timer.seconds)
 
-    def _passes(self, run, tally: _Tally, max_passes: int, valid, *, stage: int):
-        """Training passes of ``run`` until convergence, ``max_passes``, the budget, or (with
-        ``valid``) ``patience`` passes without a better validation likelihood.  Returns (best
-        validation nll or nan, the parameters to keep: best-validation or last)."""
-        cfg, budget, clock = self.cfg, tally.budget, tally.clock
+    def _passes(self, run, tally: _Tally, max_passes: int | None, valid, *, stage: int):
+        """Training passes of ``run`` until convergence, ``max_passes`` (``None``: no cap), the
+        budget, or (with ``valid``) ``patience`` passes without a better validation likelihood.
+        Returns (best validation nll or nan, the parameters to keep: best-validation or last).
+
+        Convergence: EM (monotone) stops when the objective gains less than ``tol`` nats per
+        token in a pass; Adam when ``patience`` passes in a row fail to beat its best objective
+        by ``tol`` per token.  Both objectives are bounded above, so both rules always end."""
+        cfg, budget, clock, timer = self.cfg, tally.budget, tally.clock, tally.timer
+        n_valid = 0 if valid is None else len(valid)
+
+        def reserve() -> float:  # seconds to hold back for the validation after a pass
+            return (timer.estimate(n_valid) or 0.0) if n_valid else 0.0
+
+        def training_clock() -> float:  # Adam checks the budget against this between steps
+            return clock() + reserve()
+
         params = run.parameters()
-        best = (math.inf, params)
+        best: tuple[float, tuple | None] = (math.inf, None)
         stale, passes, prev = 0, 0, -math.inf
-        while passes < max_passes:
+        best_objective, flat = -math.inf, 0
+        while max_passes is None or passes < max_passes:
             seconds = clock()
-            if tally.passes and (
-                budget.exhausted(tokens=tally.tokens, steps=tally.steps, seconds=seconds)
-                or (run.monotone and budget.seconds is not None
-                    and seconds + tally.last > budget.seconds)
+            if tally.passes and budget.exhausted(
+                tokens=tally.tokens, steps=tally.steps, seconds=seconds + reserve()
             ):
+                tally.stopped_by = "budget"
+                break
+            if (tally.passes and run.monotone and budget.seconds is not None
+                    and seconds + tally.last + reserve() > budget.seconds):
+                tally.stopped_by = "budget"
                 break
             ll, objective, n_steps, n_tokens, complete = run.one_pass(
-                budget, clock, tally.steps, tally.tokens
+                budget, training_clock, tally.steps, tally.tokens
             )
             passes += 1
             tally.passes += 1
@@ -197,23 +231,46 @@ class HMM(HMMBase):
                       "train_nll": -ll / max(n_tokens, 1), "seconds": clock()}
             params = run.parameters()
             if valid is not None:
-                self.set_parameters(self.vocab_, *params)
-                record["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
-                if record["valid_nll"] < best[0]:
-                    best, stale = (record["valid_nll"], params), 0
+                left = None if budget.seconds is None else budget.seconds - clock()
+                if left is not None and reserve() > left:
+                    tally.valid_skipped += 1  # it would overrun the budget: judge no further
+                    record["valid_skipped"] = 1.0
                 else:
-                    stale += 1
+                    self.set_parameters(self.vocab_, *params)
+                    record["valid_nll"] = -float(np.mean(timer.score(self.token_logprobs, valid)))
+                    if record["valid_nll"] < best[0]:
+                        best, stale = (record["valid_nll"], params), 0
+                    else:
+                        stale += 1
             tally.history.append(record)
             log.debug("HMM pass %d: %s", tally.passes, record)
             if tally.callback is not None:
                 tally.callback(Progress(tally.steps, budget.steps or None, "steps",
                                         {"train_nll": record["train_nll"]}))
-            if not complete or stale >= cfg.patience:
+            if not complete:
+                tally.stopped_by = "budget"
                 break
-            if run.monotone and (objective - prev) / tally.train_tokens < cfg.tol:
+            if stale >= cfg.patience:
+                tally.stopped_by = "patience"
                 break
-            prev = objective
-        return (best[0], best[1]) if valid is not None and passes else (math.nan, params)
+            if run.monotone:
+                if (objective - prev) / tally.train_tokens < cfg.tol:
+                    tally.stopped_by = "converged"
+                    break
+                prev = objective
+            else:
+                if objective > best_objective + cfg.tol * tally.train_tokens:
+                    best_objective, flat = objective, 0
+                else:
+                    flat += 1
+                if flat >= cfg.patience:
+                    tally.stopped_by = "converged"
+                    break
+        else:
+            tally.stopped_by = "max_iterations"
+        if best[1] is not None:
+            return best[0], best[1]
+        return math.nan, params
 
     # -- scoring on the model's device ----------------------------------------------------------
 
@@ -236,7 +293,7 @@ class HMM(HMMBase):
 
     def _token_logprobs(self, tokens: np.ndarray) -> np.ndarray:
         vocab = self._require_fitted()
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         if len(tokens) == 0:
             return np.zeros(0)
         packed = pack_stream(tokens, vocab.boundary_id)
@@ -263,6 +320,9 @@ class _Tally:
     passes: int = 0
     last: float = 0.0  # seconds of the last pass
     history: list = field(default_factory=list)
+    timer: ValidationTimer = field(default_factory=ValidationTimer)
+    valid_skipped: int = 0
+    stopped_by: str = ""
 
 
 def _stage_sizes(grow_from: int | None, states: int) -> list[int]:

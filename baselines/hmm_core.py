@@ -35,7 +35,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmladder.api import ContextPolicy, LanguageModel, NotFittedError, Vocab
+from lmladder.api import (
+    Budget,
+    ContextPolicy,
+    LanguageModel,
+    NotFittedError,
+    Vocab,
+    check_state_array,
+    rank_counts,
+    require,
+)
 
 # --------------------------------------------------------------------------------------------
 # Sentences and packed layout
@@ -62,8 +71,10 @@ class EMConfig:
     """Hyperparameters both HMM backends share (each backend adds its own and sets defaults).
 
     states: number of hidden states K.
-    max_iterations: EM iterations when the budget does not stop earlier.
-    tol: EM stops when the training log-likelihood improves by less than this (nats per token).
+    max_iterations: an explicit cap on EM iterations; ``None`` (default) runs until convergence
+        (``tol``; with validation data also the torch backend's ``patience``) or the budget.
+    tol: EM stops when the training log-likelihood (plus the log prior) improves by less than
+        this (nats per token).  ``tol = 0`` with ``max_iterations = None`` needs a budget.
     emission_prior, transition_prior, start_prior: pseudo-counts added to the expected counts in
         every M-step (Dirichlet priors of concentration 1 + value); emission_prior > 0 keeps
         every word possible in every state.
@@ -72,7 +83,7 @@ class EMConfig:
     """
 
     states: int = 16
-    max_iterations: int = 20
+    max_iterations: int | None = None
     tol: float = 1e-4
     emission_prior: float = 0.01
     transition_prior: float = 0.0
@@ -81,10 +92,19 @@ class EMConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.states < 1:
-            raise ValueError("states must be >= 1")
-        if min(self.emission_prior, self.transition_prior, self.start_prior) < 0:
-            raise ValueError("priors (pseudo-counts) must be >= 0")
+        require(self, "states", self.states >= 1, ">= 1")
+        require(self, "max_iterations", self.max_iterations is None or self.max_iterations >= 1,
+                ">= 1 or None (until convergence)")
+        require(self, "tol", self.tol >= 0, ">= 0")
+        for key in ("emission_prior", "transition_prior", "start_prior"):
+            require(self, key, getattr(self, key) >= 0, ">= 0 (a pseudo-count)")
+        require(self, "init_noise", self.init_noise >= 0, ">= 0")
+        require(self, "seed", self.seed >= 0, ">= 0")
+
+    def unbounded(self, budget: Budget) -> bool:
+        """Whether nothing would end EM: no cap, no tolerance and no budget."""
+        return (self.max_iterations is None and self.tol == 0
+                and budget.tokens is None and budget.steps is None and budget.seconds is None)
 
 
 @dataclass(frozen=True)
@@ -213,7 +233,8 @@ class HMMBase(LanguageModel):
                 f"V={len(vocab)}"
             )
         for name, p in (("startprob", pi), ("transmat", a), ("emissionprob", b)):
-            if not np.allclose(p.sum(axis=-1), 1.0, atol=1e-8) or (p < 0).any():
+            if (not np.isfinite(p).all() or (p < 0).any()
+                    or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-8)):
                 raise ValueError(f"{name} rows must be probability distributions")
         self.vocab_ = vocab
         self.startprob_, self.transmat_, self.emissionprob_ = pi, a, b
@@ -244,11 +265,17 @@ class HMMBase(LanguageModel):
         return {"startprob": pi, "transmat": a, "emissionprob": b, "example": self.example_}
 
     def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.example_ = np.asarray(arrays["example"], dtype=np.int64)
-        self.startprob_ = np.asarray(arrays["startprob"], dtype=np.float64)
-        self.transmat_ = np.asarray(arrays["transmat"], dtype=np.float64)
-        self.emissionprob_ = np.asarray(arrays["emissionprob"], dtype=np.float64)
-        self._parameters_changed()
+        """Restore pi (K,), A (K, K), B (K, V) with K = ``cfg.states`` and V the vocabulary size;
+        arrays of other shapes, or rows that are not distributions, are refused."""
+        k, v = self.cfg.states, len(self.vocab_)
+        pi = check_state_array(arrays, "startprob", (k,))
+        a = check_state_array(arrays, "transmat", (k, k))
+        b = check_state_array(arrays, "emissionprob", (k, v))
+        example = check_state_array(arrays, "example", (None,), "i").astype(np.int64)
+        if len(example) and (example.min() < 0 or example.max() >= v):
+            raise ValueError(f"array 'example' holds ids outside the vocabulary of {v}")
+        self.example_ = example
+        self.set_parameters(self.vocab_, pi, a, b)
 
     # -- state API ------------------------------------------------------------------------------
 
@@ -281,7 +308,7 @@ class HMMBase(LanguageModel):
         Both context policies give the same result for this model (see the module docstring).
         """
         vocab = self._require_fitted()
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         if len(tokens) == 0:
             return np.zeros(0)
         packed = pack_stream(tokens, vocab.boundary_id)
@@ -308,16 +335,16 @@ class HMMBase(LanguageModel):
     def next_token_ranks(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
     ) -> np.ndarray:
-        """How many vocabulary entries are strictly more likely than each token (int64 ``(N,)``);
+        """``(g, e)`` of each token, int64 ``(N, 2)`` (see ``LanguageModel.next_token_ranks``);
         all sentences at once, like :meth:`token_logprobs`."""
         vocab = self._require_fitted()
         pi, a, b = self._params()
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         if len(tokens) == 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros((0, 2), dtype=np.int64)
         packed = pack_stream(tokens, vocab.boundary_id)
         words = tokens[packed.source]
-        ranks = np.empty(packed.num_tokens, dtype=np.int64)
+        ranks = np.empty((packed.num_tokens, 2), dtype=np.int64)
         post = np.broadcast_to(pi, (packed.batch_sizes[0], len(pi)))  # t = 0: q is pi
         for t in range(packed.num_steps):
             lo, n = packed.offsets[t], packed.batch_sizes[t]
@@ -325,7 +352,7 @@ class HMMBase(LanguageModel):
             q = post[:n] if t == 0 else post[:n] @ a
             with np.errstate(divide="ignore"):
                 logp = np.log(q @ b)  # same arithmetic as ``step``, so ties break alike
-            ranks[lo : lo + n] = np.count_nonzero(logp > logp[np.arange(n), w][:, None], axis=1)
+            ranks[lo : lo + n] = rank_counts(logp, w)
             joint = q * b[:, w].T
             z = joint.sum(axis=1, keepdims=True)
             post = joint / np.where(z > 0, z, 1.0)

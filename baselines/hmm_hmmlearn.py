@@ -16,7 +16,15 @@ from typing import Literal
 
 import numpy as np
 
-from lmladder.api import Budget, FitReport, Progress, ProgressCallback, Stopwatch, Vocab
+from lmladder.api import (
+    Budget,
+    FitReport,
+    Progress,
+    ProgressCallback,
+    Stopwatch,
+    ValidationTimer,
+    Vocab,
+)
 from lmladder.baselines.hmm_core import (
     EMConfig,
     HMMBase,
@@ -45,7 +53,12 @@ class HmmlearnHMM(HMMBase):
 
     Config = HmmlearnConfig
     devices = ("cpu",)
-    revision = 1
+    revision = 2  # 2: no hidden 20-iteration cap; validation inside the time budget
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        import hmmlearn.hmm  # noqa: F401 -- fail at build time if missing; keep the import's
+        # seconds out of the first fit's time budget
 
     def fit(
         self,
@@ -58,14 +71,21 @@ class HmmlearnHMM(HMMBase):
     ) -> FitReport:
         """Baum-Welch on the sentences of ``train``; one iteration per ``CategoricalHMM.fit``.
 
-        ``budget.steps`` counts EM iterations, ``budget.tokens`` training tokens processed (one
-        pass per iteration); a ``seconds`` budget stops before an iteration that would not fit,
-        judged by the previous one (at least one iteration always runs).
+        EM runs until convergence (``tol``), the explicit ``max_iterations`` if one is set, or
+        the budget.  ``budget.steps`` counts EM iterations, ``budget.tokens`` training tokens
+        processed (one pass per iteration); a ``seconds`` budget covers the whole fit, the final
+        validation included: it stops before an iteration that, judged by the previous one and
+        the validation's measured cost, would not fit (at least one iteration always runs).  A
+        final validation that would still overrun is cut to the prefix of ``valid`` that fits
+        (``notes["valid_tokens"]``) or skipped.
         """
+        clock = Stopwatch()  # the budget covers the whole fit, validation included
         from hmmlearn.hmm import CategoricalHMM
 
         cfg = self.cfg
-        clock = Stopwatch()
+        if cfg.unbounded(budget):
+            raise ValueError("tol=0 with max_iterations=None and no budget would never stop; "
+                             "set tol > 0, max_iterations, or a budget")
         train = np.asarray(train, dtype=np.int64)
         _, lengths = sentence_bounds(train, vocab.boundary_id)
         rng = np.random.default_rng(cfg.seed)
@@ -83,6 +103,14 @@ class HmmlearnHMM(HMMBase):
             implementation=cfg.implementation,
         )
         hmm.startprob_, hmm.transmat_, hmm.emissionprob_ = pi, a, b
+        self.vocab_ = vocab
+        timer = ValidationTimer()
+        if valid is not None:
+            valid = self._checked_ids(valid)
+            if budget.seconds is not None:  # measure what the final validation will cost
+                self.set_parameters(vocab, pi, a, b)
+                timer.calibrate(self.token_logprobs, valid)
+        reserve = 0.0 if valid is None else timer.estimate(len(valid)) or 0.0
         x = train[:, None]
         # hmmlearn warns on every call that K (V - 1) parameters exceed the token count, which
         # is the usual case for a language model; keep its log quiet while we drive it.
@@ -90,27 +118,41 @@ class HmmlearnHMM(HMMBase):
         level = hmm_log.level
         hmm_log.setLevel(logging.ERROR)
         try:
-            history, steps, tokens = self._iterate(hmm, x, lengths, budget, clock, callback)
+            history, steps, tokens, stopped_by = self._iterate(
+                hmm, x, lengths, budget, clock, callback, reserve
+            )
         finally:
             hmm_log.setLevel(level)
         self.example_ = pick_example(train, vocab.boundary_id)
         self.set_parameters(vocab, hmm.startprob_, hmm.transmat_, hmm.emissionprob_)
-        notes = {"implementation": cfg.implementation}
+        notes = {"implementation": cfg.implementation, "stopped_by": stopped_by}
         if valid is not None:
-            notes["valid_nll"] = -float(np.mean(self.token_logprobs(valid)))
-        return FitReport(tokens, steps, clock(), history, notes)
+            left = None if budget.seconds is None else budget.seconds - clock()
+            n = timer.affordable(len(valid), left)
+            notes["valid_tokens"] = n
+            if n:
+                lp = timer.score(self.token_logprobs, valid[:n])
+                notes["valid_nll"] = -float(np.mean(lp))
+            else:
+                notes["valid_nll"] = None
+            if n < len(valid):
+                notes["valid_cut"] = (f"validation cut to {n} of {len(valid)} tokens to stay "
+                                      "within the time budget")
+        return FitReport(tokens, steps, clock(), history, notes, valid_seconds=timer.seconds)
 
-    def _iterate(self, hmm, x, lengths, budget, clock, callback):
+    def _iterate(self, hmm, x, lengths, budget, clock, callback, reserve: float):
+        """EM iterations; returns (history, steps, tokens, what stopped them).  ``reserve``
+        seconds of a time budget are held back for the validation after the last one."""
         cfg, n = self.cfg, len(x)
         history: list[dict[str, float]] = []
         steps, tokens, last, prev = 0, 0, 0.0, None
-        while steps < cfg.max_iterations:
+        while cfg.max_iterations is None or steps < cfg.max_iterations:
             seconds = clock()
             if steps and (
-                budget.exhausted(tokens=tokens, steps=steps, seconds=seconds)
-                or (budget.seconds is not None and seconds + last > budget.seconds)
+                budget.exhausted(tokens=tokens, steps=steps, seconds=seconds + reserve)
+                or (budget.seconds is not None and seconds + last + reserve > budget.seconds)
             ):
-                break
+                return history, steps, tokens, "budget"
             prior = log_prior(
                 (hmm.startprob_, hmm.transmat_, hmm.emissionprob_),
                 (cfg.start_prior, cfg.transition_prior, cfg.emission_prior),
@@ -126,8 +168,9 @@ class HmmlearnHMM(HMMBase):
             if callback is not None:
                 total = budget.steps or cfg.max_iterations
                 callback(Progress(steps, total, "iterations", {"train_nll": record["train_nll"]}))
-            # MAP-EM never lowers ln p(train) + ln prior: a small gain means convergence.
+            # MAP-EM never lowers ln p(train) + ln prior, which is bounded: a small gain means
+            # convergence, and the gains cannot stay above tol for ever.
             if prev is not None and (ll + prior - prev) / n < cfg.tol:
-                break
+                return history, steps, tokens, "converged"
             prev = ll + prior
-        return history, steps, tokens
+        return history, steps, tokens, "max_iterations"

@@ -50,6 +50,9 @@ from lmladder.api import (
     ProgressCallback,
     Stopwatch,
     Vocab,
+    check_state_array,
+    rank_counts,
+    require,
 )
 from lmladder.baselines.ngram_backoff import BackoffTables
 from lmladder.baselines.ngram_counts import count_ngrams, history_lengths
@@ -58,6 +61,7 @@ from lmladder.baselines.ngram_smoothing import compile_tables, make_smoothing
 SmoothingName = Literal[
     "mle", "add-k", "witten-bell", "absolute-discounting", "kneser-ney", "modified-kneser-ney"
 ]
+MAX_ORDER = 32  # far beyond any useful n; a huge order would only allocate huge state arrays
 _DISCOUNTED = ("absolute-discounting", "kneser-ney", "modified-kneser-ney")
 
 
@@ -84,10 +88,8 @@ class NGramLM(LanguageModel):
         cross_boundary: bool = False
 
         def __post_init__(self) -> None:
-            if self.order < 1:
-                raise ValueError(f"order must be >= 1, got {self.order}")
-            if self.k <= 0:
-                raise ValueError(f"k must be > 0, got {self.k}")
+            require(self, "order", 1 <= self.order <= MAX_ORDER, f"in [1, {MAX_ORDER}]")
+            require(self, "k", self.k > 0, "> 0")
             if self.discount is not None:
                 if self.smoothing not in _DISCOUNTED:
                     raise ValueError(f"discount applies to {', '.join(_DISCOUNTED)}, "
@@ -161,7 +163,7 @@ class NGramLM(LanguageModel):
 
     def _history(self, tokens: np.ndarray, context: ContextPolicy) -> tuple[np.ndarray, np.ndarray]:
         vocab = self._require_fitted()
-        seq = np.concatenate([[vocab.boundary_id], np.asarray(tokens, dtype=np.int64)])
+        seq = np.concatenate([[vocab.boundary_id], self._checked_ids(tokens)])
         truncate = not self.cfg.cross_boundary or context.reset_at_boundary
         hist = history_lengths(seq, vocab.boundary_id, truncate=truncate)
         cap = self.cfg.order - 1 if context.window is None else min(self.cfg.order - 1,
@@ -182,22 +184,21 @@ class NGramLM(LanguageModel):
     def next_token_ranks(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy(), chunk: int = 0
     ) -> np.ndarray:
-        """Rank of each token (entries strictly more likely), int64 ``(N,)``; full next-token
-        distributions are built for ``chunk`` positions at a time (default: ~4M floats)."""
+        """``(g, e)`` of each token, int64 ``(N, 2)`` (see ``LanguageModel.next_token_ranks``);
+        full next-token distributions are built for ``chunk`` positions at a time (default: ~4M
+        floats)."""
         tables = self._require_tables()
         seq, hist = self._history(tokens, context)
         n, v = self.cfg.order, len(self.vocab_)
         chunk = chunk or max(1, (1 << 22) // v)
-        out = np.empty(len(hist), dtype=np.int64)
+        out = np.empty((len(hist), 2), dtype=np.int64)
         for lo in range(0, len(hist), chunk):
             t = np.arange(lo + 1, min(lo + chunk, len(hist)) + 1)
             h = np.full((len(t), n - 1), -1, dtype=np.int64)
             for lvl in range(1, n):
                 ok = hist[t - 1] >= lvl
                 h[ok, n - 1 - lvl] = seq[t[ok] - lvl]
-            dist = tables.distributions(h)
-            target = dist[np.arange(len(t)), seq[t]]
-            out[t - 1] = (dist > target[:, None]).sum(axis=1)
+            out[t - 1] = rank_counts(tables.distributions(h), seq[t])
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -235,15 +236,29 @@ class NGramLM(LanguageModel):
         return arrays
 
     def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        n = self.cfg.order
-        self.tables_ = BackoffTables(
-            len(self.vocab_),
-            [np.asarray(arrays[f"keys_{j}"]) for j in range(1, n + 1)],
-            [np.asarray(arrays[f"logp_{j}"]) for j in range(1, n + 1)],
-            [np.asarray(arrays[f"bow_{j}"]) for j in range(1, n + 1)],
-            flat=self.cfg.smoothing == "add-k",
-        )
-        self.discounts_ = np.asarray(arrays["discounts"])
+        """Restore the tables, refusing arrays that do not fit the vocabulary and order: the
+        unigram table has one row per vocabulary entry, every order's keys are sorted and name a
+        row of the order below times V plus a token, and probabilities match their keys."""
+        n, v = self.cfg.order, len(self.vocab_)
+        keys, logp, bow = [], [], []
+        below = 1  # rows of the order below (one empty context for unigrams)
+        for j in range(1, n + 1):
+            k = check_state_array(arrays, f"keys_{j}", (v,) if j == 1 else (None,), "i")
+            size = len(k)
+            logp.append(check_state_array(arrays, f"logp_{j}", (size,)).astype(np.float64))
+            bow.append(check_state_array(arrays, f"bow_{j}", (size,)).astype(np.float64))
+            k = k.astype(np.int64)
+            if j == 1 and not np.array_equal(k, np.arange(v)):
+                raise ValueError(f"array 'keys_1' must list the {v} vocabulary ids in order")
+            if size and (k[0] < 0 or k[-1] >= below * v or (np.diff(k) <= 0).any()):
+                raise ValueError(f"array 'keys_{j}' is not a sorted list of {j}-gram keys below "
+                                 f"{below} x {v} (vocabulary of {v})")
+            keys.append(k)
+            below = size
+        if f"keys_{n + 1}" in arrays:
+            raise ValueError(f"the arrays hold more orders than the config's order={n}")
+        self.tables_ = BackoffTables(v, keys, logp, bow, flat=self.cfg.smoothing == "add-k")
+        self.discounts_ = check_state_array(arrays, "discounts", (n, 3)).astype(np.float64)
 
     # -- ARPA -----------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ _EXPORTS = {
     "ContextPolicy": "api",
     "Progress": "api",
     "ConfigError": "api",
+    "CheckpointError": "api",
     "register": "registry",
     "build": "registry",
     "load_model": "registry",

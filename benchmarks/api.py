@@ -31,9 +31,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 import types
 import typing
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +53,10 @@ class ConfigError(ValueError):
 
 class NotFittedError(RuntimeError):
     """A model was used before ``fit`` or ``load``."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder cannot be loaded; the message names the file and what is wrong."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,12 +157,31 @@ class Budget:
     """Bounds one ``fit``: stop at whichever limit is reached first (``None`` = no limit).
 
     ``tokens`` counts training tokens processed (repeated epochs count again), ``steps`` counts
-    optimizer steps or EM iterations, ``seconds`` is wall-clock time.
+    optimizer steps or EM iterations, ``seconds`` is wall-clock time of the *whole* ``fit``,
+    validation inside it included (a family stops training early enough for its final
+    evaluation to fit, and cuts or skips that evaluation rather than overrun).  Every limit must
+    be > 0 (and finite): anything else is a :class:`ConfigError` naming the key and value.
     """
 
     tokens: int | None = None
     steps: int | None = None
     seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("tokens", "steps"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"budget.{key} must be a whole number, got {value!r}")
+            if value <= 0:
+                raise ConfigError(f"budget.{key} must be > 0, got {value!r}")
+        s = self.seconds
+        if s is not None:
+            if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"budget.seconds must be a number, got {s!r}")
+            if not math.isfinite(s) or s <= 0:
+                raise ConfigError(f"budget.seconds must be > 0, got {s!r}")
 
     def exhausted(self, *, tokens: int = 0, steps: int = 0, seconds: float = 0.0) -> bool:
         return (
@@ -190,13 +215,19 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class FitReport:
-    """What a ``fit`` did: the harness turns it into training throughput."""
+    """What a ``fit`` did: the harness turns it into training throughput.
+
+    ``seconds`` is the wall-clock time of the whole ``fit`` (what a time budget bounds), of which
+    ``valid_seconds`` were spent scoring validation data; training throughput is
+    ``train_tokens / (seconds - valid_seconds)`` tokens per second.
+    """
 
     train_tokens: int
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    valid_seconds: float = 0.0
 
 
 class Stopwatch:
@@ -207,6 +238,44 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
+
+
+class ValidationTimer:
+    """Times the validation scoring a ``fit`` does, so a time budget can cover it.
+
+    ``seconds`` is the total spent (what ``FitReport.valid_seconds`` reports); ``estimate(n)``
+    predicts the cost of scoring ``n`` tokens from the latest measurement (``None`` before any),
+    which lets a training loop stop while there is still room for its final evaluation.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.per_token: float | None = None
+
+    def score(self, score: Callable[[np.ndarray], Any], ids: np.ndarray) -> Any:
+        """``score(ids)``, timed."""
+        start = time.perf_counter()
+        out = score(ids)
+        spent = time.perf_counter() - start
+        self.seconds += spent
+        self.per_token = spent / max(1, len(ids))
+        return out
+
+    def calibrate(self, score: Callable[[np.ndarray], Any], ids: np.ndarray,
+                  sample: int = 2048) -> None:
+        """Measure the per-token cost on the first ``sample`` ids if nothing is measured yet
+        (an over-estimate for long streams, which errs on the side of the budget)."""
+        if self.per_token is None and len(ids):
+            self.score(score, ids[:sample])
+
+    def estimate(self, n: int) -> float | None:
+        return None if self.per_token is None else self.per_token * n
+
+    def affordable(self, n: int, seconds_left: float | None) -> int:
+        """How many of ``n`` tokens can be scored in ``seconds_left`` (``None``: all)."""
+        if seconds_left is None or self.per_token is None or self.per_token == 0:
+            return n
+        return max(0, min(n, int(seconds_left / self.per_token)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +325,9 @@ class ContextPolicy:
 # Typed configuration
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _check_type(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if hint is Any:
@@ -274,9 +346,13 @@ def _check_type(value: Any, hint: Any) -> bool:
         args = typing.get_args(hint)
         if not isinstance(value, (tuple, list)):
             return False
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not args:
+            return True
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
             return all(_check_type(v, args[0]) for v in value)
-        return all(_check_type(v, a) for v, a in zip(value, args, strict=False))
+        return len(value) == len(args) and all(
+            _check_type(v, a) for v, a in zip(value, args, strict=True)
+        )
     if origin is dict or hint is dict:
         return isinstance(value, dict)
     if isinstance(hint, type):
@@ -284,10 +360,48 @@ def _check_type(value: Any, hint: Any) -> bool:
     return True
 
 
+def _number_problem(value: Any) -> str | None:
+    """Why ``value`` (or a number inside it) cannot be a config number, or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) > INT64_MAX:
+        return f"must fit in 64 bits (|value| <= 2**63 - 1), got {value}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            problem = _number_problem(v)
+            if problem:
+                return problem
+    return None
+
+
+def require(config: Any, key: str, ok: bool, need: str) -> None:
+    """For configs' ``__post_init__``: ValueError ``"<key> must be <need>, got <value>"`` unless
+    ``ok`` (``build_config`` adds where the config came from)."""
+    if not ok:
+        raise ValueError(f"{key} must be {need}, got {getattr(config, key)!r}")
+
+
+def _fixed_arity(hint: Any) -> int | None:
+    """The number of values a fixed-length tuple type (or an optional one) holds, else None."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        sizes = {_fixed_arity(h) for h in typing.get_args(hint)} - {None}
+        return sizes.pop() if len(sizes) == 1 else None
+    args = typing.get_args(hint)
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        return len(args)
+    return None
+
+
 def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "config"):
     """Instantiate the frozen dataclass ``config_cls`` from ``values``, checking keys and types.
 
-    Errors name ``where`` (e.g. ``"quick.toml: models[2].config"``), the key, and the valid keys.
+    Errors (:class:`ConfigError`, one line) name ``where`` (e.g. ``"quick.toml: models[2].config"``)
+    and the key: unknown keys (listing the valid ones), values of the wrong type, tuples of the
+    wrong length (``betas = [0.9]`` for ``tuple[float, float]``), integers beyond 64 bits,
+    non-finite floats, and any range the config's own ``__post_init__`` refuses.
     Lists are converted to tuples so configs stay hashable.
     """
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
@@ -300,19 +414,30 @@ def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "c
         )
     hints = typing.get_type_hints(config_cls)
     clean = {}
-    for key, value in values.items():
-        if isinstance(value, list):
-            value = tuple(value)
+    for key, raw in values.items():
+        value = tuple(raw) if isinstance(raw, list) else raw
+        problem = _number_problem(value)
+        if problem:
+            raise ConfigError(f"{where}: key {key!r} {problem}")
         if not _check_type(value, hints[key]):
+            arity = _fixed_arity(hints[key])
+            size = f" ({arity} values)" if arity is not None else ""
             raise ConfigError(
-                f"{where}: key {key!r} must be {_type_name(hints[key])}, got {value!r}"
+                f"{where}: key {key!r} must be {_type_name(hints[key])}{size}, got {raw!r}"
             )
         if hints[key] is float and isinstance(value, int):
             value = float(value)
         clean[key] = value
+    missing = [
+        name for name, f in fields.items()
+        if name not in clean and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
     try:
         return config_cls(**clean)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as err:
         raise ConfigError(f"{where}: {err}") from err
 
 
@@ -412,9 +537,10 @@ class LanguageModel(ABC):
 
         The history of ``tokens[0]`` is one boundary token.  This reference implementation loops
         ``step`` one token at a time; ``context.window`` is honoured by the model's own state
-        (fast paths must agree with this loop).
+        (fast paths must agree with this loop).  Ids outside the vocabulary raise ValueError
+        (see :meth:`_checked_ids`).
         """
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         out = np.empty(len(tokens), dtype=np.float64)
         for i, logp in enumerate(self._reference_distributions(tokens, context)):
             out[i] = logp[tokens[i]]
@@ -423,15 +549,26 @@ class LanguageModel(ABC):
     def next_token_ranks(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
     ) -> np.ndarray:
-        """For each token, how many vocabulary entries the model rates strictly more likely.
+        """Where each token stands in the model's next-token distribution, ties kept apart.
 
-        Rank 0 means a correct top-1 prediction.  int64 ``(N,)``.  Reference: loops ``step``.
+        Returns int64 ``(N, 2)``: column 0 (``g``) counts the vocabulary entries the model rates
+        strictly more likely than the token, column 1 (``e >= 1``) the entries exactly as likely,
+        the token itself included.  ``(0, 1)`` is an unshared top-1 prediction; a uniform model
+        gives ``(0, V)`` for every token.  :func:`lmladder.scoring.accuracy_from_ranks` turns
+        these into expected top-k accuracy under random tie-breaking.  Reference: loops ``step``
+        and compares with :func:`rank_counts`, which fast paths should use too.
         """
-        tokens = np.asarray(tokens, dtype=np.int64)
-        out = np.empty(len(tokens), dtype=np.int64)
+        tokens = self._checked_ids(tokens)
+        out = np.empty((len(tokens), 2), dtype=np.int64)
         for i, logp in enumerate(self._reference_distributions(tokens, context)):
-            out[i] = int(np.count_nonzero(logp > logp[tokens[i]]))
+            out[i] = rank_counts(logp[None, :], tokens[i : i + 1])[0]
         return out
+
+    def _checked_ids(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:
+        """``tokens`` as int64 ``(N,)`` after checking the model is fitted and every id is one of
+        its vocabulary; every scoring path (reference and fast) starts here."""
+        vocab = self._require_fitted()
+        return check_token_ids(tokens, len(vocab))
 
     def _reference_distributions(self, tokens: np.ndarray, context: ContextPolicy):
         """Yield the float64 ``(V,)`` next-token ln-distribution before each of ``tokens``,
@@ -499,14 +636,24 @@ class LanguageModel(ABC):
             "vocab_sha256": vocab.sha256,
         }
         arrays = self._state_arrays()
-        np.savez(directory / "state.npz", **arrays)
-        (directory / "model.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        # each file appears whole or not at all (written aside, then renamed); model.json last,
+        # so a folder with a model.json has the state it describes
+        with open(directory / ".state.npz.tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(directory / ".state.npz.tmp", directory / "state.npz")
+        (directory / ".model.json.tmp").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
+        os.replace(directory / ".model.json.tmp", directory / "model.json")
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> LanguageModel:
         """Read what ``save`` wrote into this class.  To load a checkpoint of any registered
-        model, use :func:`lmladder.load_model`, which checks the saved class first."""
+        model, use :func:`lmladder.load_model`, which checks the saved class first.
+
+        A damaged checkpoint raises :class:`CheckpointError` naming the file and the problem:
+        unreadable or incomplete ``model.json``, a config the model refuses, a ``state.npz``
+        that is not an archive, missing arrays, or arrays that do not fit the vocabulary/config.
+        """
         directory = Path(directory)
         meta = read_checkpoint(directory)
         if meta["class"] != f"{cls.__module__}:{cls.__qualname__}":
@@ -514,13 +661,35 @@ class LanguageModel(ABC):
                 f"{directory} holds a {meta['class']}, not a {cls.__qualname__}; "
                 "lmladder.load_model(path) loads a checkpoint of any registered model"
             )
-        vocab = Vocab.from_dict(meta["vocab"])
+        meta_path = directory / "model.json"
+        try:
+            vocab = Vocab.from_dict(meta["vocab"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{meta_path}: the vocabulary is damaged ({_reason(err)})"
+            ) from err
         if vocab.sha256 != meta["vocab_sha256"]:
-            raise ValueError(f"{directory}: vocabulary does not match its recorded hash")
-        model = cls(**meta["config"])
+            raise CheckpointError(f"{meta_path}: vocabulary does not match its recorded hash")
+        if not isinstance(meta["config"], dict):
+            raise CheckpointError(f"{meta_path}: 'config' must be an object, "
+                                  f"got {type(meta['config']).__name__}")
+        try:
+            model = cls(**meta["config"])
+        except ConfigError as err:
+            raise CheckpointError(f"{meta_path}: the saved config is refused: {err}") from err
         model.vocab_ = vocab
-        with np.load(directory / "state.npz", allow_pickle=False) as npz:
-            model._load_state_arrays({k: npz[k] for k in npz.files})
+        arrays = read_state_arrays(directory / "state.npz")
+        try:
+            model._load_state_arrays(arrays)
+        except CheckpointError:
+            raise
+        except KeyError as err:
+            raise CheckpointError(
+                f"{directory / 'state.npz'}: missing array {err.args[0]!r} "
+                f"(it holds {', '.join(sorted(arrays)) or 'no arrays'})"
+            ) from err
+        except (ValueError, TypeError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"{directory / 'state.npz'}: {_reason(err)}") from err
         return model
 
     def _require_fitted(self) -> Vocab:
@@ -533,13 +702,120 @@ class LanguageModel(ABC):
         return f"{type(self).__name__}({args})"
 
 
+CHECKPOINT_KEYS = ("format_version", "class", "config", "vocab", "vocab_sha256")
+
+
 def read_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """The ``model.json`` of a checkpoint folder, its format version checked."""
+    """The ``model.json`` of a checkpoint folder: a JSON object with every key ``save`` writes
+    and a supported format version, else :class:`CheckpointError` naming the file."""
     directory = Path(directory)
-    meta = json.loads((directory / "model.json").read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: unsupported checkpoint format {meta.get('format_version')}")
+    if not directory.is_dir():
+        what = "is not a folder" if directory.exists() else "does not exist"
+        raise CheckpointError(f"{directory}: checkpoint folder {what}")
+    path = directory / "model.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: missing; is {directory} a checkpoint folder "
+                              "written by save()?") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({_reason(err)})") from err
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON, truncated or damaged ({err})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object, got {type(meta).__name__}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {meta['format_version']!r} "
+            f"(this lmladder reads format {FORMAT_VERSION})"
+        )
+    if not isinstance(meta["class"], str):
+        raise CheckpointError(f"{path}: 'class' must be a string, got {meta['class']!r}")
     return meta
+
+
+def read_state_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint's ``state.npz`` (no pickles), or :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path}: not an .npz archive of named arrays")
+            return {k: npz[k] for k in npz.files}
+    except CheckpointError:
+        raise
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: missing") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable .npz archive ({_reason(err)})") from err
+
+
+def check_state_array(
+    arrays: Mapping[str, np.ndarray],
+    name: str,
+    shape: tuple[int | None, ...],
+    kind: str = "f",
+) -> np.ndarray:
+    """``arrays[name]`` after checking its shape (``None`` = any size) and dtype kind
+    (``"f"`` float, ``"i"`` integer, ``"u"`` unsigned); ValueError naming the array otherwise.
+    Families call it from ``_load_state_arrays`` so a checkpoint that does not fit the
+    vocabulary or config is refused at load time, not as an IndexError while scoring."""
+    if name not in arrays:
+        raise KeyError(name)
+    a = np.asarray(arrays[name])
+    ok_shape = a.ndim == len(shape) and all(
+        want is None or got == want for got, want in zip(a.shape, shape, strict=True)
+    )
+    if not ok_shape:
+        want = "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
+        raise ValueError(f"array {name!r} has shape {a.shape}, expected {want}")
+    kinds = {"f": "f", "i": "iu", "u": "u"}[kind]
+    if a.dtype.kind not in kinds and not (a.size == 0 and a.dtype.kind in "fiu"):
+        raise ValueError(f"array {name!r} has dtype {a.dtype}, expected "
+                         f"{ {'f': 'floating point', 'i': 'integer', 'u': 'unsigned'}[kind]}")
+    return a
+
+
+def check_token_ids(tokens: np.ndarray | Sequence[int], vocab_size: int) -> np.ndarray:
+    """``tokens`` as int64 ``(N,)``, or ValueError if an id is not in ``[0, vocab_size)``."""
+    arr = np.asarray(tokens)
+    if arr.ndim != 1:
+        raise ValueError(f"token ids must be a 1-D array, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"token ids must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"token id {bad} is outside this model's vocabulary of {vocab_size} "
+                "(was it fitted on another dataset?)"
+            )
+    return arr
+
+
+def rank_counts(logp: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``(g, e)`` of each target in its row of ``logp`` (``(M, V)`` scores, ``targets`` ``(M,)``):
+    int64 ``(M, 2)``, g = entries strictly above the target's score, e = entries equal to it
+    (the target included).  See :meth:`LanguageModel.next_token_ranks`."""
+    logp = np.asarray(logp)
+    chosen = logp[np.arange(len(targets)), targets][:, None]
+    out = np.empty((len(targets), 2), dtype=np.int64)
+    out[:, 0] = np.count_nonzero(logp > chosen, axis=1)
+    out[:, 1] = np.count_nonzero(logp == chosen, axis=1)
+    return out
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as one short line (KeyError's repr-quoting removed)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__
 
 
 def sample_next(

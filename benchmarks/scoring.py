@@ -18,8 +18,16 @@ Worked example: a split ``the cat <eos>`` (3 tokens, running text ``"the cat\\n"
   unit that makes character- and sub-word models comparable with word models (equal to ``ppl``
   for word-level data).
 
-Accuracy: ``top1``/``top5`` are the shares of tokens whose rank (how many vocabulary entries the
-model rated strictly more likely) is below 1 / 5, over the first ``accuracy_tokens`` tokens.
+Accuracy: ``top1``/``top5`` are the expected shares of the first ``accuracy_tokens`` tokens
+found among the model's 1 / 5 most likely next tokens, ties broken at random.  For each token
+``model.next_token_ranks`` gives ``g`` (entries rated strictly more likely) and ``e`` (entries
+exactly as likely, the token included); a random order of the ``e`` tied entries puts the token
+in the top ``k`` with probability ``min(1, max(0, (k - g) / e))``, and top-k is the mean of that.
+
+Worked example (k = 5): a token with ``g = 3`` tied with 3 others (``e = 4``) takes one of places
+4-7, so it is in the top 5 with probability (5 - 3) / 4 = 0.5 (0.0 for top-1); ``g = 0, e = 1``
+counts 1 for both; a uniform model over V tokens gives every token ``g = 0, e = V``, so top-1 =
+1 / V and top-5 = 5 / V -- its chance level, not the 100% that counting ties as hits would claim.
 """
 
 from __future__ import annotations
@@ -97,13 +105,49 @@ def metrics_from_logprobs(logprobs: np.ndarray, split: Split) -> Metrics:
     )
 
 
+def topk_from_ranks(ranks: np.ndarray, k: int) -> float:
+    """Expected top-``k`` accuracy under random tie-breaking of ``ranks`` (int ``(N, 2)`` of
+    ``(g, e)`` as :meth:`~lmladder.api.LanguageModel.next_token_ranks` returns): the mean of
+    ``min(1, max(0, (k - g) / e))``; ``nan`` for no tokens."""
+    ranks = _check_ranks(ranks)
+    if len(ranks) == 0:
+        return math.nan
+    g, e = ranks[:, 0].astype(np.float64), ranks[:, 1].astype(np.float64)
+    return float(np.mean(np.clip((k - g) / e, 0.0, 1.0)))
+
+
 def accuracy_from_ranks(ranks: np.ndarray) -> dict:
-    ranks = np.asarray(ranks)
+    """``{"accuracy_tokens", "top1", "top5"}`` from ``(g, e)`` ranks, int ``(N, 2)``: expected
+    accuracies under random tie-breaking (see the module docstring's worked example)."""
+    ranks = _check_ranks(ranks)
     return {
         "accuracy_tokens": int(len(ranks)),
-        "top1": float(np.mean(ranks < 1)),
-        "top5": float(np.mean(ranks < 5)),
+        "top1": topk_from_ranks(ranks, 1),
+        "top5": topk_from_ranks(ranks, 5),
     }
+
+
+def _check_ranks(ranks: np.ndarray) -> np.ndarray:
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 2 or ranks.shape[1] != 2:
+        raise ScoringError(
+            f"ranks must have shape (N, 2) -- (strictly better, tied incl. itself) per token -- "
+            f"got {ranks.shape}"
+        )
+    if len(ranks) and ((ranks[:, 0] < 0).any() or (ranks[:, 1] < 1).any()):
+        raise ScoringError("ranks need g >= 0 and e >= 1 (a token is tied with itself)")
+    return ranks
+
+
+def check_same_vocabulary(model: LanguageModel, vocab: Vocab, *, name: str) -> None:
+    """ScoringError unless ``model`` was fitted (or loaded) on ``vocab``."""
+    fitted = getattr(model, "vocab_", None)
+    if fitted is not None and fitted != vocab:
+        raise ScoringError(
+            f"{name} was fitted on another vocabulary ({len(fitted)} tokens, sha256 "
+            f"{fitted.sha256[:12]}) than the dataset's ({len(vocab)} tokens, sha256 "
+            f"{vocab.sha256[:12]}); its ids would mean other tokens"
+        )
 
 
 def score_split(
@@ -114,7 +158,11 @@ def score_split(
     policy: ContextPolicy = ContextPolicy(),
     name: str = "model",
 ) -> tuple[Metrics, np.ndarray]:
-    """Score every token of ``split``; returns the metrics and the checked ln-probabilities."""
+    """Score every token of ``split``; returns the metrics and the checked ln-probabilities.
+
+    A model fitted on another vocabulary than ``vocab`` is refused (:class:`ScoringError`): its
+    ids would mean other tokens, or fall outside its vocabulary."""
+    check_same_vocabulary(model, vocab, name=name)
     logprobs = model.token_logprobs(split.ids, context=policy)
     logprobs = check_logprobs(logprobs, split.ids, vocab, model=name, split=split.name)
     return metrics_from_logprobs(logprobs, split), logprobs

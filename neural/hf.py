@@ -62,8 +62,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -77,6 +79,7 @@ from lmladder.api import (
     ProgressCallback,
     Stopwatch,
     Vocab,
+    require,
 )
 from lmladder.neural.train import resolve_device
 from lmladder.neural.transformer import TransformerLM, WindowTrainConfig
@@ -191,10 +194,30 @@ class HFPretrainedConfig:
     max_window: int = 1024
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_window < 2:
-            raise ValueError(f"max_window must be >= 2, got {self.max_window}")
+        require(self, "batch_size", self.batch_size >= 1, ">= 1")
+        require(self, "max_window", self.max_window >= 2, ">= 2")
+        check_source(self.source)
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+
+
+def check_source(source: str) -> None:
+    """Refuse, before ``transformers`` is imported, a ``source`` that can be neither an existing
+    local folder nor a hub id (``name`` or ``owner/name``): a path that does not exist, or names
+    a file, is a ValueError naming it."""
+    if not source.strip():
+        raise ValueError("source must name a hub id or a local folder, got ''")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"source {source!r} is a file; give the folder written by "
+                         "save_pretrained (or a hub id)")
+    pathlike = source.startswith(("/", ".", "~")) or "\\" in source or ".." in source
+    if pathlike or not _HUB_ID.fullmatch(source):
+        raise ValueError(f"source {source!r}: no such local folder (and not a hub id such as "
+                         "'gpt2' or 'owner/name')")
 
 
 class HFPretrainedLM(LanguageModel):
@@ -215,11 +238,18 @@ class HFPretrainedLM(LanguageModel):
     def _load_pretrained(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        with _quiet_loading():
-            tokenizer = AutoTokenizer.from_pretrained(self.cfg.source, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(
-                self.cfg.source, dtype=getattr(torch, self.cfg.dtype), trust_remote_code=False
-            )
+        check_source(self.cfg.source)  # the folder may have gone since the config was built
+        try:
+            with _quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(self.cfg.source,
+                                                          trust_remote_code=False)
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.cfg.source, dtype=getattr(torch, self.cfg.dtype), trust_remote_code=False
+                )
+        except (OSError, ValueError) as err:
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            raise ValueError(f"hf:{self.cfg.source}: cannot load a pretrained causal LM from it "
+                             f"({first.strip() or type(err).__name__})") from err
         if not tokenizer.is_fast:
             raise ValueError(
                 f"{self.cfg.source}: the tokenizer has no fast (Rust) version; character offsets "
@@ -298,7 +328,7 @@ class HFPretrainedLM(LanguageModel):
         with ``context.reset_at_boundary``); see the module docstring for the attribution.
         """
         vocab = self._require_fitted()
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         out = np.zeros(len(tokens), dtype=np.float64)
         if len(tokens) == 0:
             return out
@@ -398,12 +428,11 @@ class HFGPT2Config(WindowTrainConfig):
     n_embd: int = 128
 
     def __post_init__(self) -> None:
-        if min(self.n_layer, self.n_head, self.n_embd, self.context) < 1:
-            raise ValueError("n_layer, n_head, n_embd and context must be >= 1")
+        super().__post_init__()
+        for key in ("n_layer", "n_head", "n_embd"):
+            require(self, key, getattr(self, key) >= 1, ">= 1")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class HFGPT2Net(torch.nn.Module):

@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lmladder.api import require
 from lmladder.neural.train import TorchLM, TrainConfig
 
 GATES = {"rnn-tanh": 1, "rnn-relu": 1, "gru": 3, "lstm": 4}
@@ -54,13 +55,15 @@ class RNNConfig(TrainConfig):
     grad_clip: float | None = 0.25
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("hidden", "layers", "bptt"):
+            require(self, key, getattr(self, key) >= 1, ">= 1")
+        require(self, "emb_size", self.emb_size is None or self.emb_size >= 1, ">= 1 or None")
+        require(self, "dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
+        require(self, "init_range", self.init_range > 0, "> 0")
         if self.tied and self.emb_size not in (None, self.hidden):
             raise ValueError(f"tied=True needs emb_size == hidden ({self.emb_size} != "
                              f"{self.hidden})")
-        if self.hidden < 1 or self.layers < 1 or self.bptt < 1:
-            raise ValueError("hidden, layers and bptt must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class RNNNet(nn.Module):

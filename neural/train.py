@@ -74,7 +74,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch._dynamo  # noqa: F401 -- torch imports it (~2 s) when the first optimizer is built;
+import torch.nn.functional as F  # importing it here keeps that out of the first fit's budget
 
 from lmladder.api import (
     Budget,
@@ -84,7 +85,9 @@ from lmladder.api import (
     Progress,
     ProgressCallback,
     Stopwatch,
+    ValidationTimer,
     Vocab,
+    require,
 )
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,26 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward pass
     log_every: int = 10
     score_chunk: int = 256  # tokens per forward call when scoring streams
+
+    def __post_init__(self) -> None:
+        """Every range the loop admits; subclasses call this first, then check their own."""
+        require(self, "seed", self.seed >= 0, ">= 0")
+        require(self, "batch_size", self.batch_size >= 1, ">= 1")
+        require(self, "lr", self.lr > 0, "> 0")
+        require(self, "momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        require(self, "betas", all(0 <= b < 1 for b in self.betas), "two values in [0, 1)")
+        require(self, "weight_decay", self.weight_decay >= 0, ">= 0")
+        require(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
+        require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
+        require(self, "plateau_factor", self.plateau_factor >= 1, ">= 1")
+        require(self, "grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None")
+        require(self, "eval_every", self.eval_every >= 0, ">= 0 (0: only at the end)")
+        require(self, "eval_tokens", self.eval_tokens is None or self.eval_tokens >= 1,
+                ">= 1 or None (all)")
+        require(self, "max_epochs", self.max_epochs is None or self.max_epochs > 0,
+                "> 0 or None")
+        require(self, "log_every", self.log_every >= 0, ">= 0 (0: no loss log)")
+        require(self, "score_chunk", self.score_chunk >= 1, ">= 1")
 
 
 def resolve_device(device: str) -> str:
@@ -216,6 +239,7 @@ class _Run:
     best_nll: float = math.inf
     best_step: int = -1
     evals: int = 0
+    valid_seconds: float = 0.0  # of ``seconds``, spent evaluating on valid
     history: list[dict[str, float]] = field(default_factory=list)
     carry: Any = None
     best_weights: dict[str, torch.Tensor] | None = None
@@ -223,7 +247,8 @@ class _Run:
     def scalars(self) -> dict[str, Any]:
         return {"step": self.step, "tokens": self.tokens, "seconds": self.seconds,
                 "plateau_scale": self.plateau_scale, "best_nll": self.best_nll,
-                "best_step": self.best_step, "evals": self.evals, "history": self.history}
+                "best_step": self.best_step, "evals": self.evals,
+                "valid_seconds": self.valid_seconds, "history": self.history}
 
 
 @dataclass
@@ -254,6 +279,85 @@ def _carry_from(arrays: Mapping[str, np.ndarray], device: str) -> Any:
     parts = sorted((k for k in arrays if k.startswith("carry/")), key=lambda k: int(k[6:]))
     tensors = [torch.from_numpy(np.array(arrays[k])).to(device) for k in parts]
     return tensors[0] if kind == "tensor" else tuple(tensors)
+
+
+class _EvalPlan:
+    """When a ``fit`` evaluates on valid, and how a time budget makes room for it.
+
+    A time budget covers the whole ``fit``.  After the first optimizer step the cost of an
+    evaluation is measured (on a sample of valid) and training stops while the next step *and*
+    the final evaluation still fit.  A periodic evaluation runs only if the final one would still
+    fit after it; a final evaluation that would overrun anyway (the estimate was low) is cut to
+    the prefix of valid that fits, or skipped -- both noted in the report.
+    """
+
+    def __init__(self, model: TorchLM, run: _Run, valid: np.ndarray | None, budget: Budget):
+        self.model, self.run, self.budget = model, run, budget
+        self.ids = None
+        if valid is not None:
+            limit = model.cfg.eval_tokens
+            self.ids = model._checked_ids(valid if limit is None else valid[:limit])
+        self.timer = ValidationTimer()
+        self.timer.seconds = run.valid_seconds
+        self.skipped = 0
+        self.final_tokens: int | None = None
+
+    def calibrate(self) -> None:
+        """Measure the evaluation cost once (a no-op afterwards)."""
+        if self.ids is None or self.budget.seconds is None or self.timer.per_token is not None:
+            return
+        self.timer.calibrate(self.model.token_logprobs, self.ids, self.model.cfg.score_chunk)
+        self.run.valid_seconds = self.timer.seconds
+        self.model.module_.train()  # scoring left the module in eval mode
+
+    def reserve(self) -> float:
+        """Seconds to hold back for the final evaluation."""
+        if self.ids is None or self.budget.seconds is None:
+            return 0.0
+        return self.timer.estimate(len(self.ids)) or 0.0
+
+    def training_done(self, used: dict[str, float], step_seconds: float) -> bool:
+        ahead = used["seconds"] + self.reserve()
+        if self.budget.seconds is not None and used["steps"]:
+            ahead += step_seconds  # stop before a step that would eat the reserve
+        return self.budget.exhausted(tokens=used["tokens"], steps=used["steps"], seconds=ahead)
+
+    def evaluate(self, seconds: float, *, final: bool) -> dict[str, float]:
+        """The history entries of an evaluation now (none if there is no valid data or no room)."""
+        if self.ids is None:
+            return {}
+        n, limit = len(self.ids), self.budget.seconds
+        left = None if limit is None else limit - seconds
+        if not final:
+            if left is not None and 2 * self.reserve() > left:
+                self.skipped += 1  # the final evaluation would no longer fit
+                return {}
+            n_ok = n
+        else:
+            n_ok = self.timer.affordable(n, left)
+            self.final_tokens = n_ok
+            if n_ok == 0:
+                return {}
+        out = {"valid_nll": self.model._evaluate(self.run, self.ids[:n_ok], self.timer,
+                                                 judge=n_ok == n)}
+        if n_ok < n:
+            out["valid_tokens"] = float(n_ok)
+        self.run.valid_seconds = self.timer.seconds
+        return out
+
+    def notes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.ids is None:
+            return out
+        if self.skipped:
+            out["evals_skipped"] = self.skipped
+        if self.final_tokens is not None and self.final_tokens < len(self.ids):
+            out["final_eval"] = (
+                f"cut to {self.final_tokens} of {len(self.ids)} valid tokens to stay within the "
+                "time budget" if self.final_tokens else
+                "skipped: no time left in the budget"
+            )
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +426,7 @@ class TorchLM(LanguageModel):
         Returns a FitReport whose counters include earlier parts of a resumed run; ``history``
         holds one entry per log/evaluation point (``loss``, ``valid_nll`` in nats per token).
         """
+        clock = Stopwatch()  # the budget covers the whole fit: setup, training and validation
         cfg = self.cfg
         budget = self._bounded(budget, len(train))
         if resume:
@@ -349,8 +454,8 @@ class TorchLM(LanguageModel):
         run, opt, batches, scaler = tr.run, tr.optimizer, tr.batches, tr.scaler
         net = torch.compile(module) if cfg.compile else module
         v = len(vocab)
-        clock = Stopwatch()
         seconds0 = run.seconds
+        evals = _EvalPlan(self, run, valid, budget)
 
         def used() -> dict[str, float]:
             return {"tokens": run.tokens, "steps": run.step, "seconds": seconds0 + clock()}
@@ -359,10 +464,12 @@ class TorchLM(LanguageModel):
         module.train()
         loss_sum = torch.zeros((), device=self.device)
         loss_n = 0
-        while not budget.exhausted(**used()):
+        step_seconds = 0.0  # the last optimizer step's wall time: predicts the next one
+        while not evals.training_done(used(), step_seconds):
             lr = self._lr(run, budget.fraction(**used()) or 0.0)
             for group in opt.param_groups:
                 group["lr"] = lr
+            step_start = clock()
             x, y, fresh = batches.next()
             if fresh:
                 run.carry = None
@@ -387,14 +494,17 @@ class TorchLM(LanguageModel):
             run.tokens += x.numel()
             loss_sum += loss.detach()
             loss_n += 1
-            done = budget.exhausted(**used())
+            step_seconds = clock() - step_start
+            evals.calibrate()  # once per fit: the evaluation's cost, so the budget reserves it
+            done = evals.training_done(used(), step_seconds)
             point: dict[str, float] = {}
             if cfg.log_every and (run.step % cfg.log_every == 0 or done) and loss_n:
                 point["loss"] = float(loss_sum) / loss_n
                 loss_sum.zero_()
                 loss_n = 0
-            if valid is not None and (done or (cfg.eval_every and run.step % cfg.eval_every == 0)):
-                point["valid_nll"] = self._evaluate(run, valid)
+            periodic = bool(cfg.eval_every) and run.step % cfg.eval_every == 0
+            if done or periodic:
+                point.update(evals.evaluate(used()["seconds"], final=done))
                 module.train()
             if point:
                 point.update(step=run.step, tokens=run.tokens, seconds=seconds0 + clock(), lr=lr)
@@ -411,22 +521,24 @@ class TorchLM(LanguageModel):
         if not interrupted and cfg.keep_best and run.best_weights is not None:
             if run.best_step != run.step:
                 module.load_state_dict(run.best_weights)
-        report = FitReport(
+        notes = {
+            "interrupted": interrupted,
+            "device": self.device,
+            "amp": cfg.amp if self.device.startswith("cuda") else "none",
+            "epochs": run.tokens / max(1, len(train)),
+            "best_valid_nll": None if math.isinf(run.best_nll) else run.best_nll,
+            "best_step": run.best_step,
+            "train_flops_per_token": 3.0 * self.forward_flops_per_token(),
+        }
+        notes.update(evals.notes())
+        return FitReport(
             train_tokens=run.tokens,
             steps=run.step,
             seconds=run.seconds,
             history=list(run.history),
-            notes={
-                "interrupted": interrupted,
-                "device": self.device,
-                "amp": cfg.amp if self.device.startswith("cuda") else "none",
-                "epochs": run.tokens / max(1, len(train)),
-                "best_valid_nll": None if math.isinf(run.best_nll) else run.best_nll,
-                "best_step": run.best_step,
-                "train_flops_per_token": 3.0 * self.forward_flops_per_token(),
-            },
+            notes=notes,
+            valid_seconds=run.valid_seconds,
         )
-        return report
 
     def _bounded(self, budget: Budget, n_train: int) -> Budget:
         if self.cfg.max_epochs is not None:
@@ -477,11 +589,15 @@ class TorchLM(LanguageModel):
             decay = 1.0
         return cfg.lr * warm * decay
 
-    def _evaluate(self, run: _Run, valid: np.ndarray) -> float:
-        """Mean ln-loss (nats/token) on valid; tracks the best weights and the plateau schedule."""
-        ids = valid if self.cfg.eval_tokens is None else valid[: self.cfg.eval_tokens]
-        nll = float(-self.token_logprobs(np.asarray(ids, dtype=np.int64)).mean())
+    def _evaluate(self, run: _Run, ids: np.ndarray, timer: ValidationTimer, *,
+                  judge: bool = True) -> float:
+        """Mean ln-loss (nats/token) of ``ids`` (a prefix of valid); with ``judge``, tracks the
+        best weights and the plateau schedule (a cut final evaluation is not comparable with
+        the full ones, so it does not judge)."""
+        nll = float(-timer.score(self.token_logprobs, np.asarray(ids, dtype=np.int64)).mean())
         run.evals += 1
+        if not judge:
+            return nll
         if nll < run.best_nll:
             run.best_nll, run.best_step = nll, run.step
             if self.cfg.keep_best:
@@ -581,9 +697,9 @@ class TorchLM(LanguageModel):
         vocab = self._require_fitted()
         module = self._require_module()
         module.eval()
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._checked_ids(tokens)
         n = len(tokens)
-        out = np.empty(n, dtype=np.int64 if ranks else np.float64)
+        out = np.empty((n, 2), dtype=np.int64) if ranks else np.empty(n, dtype=np.float64)
         if n == 0:
             return out
         inputs = np.concatenate([[vocab.boundary_id], tokens[:-1]]).astype(np.int64)
@@ -599,8 +715,8 @@ class TorchLM(LanguageModel):
                 m = logits.shape[0]
                 lp = torch.log_softmax(logits.double(), dim=-1)
                 chosen = lp.gather(1, y_all[pos : pos + m, None])
-                if ranks:
-                    res = (lp > chosen).sum(dim=1)
+                if ranks:  # (g, e), as api.rank_counts
+                    res = torch.stack([(lp > chosen).sum(dim=1), (lp == chosen).sum(dim=1)], 1)
                 else:
                     res = chosen[:, 0]
                 out[pos : pos + m] = res.cpu().numpy()
@@ -616,7 +732,8 @@ class TorchLM(LanguageModel):
 
     def next_token_ranks(self, tokens: np.ndarray, *,
                          context: ContextPolicy = ContextPolicy()) -> np.ndarray:
-        """How many vocabulary entries beat each token, int64 ``(N,)``, batched."""
+        """``(g, e)`` of each token, int64 ``(N, 2)`` (see ``LanguageModel.next_token_ranks``),
+        batched."""
         return self._scan(tokens, context, ranks=True)
 
     # -- parameters, save/load -----------------------------------------------------------------
@@ -646,10 +763,28 @@ class TorchLM(LanguageModel):
         return out
 
     def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Load the weights into a freshly built module, refusing any ``param/`` array that is
+        missing, unexpected, or of another shape or dtype kind than the module's tensor (the
+        first mismatch is named)."""
         module = self.build_module(len(self.vocab_))
-        params = {k[6:]: torch.from_numpy(np.array(a))
-                  for k, a in arrays.items() if k.startswith("param/")}
-        module.load_state_dict(params)
+        expected = module.state_dict()
+        params = {k[6:]: a for k, a in arrays.items() if k.startswith("param/")}
+        for name, t in expected.items():
+            if name not in params:
+                raise KeyError(f"param/{name}")
+            a = np.asarray(params[name])
+            if tuple(a.shape) != tuple(t.shape):
+                raise ValueError(
+                    f"array 'param/{name}' has shape {tuple(a.shape)}, but this config and a "
+                    f"vocabulary of {len(self.vocab_)} need {tuple(t.shape)}"
+                )
+            if t.is_floating_point() != (a.dtype.kind == "f"):
+                raise ValueError(f"array 'param/{name}' has dtype {a.dtype}, expected {t.dtype}")
+        extra = sorted(set(params) - set(expected))
+        if extra:
+            raise ValueError(f"array 'param/{extra[0]}' is not a weight of this model "
+                             f"({len(extra)} unexpected in all)")
+        module.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in params.items()})
         self.module_ = module.to(self.device).eval()
         train = {k[6:]: a for k, a in arrays.items() if k.startswith("train/")}
         self._pending_train = train or None

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmladder.api import ConfigError, ContextPolicy
+from lmladder.api import ConfigError, ContextPolicy, require
 from lmladder.neural.train import TorchLM, TrainConfig
 
 
@@ -68,6 +68,11 @@ class WindowTrainConfig(TrainConfig):
     weight_decay: float = 0.1
     warmup_steps: int = 100
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, "context", self.context >= 1, ">= 1")
+        require(self, "dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
+
 
 @dataclass(frozen=True)
 class TransformerConfig(WindowTrainConfig):
@@ -83,12 +88,14 @@ class TransformerConfig(WindowTrainConfig):
     tied: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("layers", "heads", "width", "mlp_ratio"):
+            require(self, key, getattr(self, key) >= 1, ">= 1")
+        require(self, "rope_base", self.rope_base > 0, "> 0")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not a multiple of heads {self.heads}")
         if self.positions == "rotary" and (self.width // self.heads) % 2:
             raise ValueError("rotary positions need an even head size")
-        if min(self.layers, self.heads, self.context, self.mlp_ratio) < 1:
-            raise ValueError("layers, heads, context and mlp_ratio must be >= 1")
 
 
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (B, heads, t, head_size)

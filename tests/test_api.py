@@ -78,3 +78,121 @@ def test_harness_and_count_models_import_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "kn5" in done.stdout
+
+
+# -- configs check themselves ---------------------------------------------------------------------
+
+# (registry entry, bad config, the key the one-line message must name); each builds through
+# lmladder.build, so the message also names where the config came from.
+BAD_CONFIGS = [
+    # the type checker: fixed-length tuples, 64-bit integers, finite floats
+    ("lstm", {"betas": [0.9]}, "betas"),
+    ("lstm", {"betas": [0.9, 0.99, 0.999]}, "betas"),
+    ("transformer", {"seed": 2**64}, "seed"),
+    ("kn3", {"order": -(2**70)}, "order"),
+    ("lstm", {"lr": float("nan")}, "lr"),
+    ("transformer", {"dropout": float("inf")}, "dropout"),
+    ("hmm", {"tol": float("-inf")}, "tol"),
+    # n-grams
+    ("kn3", {"order": 0}, "order"),
+    ("kn3", {"order": 10**6}, "order"),
+    ("laplace2", {"k": 0.0}, "k"),
+    ("kn3", {"discount": 1.5}, "discount"),
+    # HMMs (EMConfig and each backend)
+    ("hmm", {"states": 0}, "states"),
+    ("hmm", {"max_iterations": 0}, "max_iterations"),
+    ("hmm", {"tol": -1e-3}, "tol"),
+    ("hmm", {"emission_prior": -0.5}, "emission_prior"),
+    ("hmm", {"init_noise": -1.0}, "init_noise"),
+    ("hmm", {"patience": 0}, "patience"),
+    ("hmm", {"batch_tokens": 0}, "batch_tokens"),
+    ("hmm", {"lr": 0.0}, "lr"),
+    ("hmm", {"stage_iterations": 0}, "stage_iterations"),
+    ("hmm", {"threads": 0}, "threads"),
+    ("hmm", {"states": 8, "grow_from": 16}, "grow_from"),
+    ("hmm-hmmlearn", {"seed": -1}, "seed"),
+    ("hmm-hmmlearn", {"transition_prior": -1.0}, "transition_prior"),
+    # the training loop (every torch family)
+    ("lstm", {"batch_size": 0}, "batch_size"),
+    ("gru", {"lr": -0.1}, "lr"),
+    ("lstm", {"momentum": 1.0}, "momentum"),
+    ("transformer", {"betas": [0.9, 1.0]}, "betas"),
+    ("transformer", {"weight_decay": -0.1}, "weight_decay"),
+    ("lstm", {"warmup_steps": -1}, "warmup_steps"),
+    ("lstm", {"min_lr_ratio": 1.5}, "min_lr_ratio"),
+    ("lstm", {"plateau_factor": 0.5}, "plateau_factor"),
+    ("lstm", {"grad_clip": 0.0}, "grad_clip"),
+    ("lstm", {"eval_every": -5}, "eval_every"),
+    ("lstm", {"eval_tokens": 0}, "eval_tokens"),
+    ("lstm", {"max_epochs": 0.0}, "max_epochs"),
+    ("lstm", {"score_chunk": 0}, "score_chunk"),
+    ("hf-gpt2", {"batch_size": 0}, "batch_size"),
+    # architectures
+    ("lstm", {"hidden": 0}, "hidden"),
+    ("lstm", {"layers": 0}, "layers"),
+    ("lstm", {"bptt": 0}, "bptt"),
+    ("lstm", {"dropout": 1.0}, "dropout"),
+    ("lstm", {"emb_size": 0, "tied": False}, "emb_size"),
+    ("lstm", {"init_range": 0.0}, "init_range"),
+    ("transformer", {"heads": 0}, "heads"),
+    ("transformer", {"width": 0}, "width"),
+    ("transformer", {"context": 0}, "context"),
+    ("transformer", {"mlp_ratio": 0}, "mlp_ratio"),
+    ("transformer", {"dropout": -0.1}, "dropout"),
+    ("transformer", {"rope_base": 0.0}, "rope_base"),
+    ("hf-gpt2", {"n_head": 0}, "n_head"),
+    ("hf-gpt2", {"n_embd": 0}, "n_embd"),
+    ("hf-gpt2", {"context": 0}, "context"),
+    ("hf-gpt2", {"dropout": 1.0}, "dropout"),
+    # hf: pretrained sources
+    ("hf:/no/such/folder", {}, "/no/such/folder"),
+    ("hf:./missing-model", {}, "./missing-model"),
+    ("hf:not a hub id!", {}, "not a hub id!"),
+    ("hf:gpt2", {"batch_size": 0}, "batch_size"),
+    ("hf:gpt2", {"max_window": 1}, "max_window"),
+]
+
+
+@pytest.mark.parametrize("name,config,key", BAD_CONFIGS,
+                         ids=[f"{n}-{k}-{i}" for i, (n, _, k) in enumerate(BAD_CONFIGS)])
+def test_bad_configs_are_one_line_config_errors_naming_the_key(name, config, key):
+    from lmladder import registry
+
+    with pytest.raises(ConfigError) as err:
+        registry.build(name, config, where="m.toml: models[0].config")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("m.toml: models[0].config: "), msg
+    assert key in msg, msg
+    shown = next(iter(config.values()), None)
+    if shown is not None and not isinstance(shown, list):
+        assert repr(shown) in msg or str(shown) in msg, msg  # ... and the value
+
+
+def test_fixed_length_tuple_message():
+    @dataclass(frozen=True)
+    class Betas:
+        betas: tuple[float, float] = (0.9, 0.99)
+
+    with pytest.raises(ConfigError) as err:
+        build_config(Betas, {"betas": [0.9]})
+    assert str(err.value) == "config: key 'betas' must be tuple[float, float] (2 values), got [0.9]"
+    assert build_config(Betas, {"betas": [0.8, 0.9]}).betas == (0.8, 0.9)
+
+
+def test_hf_source_that_is_an_existing_folder_or_hub_id_is_accepted(tmp_path):
+    from lmladder.neural.hf import check_source
+
+    for ok in ("gpt2", "openai-community/gpt2", str(tmp_path)):
+        check_source(ok)
+    (tmp_path / "file.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file"):
+        check_source(str(tmp_path / "file.bin"))
+
+
+@pytest.mark.parametrize("bad", [dict(tokens=0), dict(steps=-1), dict(seconds=0),
+                                 dict(seconds=-2.5), dict(seconds=float("inf")),
+                                 dict(seconds=float("nan")), dict(tokens=1.5)])
+def test_budget_refuses_empty_or_nonsense_limits(bad):
+    key, value = next(iter(bad.items()))
+    with pytest.raises(ConfigError, match=rf"budget\.{key} must be .*, got {value!r}"):
+        Budget(**bad)

@@ -174,6 +174,7 @@ def test_sliding_windows_against_brute_force(hf, data):
 def test_contract_checks_that_apply(hf, data):
     contract.check_no_peeking(hf, data)
     contract.check_scores_finite(hf, data)
+    contract.check_rejects_foreign_ids(hf, data)
     lp = hf.token_logprobs(data.valid.ids)
     m = metrics_from_logprobs(lp, data.valid)
     assert m.bpc < 8.0  # the few training steps beat a uniform byte model

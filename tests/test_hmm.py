@@ -7,6 +7,7 @@ Seeds are fixed in each test (numpy ``default_rng``); the contract checks run fr
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -255,3 +256,38 @@ def test_hmmlearn_backend_imports_without_torch():
         "from lmladder import registry; registry.model_class('hmm-hmmlearn')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- stopping: convergence, not a hidden cap; the time budget covers validation -------------------
+
+
+@pytest.mark.parametrize("cls", [HMM, HmmlearnHMM])
+def test_default_config_runs_to_convergence_past_50_iterations(cls, tiny):
+    """No budget, no max_iterations: EM runs until the tolerance says it converged (79
+    iterations here), not until a hidden cap of 50 (torch) or 20 (hmmlearn)."""
+    assert cls.Config().max_iterations is None
+    model = cls(states=3, tol=2e-5, **({"threads": 1} if cls is HMM else {}))
+    report = model.fit(tiny.train.ids[:2000], tiny.vocab)
+    assert report.steps > 50 and report.notes["stopped_by"] == "converged"
+    assert len(report.history) == report.steps
+    capped = cls(states=3, tol=2e-5, max_iterations=7).fit(tiny.train.ids[:2000], tiny.vocab)
+    assert capped.steps == 7 and capped.notes["stopped_by"] == "max_iterations"
+
+
+@pytest.mark.parametrize("cls", [HMM, HmmlearnHMM])
+def test_zero_tolerance_without_a_bound_is_refused(cls, tiny):
+    with pytest.raises(ValueError, match="never stop"):
+        cls(states=2, tol=0.0).fit(tiny.train.ids, tiny.vocab)
+
+
+@pytest.mark.parametrize("cls", [HMM, HmmlearnHMM])
+def test_time_budget_covers_validation(cls, tiny):
+    valid = np.tile(tiny.valid.ids, 60)
+    seconds = 1.5
+    model = cls(states=8, tol=0.0, **({"threads": 1, "patience": 10**6} if cls is HMM else {}))
+    start = time.perf_counter()
+    report = model.fit(tiny.train.ids, tiny.vocab, budget=Budget(seconds=seconds), valid=valid)
+    wall = time.perf_counter() - start
+    assert wall <= seconds + 0.35, (wall, report.valid_seconds, report.notes)
+    assert 0 < report.valid_seconds < report.seconds <= wall
+    assert report.notes["stopped_by"] == "budget" and report.notes["valid_nll"] is not None

@@ -102,6 +102,25 @@ def test_distributions_sum_to_one_and_fast_paths_match(corpus, smoothing, cross)
                 LanguageModel.next_token_ranks(model, test, context=policy))
 
 
+def test_ranks_carry_ties_the_way_the_reference_does(corpus):
+    """Unseen continuations share their backoff probability: mle gives them all zero, add-k the
+    same pseudo-count.  (g, e) of the fast path equals the reference's, ties included, and the
+    accuracy splits each tie fairly instead of counting it as a hit."""
+    from lmladder.scoring import accuracy_from_ranks
+
+    vocab, train, test = corpus
+    for smoothing in ("mle", "add-k"):
+        model = fit(vocab, train, order=2, smoothing=smoothing)
+        fast = model.next_token_ranks(test, chunk=5)
+        np.testing.assert_array_equal(fast, LanguageModel.next_token_ranks(model, test))
+        assert (fast[:, 1] > 1).any()  # real ties occur
+        # a tie is counted as the expected share of hits, so never more than "g == 0"
+        acc = accuracy_from_ranks(fast)
+        g, e = fast[:, 0], fast[:, 1]
+        assert acc["top1"] == pytest.approx(np.mean(np.where(g == 0, 1 / e, 0.0)))
+        assert acc["top1"] <= np.mean(g == 0)
+
+
 def test_boundary_cuts_history(corpus):
     """cross_boundary=False: what precedes a boundary does not change any later score."""
     vocab, train, _ = corpus

@@ -4,6 +4,7 @@ Seeds are fixed in every config (``seed=0`` unless a test compares seeds).
 """
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -139,3 +140,32 @@ def test_devices():
     assert resolve_device("auto") == expected
     m = RNNLM(**TINY_RNN).to("auto")
     assert m.device in ("cpu", "cuda", "mps")
+
+
+def test_time_budget_covers_the_final_validation(data):
+    """A 2 s budget with a validation pass that costs a sizeable share of it: the whole fit, the
+    final evaluation included, ends within the budget (before, it ran budget + evaluation)."""
+    valid = np.tile(data.valid.ids, 200)  # scoring it takes a sizeable part of the budget
+    RNNLM(**TINY_RNN).fit(data.train.ids, data.vocab, budget=Budget(steps=1))  # warm-up
+    model = RNNLM(hidden=32, layers=1, bptt=20, batch_size=8, score_chunk=64)
+    seconds = 2.0
+    start = time.perf_counter()
+    report = model.fit(data.train.ids, data.vocab, budget=Budget(seconds=seconds), valid=valid)
+    wall = time.perf_counter() - start
+    assert wall <= seconds + 0.4, (wall, report.valid_seconds, report.notes)
+    assert report.seconds <= wall
+    final = report.history[-1]
+    assert "valid_nll" in final and final["step"] == report.steps
+    # valid_seconds: the sample that sized the reserve plus the final evaluation
+    assert 0.1 < report.valid_seconds < report.seconds
+    assert report.steps > 10  # the reserve did not eat the whole budget
+
+
+def test_valid_seconds_is_reported_without_a_time_budget(data):
+    model = RNNLM(**dict(TINY_RNN, eval_every=5))
+    report = model.fit(data.train.ids, data.vocab, budget=Budget(steps=10), valid=data.valid.ids)
+    assert 0 < report.valid_seconds < report.seconds
+    assert sum("valid_nll" in h for h in report.history) == 2
+    no_valid = RNNLM(**TINY_RNN).fit(data.train.ids, data.vocab, budget=Budget(steps=3))
+    assert no_valid.valid_seconds == 0.0
+

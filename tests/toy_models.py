@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +33,15 @@ class UniformLM(LanguageModel):
         return np.full((len(tokens), v), -np.log(v)), state
 
     def token_logprobs(self, tokens, *, context=None) -> np.ndarray:
+        tokens = self._checked_ids(tokens)
         return np.full(len(tokens), -np.log(len(self._require_fitted())))
 
     def next_token_ranks(self, tokens, *, context=None) -> np.ndarray:
-        self._require_fitted()
-        return np.zeros(len(tokens), dtype=np.int64)
+        """Every token ties with the whole vocabulary: (g, e) = (0, V)."""
+        tokens = self._checked_ids(tokens)
+        out = np.zeros((len(tokens), 2), dtype=np.int64)
+        out[:, 1] = len(self._require_fitted())
+        return out
 
     def num_parameters(self) -> int:
         return 1
@@ -46,8 +54,10 @@ class UniformLM(LanguageModel):
 
 
 class BrokenLM(UniformLM):
-    """Fails the way real models do, chosen by ``mode``: an exception in fit, a NaN score, or a
-    KeyboardInterrupt (the user pressing Ctrl-C)."""
+    """Fails the way real models do, chosen by ``mode``: an exception in fit, a NaN score, a
+    KeyboardInterrupt (the user pressing Ctrl-C), the kernel's OOM killer (``kill``: SIGKILL to
+    itself), a segfault in native code (``segv``), a fit that never ends (``hang``) or one that
+    allocates without bound (``hog``)."""
 
     @dataclass(frozen=True)
     class Config:
@@ -58,6 +68,17 @@ class BrokenLM(UniformLM):
             raise RuntimeError("boom: out of memory while fitting")
         if self.cfg.mode == "interrupt":
             raise KeyboardInterrupt
+        if self.cfg.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.cfg.mode == "segv":
+            ctypes.string_at(0)
+        if self.cfg.mode == "hang":
+            while True:
+                time.sleep(0.05)
+        if self.cfg.mode == "hog":
+            blocks = []
+            while True:
+                blocks.append(np.ones(2**24))  # 128 MiB a step, touched
         return super().fit(train, vocab, budget=budget)
 
     def token_logprobs(self, tokens, *, context=None) -> np.ndarray:
