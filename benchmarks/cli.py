@@ -4,10 +4,12 @@
     lmladder list models|tasks|datasets|matrices
     lmladder task TASK MODEL [--dataset NAME] [--data-dir DIR] [--seconds S] [--json]
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
+                        [--threads N] [--time-limit S] [--memory-limit MIB] [--in-process]
     lmladder report RESULTS_DIR [-o FILE]
 
-Exit codes: 0 all cells fine, 1 some cell failed, 2 bad input, 130 interrupted (finished cells are
-kept; run again to continue where it stopped).
+Exit codes: 0 all cells fine, 1 some cell failed (or a forced rerun failed and kept the old
+record), 2 bad input, 130 interrupted (finished cells are kept; run again to continue where it
+stopped).  Every error is one line on stderr; ``-v`` adds the traceback of an unexpected one.
 """
 
 from __future__ import annotations
@@ -24,8 +26,20 @@ from tqdm.auto import tqdm
 from lmladder import registry, tasks
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
-from lmladder.data import DATASET_HELP, DataError
-from lmladder.run import MatrixError, list_matrices, load_matrix, run_matrix
+from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
+from lmladder.results import RecordError
+from lmladder.run import (
+    Limits,
+    MatrixError,
+    ResultsError,
+    list_matrices,
+    load_matrix,
+    prepare_results_dir,
+    run_matrix,
+    select_cells,
+)
+
+log = logging.getLogger("lmladder")
 
 
 def _list(what: str) -> int:
@@ -86,7 +100,11 @@ class _FitBar:
 
 def _run(args) -> int:
     matrix = load_matrix(args.matrix)
-    results = Path(args.results or Path("results") / matrix.name)
+    limits = Limits(args.threads, args.time_limit, args.memory_limit)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise DataError(f"--data-dir {args.data_dir}: no such folder")
+    select_cells(matrix, set(args.only) if args.only else None)
+    results = prepare_results_dir(args.results or Path("results") / matrix.name)
     print(f"lmladder: matrix {matrix.name} ({matrix.path}) -> {results}/", file=sys.stderr)
     bars: list[_FitBar] = []
     outer = tqdm(desc="cells", unit="cell", dynamic_ncols=True, disable=None)
@@ -114,6 +132,9 @@ def _run(args) -> int:
         bars.append(bar)
         return bar
 
+    def wait(cell):
+        tqdm.write(f"  waiting {cell.label} / {cell.dataset}: another run is computing it")
+
     try:
         summary = run_matrix(
             matrix,
@@ -121,8 +142,11 @@ def _run(args) -> int:
             data_dir=args.data_dir,
             force=args.force,
             only=set(args.only) if args.only else None,
+            limits=limits,
+            isolated=not args.in_process,
             on_cell_start=start,
             on_cell_end=end,
+            on_wait=wait,
             fit_callback_factory=factory,
         )
     except KeyboardInterrupt:
@@ -144,6 +168,10 @@ def _run(args) -> int:
         print(f"skipped: {s}", file=sys.stderr)
     for f in summary.failed:
         print(f"FAILED: {f}", file=sys.stderr)
+    for k in summary.kept:
+        print(f"kept: {k}", file=sys.stderr)
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     if not args.no_report:
         from lmladder.reports.render import render_report
 
@@ -181,11 +209,42 @@ def _task(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > 0 and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**32 - 1}, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmladder", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="lmladder", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("--version", action="version", version=f"lmladder {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("list", help="list models, tasks, datasets or matrices")
     ls.add_argument("what", choices=["models", "tasks", "datasets", "matrices"])
@@ -197,16 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that are already done")
     run.add_argument("--only", nargs="+", metavar="NAME", help="only these models (name or label)")
     run.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+    run.add_argument("--threads", type=_positive(int), metavar="N",
+                     help="torch threads per cell (default: the matrix's, else CPUs - 1)")
+    run.add_argument("--time-limit", type=_positive(float), metavar="S",
+                     help="stop a cell after S seconds and record it as failed "
+                     "(default: the matrix's, else 1800 or 2x its time budget + 600)")
+    run.add_argument("--memory-limit", type=_positive(int), metavar="MIB",
+                     help="address-space limit of each cell's process, in MiB")
+    run.add_argument("--in-process", action="store_true",
+                     help="run cells in this process (debugging: no limits, a crash ends the run)")
 
     task = sub.add_parser("task", help="run one task for one model (lmladder list tasks)")
     task.add_argument("task", help="a task name (lmladder list tasks)")
     task.add_argument("model", help="a model name (lmladder list models)")
     task.add_argument("--dataset", default="ptb", help="the corpus the model is fitted on")
     task.add_argument("--data-dir", help="folder holding the corpora (else $LMLADDER_DATA, cache)")
-    task.add_argument("--seed", type=int, default=0, help="seed of the task's items")
-    task.add_argument("--tokens", type=int, help="fit budget: training tokens")
-    task.add_argument("--steps", type=int, help="fit budget: optimizer steps or EM iterations")
-    task.add_argument("--seconds", type=float, help="fit budget: wall-clock seconds")
+    task.add_argument("--seed", type=_seed, default=0, help="seed of the task's items")
+    task.add_argument("--tokens", type=_positive(int), help="fit budget: training tokens")
+    task.add_argument("--steps", type=_positive(int),
+                      help="fit budget: optimizer steps or EM iterations")
+    task.add_argument("--seconds", type=_positive(float), help="fit budget: wall-clock seconds")
     task.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
     rep = sub.add_parser("report", help="render the HTML report of a results folder")
@@ -234,13 +303,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (
         MatrixError,
+        ResultsError,
+        _report_error(),
         ConfigError,
         DataError,
+        RecordError,
         registry.UnknownNameError,
-        FileNotFoundError,
+        registry.ModelImportError,
+        OSError,
     ) as err:
-        print(f"lmladder: error: {err}", file=sys.stderr)
+        print(f"lmladder: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- a bug, not a user mistake: still one line
+        log.debug("unexpected error", exc_info=True)
+        print(f"lmladder: internal error: {type(err).__name__}: {_one_line(err)} (run with -v "
+              "for the traceback, and please report it)", file=sys.stderr)
+        return 3
+
+
+def _report_error() -> type[Exception]:
+    from lmladder.reports.render import ReportError
+
+    return ReportError
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, DataNotFoundError):  # says what to put where, a line per file
+        return text
+    return text.replace("\n", "; ")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -46,6 +44,7 @@ import numpy as np
 
 from lmladder.api import Vocab
 from lmladder.corpus import EOS, SPLITS, UNK, Dataset, Split
+from lmladder.files import atomic_write
 from lmladder.registry import unknown
 from lmladder.synthetic import synthetic_dataset
 
@@ -231,10 +230,7 @@ def _download(spec: CorpusSpec, root: Path, timeout: float = 30.0) -> None:
         actual = hashlib.sha256(blob).hexdigest()
         if actual != f.sha256:
             raise DataError(f"download of {f.url} gave SHA-256 {actual}, expected {f.sha256}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            tmp.write(blob)
-        shutil.move(tmp.name, target)
+        atomic_write(target, blob)
 
 
 def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
@@ -348,8 +344,9 @@ def words_dataset(
 ):
     tokenized = {s: [line.split() for line in lines] for s, lines in split_lines.items()}
     for s in SPLITS:
-        if not tokenized[s]:
-            raise DataError(f"dataset {name!r}: the {s} split is empty")
+        if not any(tokenized[s]):
+            raise DataError(f"dataset {name!r}: the {s} split has no words "
+                            f"({len(tokenized[s])} lines, all blank)")
     vocab = build_word_vocab(tokenized["train"], min_count=min_count)
     splits = {s: word_split(s, tokenized[s], vocab) for s in SPLITS}
     return Dataset(name, "word", vocab, splits, description, source or {})
@@ -357,8 +354,8 @@ def words_dataset(
 
 def chars_dataset(name, description, texts: dict[str, str], *, source=None) -> Dataset:
     for s in SPLITS:
-        if not texts[s]:
-            raise DataError(f"dataset {name!r}: the {s} split is empty")
+        if not texts[s].strip():
+            raise DataError(f"dataset {name!r}: the {s} split has no characters but blanks")
     vocab = build_char_vocab(texts["train"], [texts["valid"], texts["test"]])
     splits = {s: char_split(s, texts[s], vocab) for s in SPLITS}
     return Dataset(name, "char", vocab, splits, description, source or {})

@@ -256,8 +256,19 @@ def entry(name: str) -> Entry:
     raise unknown("model", name, known)
 
 
+class ModelImportError(ImportError):
+    """A registered model's class cannot be imported (a missing package, a broken module)."""
+
+
 def model_class(name: str) -> type[LanguageModel]:
-    return import_target(entry(name).target)
+    target = entry(name).target
+    try:
+        return import_target(target)
+    except (ImportError, AttributeError) as err:
+        raise ModelImportError(
+            f"model {name!r}: cannot import its class {target!r} ({err}); is the package that "
+            "provides it installed?"
+        ) from err
 
 
 def resolved_config(name: str, overrides: Mapping[str, Any] | None = None, *,

@@ -2,19 +2,24 @@
 
 A record is a plain dict (schema ``API_VERSION``)::
 
-    {"api_version": 1, "key": "...", "status": "ok" | "failed" | "skipped", "error": None | {...},
-     "cell": {"matrix", "model", "label", "config", "dataset", "seed", "device", "budget"},
+    {"api_version": 2, "key": "...", "status": "ok" | "failed" | "skipped", "error": None | {...},
+     "cell": {"matrix", "model", "label", "config", "dataset", "seed", "device", "budget",
+              "scoring", "threads"},
+     "limits": {"time_limit_s", "memory_limit_mib", "isolated"},
      "model": {"class", "revision", "parameters"}, "dataset": {... Dataset.summary() ...},
      "protocol": {... ContextPolicy ..., "accuracy_tokens", "first_context"},
      "metrics": {"valid": {...}, "test": {...}, "test_accuracy": {...}},
      "oracle": None | {"valid": {...}, "test": {...}},
      "throughput": {"train_tokens_per_s", "score_tokens_per_s", "generate_tokens_per_s"},
-     "timing": {"fit_s", "score_valid_s", "score_test_s", "generate_s"},
+     "timing": {"fit_s", "valid_in_fit_s", "score_valid_s", "score_test_s", "generate_s"},
      "memory": {"rss_start_mib", "rss_peak_mib", "device_peak_mib"},
      "fit": {... FitReport ...}, "inspect": [...], "sample": "...",
      "provenance": {"git_commit", "git_dirty", "date", "python", "platform", "versions", ...}}
 
-Reports read only these files.  ``load_records`` migrates older versions forward.
+The key hashes the cell (less its label and matrix name, which do not change the numbers) and the
+code version, so a renamed matrix or label finds its finished cells.  Reports read only files named
+like records; ``read_record`` migrates version 1 forward and names the file and the problem for
+anything it cannot read.
 """
 
 from __future__ import annotations
@@ -25,19 +30,22 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
-import tempfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmladder._version import __version__
+from lmladder.files import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
 
-API_VERSION = 1
+API_VERSION = 2
+STATUSES = ("ok", "failed", "skipped")
 PACKAGES = ("numpy", "torch", "transformers", "nltk", "hmmlearn", "pandas", "matplotlib")
 
 
@@ -49,7 +57,9 @@ def cell_key(cell: dict, code_version: dict) -> str:
 
 def record_path(results_dir: Path, cell: dict, key: str) -> Path:
     def slug(s) -> str:
-        return "".join(c if c.isalnum() or c in "-." else "-" for c in str(s))[:40]
+        text = "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in str(s))
+        return text.lstrip(".")[:40] or "-"  # never a hidden file, never '..'
+
 
     seed = f"seed{cell['seed']}"
     name = "__".join((slug(cell["label"]), slug(cell["dataset"]), seed, slug(cell["device"])))
@@ -58,15 +68,7 @@ def record_path(results_dir: Path, cell: dict, key: str) -> Path:
 
 def write_record(path: Path, record: dict) -> None:
     """Write ``record`` to ``path`` atomically: an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, ensure_ascii=False, default=_default)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(record, indent=1, ensure_ascii=False, default=_default))
 
 
 def _default(obj):
@@ -77,32 +79,137 @@ def _default(obj):
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
+RECORD_NAME = re.compile(r"^[^.].*__[0-9a-f]{16}\.json$")
+
+
+class RecordError(ValueError):
+    """A file in a results folder is not a readable record; the message is one line."""
+
+
+def is_record_name(path: Path) -> bool:
+    """Whether ``path`` is named like a record (``LABEL__DATASET__seedN__DEVICE__KEY.json``)."""
+    return bool(RECORD_NAME.match(path.name))
+
+
 def read_record(path: Path) -> dict:
+    """The record in ``path``, migrated to :data:`API_VERSION`; :class:`RecordError` names the
+    file and what is wrong with it (unreadable, not UTF-8, not JSON, not a record, a schema
+    version this lmladder does not know)."""
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not a valid result file ({err})") from None
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise RecordError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: not a result record (not UTF-8 text)") from None
+    if not text.strip():
+        raise RecordError(f"{path}: empty file (a record that was never completely written)")
+    try:
+        record = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        raise RecordError(f"{path}: not valid JSON ({reason}); its cell will be rerun") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: a JSON {type(record).__name__}, not a result record")
     return migrate(record, path)
 
 
 def migrate(record: dict, path: Path | str = "<record>") -> dict:
+    """Bring an older record forward to :data:`API_VERSION`; refuse unknown versions and
+    records whose required fields are missing or of the wrong type."""
     version = record.get("api_version")
+    if version == 1:  # version 2 recorded the torch threads and the validation time inside fit
+        record = {**record, "api_version": 2, "cell": {**(record.get("cell") or {}),
+                                                         "threads": None}}
+        version = 2
     if version != API_VERSION:
-        raise ValueError(
-            f"{path}: result schema version {version!r} is not supported "
-            f"(this lmladder reads version {API_VERSION})"
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > API_VERSION
+        raise RecordError(
+            f"{path}: result schema version {version!r} "
+            + ("is newer than this lmladder reads; upgrade lmladder"
+               if newer else "is not one this lmladder reads")
+            + f" (it reads versions 1 to {API_VERSION})"
         )
+    for key, kind in (("key", str), ("status", str), ("cell", dict)):
+        if not isinstance(record.get(key), kind):
+            raise RecordError(f"{path}: not a result record (no {key!r} {kind.__name__})")
+    if record["status"] not in STATUSES:
+        raise RecordError(f"{path}: unknown status {record['status']!r}")
+    cell = record["cell"]
+    for key in ("model", "label", "dataset", "device"):
+        if not isinstance(cell.get(key), str):
+            raise RecordError(f"{path}: not a result record (cell.{key} is not a string)")
+    if not isinstance(cell.get("seed"), int) or isinstance(cell.get("seed"), bool):
+        raise RecordError(f"{path}: not a result record (cell.seed is not an integer)")
     return record
 
 
-def load_records(results_dir: str | Path) -> list[dict]:
-    """Every record under ``results_dir`` (recursively), sorted by file name."""
+@dataclass
+class Scan:
+    """What a results folder holds: its readable records (one per key, the newest) and the
+    record-named files that could not be read, each with a one-line reason."""
+
+    records: list[dict] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def scan_records(results_dir: str | Path) -> Scan:
+    """Every record under ``results_dir`` (recursively, sorted by file name).  Only files named
+    like records are read; temporary files, kept failed attempts and other JSON are not."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"{results_dir}: no such results folder")
-    return [
-        read_record(p) for p in sorted(results_dir.rglob("*.json")) if not p.name.startswith(".")
-    ]
+        what = "is a file, not a results folder" if results_dir.exists() else "no such folder"
+        raise FileNotFoundError(f"{results_dir}: {what}")
+    scan, newest = Scan(), {}
+    for path in sorted(results_dir.rglob("*.json")):
+        if not is_record_name(path) or not path.is_file():
+            continue
+        try:
+            record = read_record(path)
+        except RecordError as err:
+            scan.unreadable.append(str(err))
+            continue
+        seen = newest.get(record["key"])
+        if seen is None or _date(record) >= _date(seen):
+            newest[record["key"]] = record
+    scan.records = sorted(newest.values(), key=lambda r: (r["cell"]["label"], r["cell"]["dataset"],
+                                                         r["cell"]["seed"], r["key"]))
+    return scan
+
+
+def _date(record: dict) -> str:
+    return str(_section(record, "provenance").get("date") or "")
+
+
+def _section(record: dict, name: str) -> dict:
+    """An optional section of a record, or ``{}`` where a crafted record has something else."""
+    value = record.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def load_records(results_dir: str | Path) -> list[dict]:
+    """The readable records under ``results_dir`` (see :func:`scan_records`)."""
+    return scan_records(results_dir).records
+
+
+IDENTITY = ("model", "config", "budget", "dataset", "device", "scoring", "threads")
+
+
+def identity(record: dict) -> str:
+    """What makes two records the same experiment up to the seed: the cell's model, config,
+    budget, dataset, device, scoring and threads (not its label, matrix or seed)."""
+    cell = record["cell"]
+    blob = json.dumps({k: cell.get(k) for k in IDENTITY}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_revision(record: dict) -> str:
+    """The code that computed a record: lmladder's version, the model's revision and the
+    record schema, e.g. ``lmladder 0.2.0, model revision 1``.  Records of one identity but
+    different code revisions are different results."""
+    versions = _section(record, "provenance").get("versions")
+    version = versions.get("lmladder") if isinstance(versions, dict) else None
+    revision = _section(record, "model").get("revision")
+    return f"lmladder {version or '?'}, model revision {revision if revision is not None else '?'}"
 
 
 def load_results(results_dir: str | Path) -> pd.DataFrame:

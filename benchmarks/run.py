@@ -6,7 +6,10 @@ A matrix file::
     description = "..."
     datasets = ["synthetic", "ptb"]
     seeds = [0]
-    devices = ["auto"]          # "cpu", "cuda", "mps" or "auto" (the best the model supports)
+    devices = ["auto"]          # "cpu", "cuda", "cuda:N", "mps" or "auto" (the best available)
+    threads = "auto"            # torch threads per cell, or a number (recorded in every cell)
+    time_limit = 1800           # optional: seconds one cell may take before it is stopped
+    memory_limit_mib = 8192     # optional: address-space limit of one cell's process
 
     [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens
     reset_at_boundary = false
@@ -14,35 +17,48 @@ A matrix file::
 
     [[models]]
     name = "kn5"                # a registry entry (lmladder list models)
-    label = "KN5"               # optional, defaults to name
+    label = "KN5"               # optional, defaults to name; unique within the matrix
     config = { order = 5 }      # optional overrides of the entry's hyperparameters
     budget = { seconds = 60 }   # optional: tokens, steps, seconds
     datasets = ["ptb"]          # optional: only these of the matrix's datasets
+    threads = 1                 # optional: overrides [matrix] threads
+    time_limit = 600            # optional: overrides [matrix] time_limit
 
-Every cell is fitted, scored on valid and test, timed and written as one JSON record (see
-:mod:`lmladder.results`).  A cell whose record exists with status ``ok`` is skipped unless
-``force``; failures are recorded and the run goes on.
+Every mistake in a matrix is found when it is loaded, before any cell runs.  Every cell is
+fitted, scored on valid and test, timed and written as one JSON record (see
+:mod:`lmladder.results`) by a child process of its own (:mod:`lmladder.isolate`), under a lock
+that concurrent runs of the same folder respect.  A cell whose record exists with status ``ok``
+is skipped unless ``force``; a forced rerun that fails keeps the ok record and writes the failed
+attempt beside it.  Failures are recorded and the run goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import logging
+import math
+import os
+import re
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from lmladder import registry, timing
+from lmladder import isolate, registry, timing
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, ContextPolicy, Progress, build_config
-from lmladder.data import DATASETS, DataNotFoundError, load_dataset
+from lmladder.corpus import SPLITS
+from lmladder.data import DATASETS, DataError, DataNotFoundError, load_dataset
+from lmladder.files import remove_orphans
 from lmladder.results import (
     API_VERSION,
+    RecordError,
     cell_key,
     provenance,
     read_record,
@@ -60,10 +76,21 @@ log = logging.getLogger(__name__)
 
 MATRIX_DIR = Path(__file__).parent / "matrices"
 GENERATE_TOKENS = 100
+DEFAULT_TIME_LIMIT = 1800.0  # seconds; a cell with a time budget gets at least 2x it + 10 min
+MAX_SEED = 2**32 - 1  # numpy's seeds
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 class MatrixError(ValueError):
     """A matrix file is malformed; the message names the file and the key or line."""
+
+
+class ResultsError(ValueError):
+    """The results folder cannot be used (it is a file, or cannot be written)."""
+
+
+Threads = int | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +99,35 @@ class MatrixSection:
     datasets: tuple[str, ...] = ("synthetic",)
     seeds: tuple[int, ...] = (0,)
     devices: tuple[str, ...] = ("auto",)
+    threads: Threads = "auto"
+    time_limit: float | None = None
+    memory_limit_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("datasets", "seeds", "devices"):
+            values = getattr(self, key)
+            if not values:
+                raise ValueError(f"{key} is empty; list at least one")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a value twice: {list(values)}")
+        for seed in self.seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"seed {seed} is outside 0 .. {MAX_SEED}")
+        for device in self.devices:
+            if not DEVICE.match(device):
+                raise ValueError(
+                    f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps"
+                )
+        _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+
+
+def _check_limits(threads, time_limit, memory_limit_mib) -> None:
+    if isinstance(threads, int) and not 1 <= threads <= 1024:
+        raise ValueError(f"threads must be 'auto' or a number from 1 to 1024, got {threads}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    if memory_limit_mib is not None and not 64 <= memory_limit_mib <= 2**40:
+        raise ValueError(f"memory_limit_mib must be at least 64, got {memory_limit_mib}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +136,14 @@ class ScoringSection:
     window: int | None = None
     stride: int | None = None
     accuracy_tokens: int | None = 5000
+
+    def __post_init__(self) -> None:
+        if self.accuracy_tokens is not None and self.accuracy_tokens < 1:
+            raise ValueError(
+                f"accuracy_tokens must be >= 1 (or left out for all tokens), "
+                f"got {self.accuracy_tokens}"
+            )
+        self.policy()
 
     def policy(self) -> ContextPolicy:
         return ContextPolicy(self.reset_at_boundary, self.window, self.stride)
@@ -92,6 +156,24 @@ class ModelSection:
     config: dict = field(default_factory=dict)
     budget: dict = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None
+    threads: Threads | None = None
+    time_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None:
+            _check_label(self.label)
+        if self.datasets is not None and not self.datasets:
+            raise ValueError("datasets is empty; leave it out to use all the matrix's datasets")
+        _check_limits(self.threads, self.time_limit, None)
+
+
+def _check_label(label: str) -> None:
+    if not label.strip():
+        raise ValueError("label is empty")
+    if len(label) > 100:
+        raise ValueError(f"label is {len(label)} characters long; keep it under 100")
+    if not label.isprintable():
+        raise ValueError(f"label {label!r} holds control characters (a newline, a tab, ...)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +200,8 @@ class Cell:
 def resolve_matrix(name_or_path: str) -> Path:
     """A path, or the name of a file in ``benchmarks/matrices`` (with or without ``.toml``)."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise MatrixError(f"{path}: is a folder; give a matrix file (.toml) or a matrix name")
     if path.is_file():
         return path
     candidate = MATRIX_DIR / (
@@ -132,39 +216,71 @@ def list_matrices() -> list[str]:
     return sorted(p.stem for p in MATRIX_DIR.glob("*.toml"))
 
 
-def load_matrix(name_or_path: str) -> Matrix:
-    """Parse and validate a matrix file: unknown keys, models, datasets and configs are errors."""
-    path = resolve_matrix(name_or_path)
+def _read_toml(path: Path) -> dict:
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise MatrixError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise MatrixError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise MatrixError(f"{path}: malformed TOML: {err}") from None
+
+
+def _table(raw: dict, key: str, path: Path) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise MatrixError(f"{path}: {key} must be a table ([{key}]), got {value!r}")
+    return value
+
+
+def _model_tables(raw: dict, path: Path) -> list[dict]:
+    value = raw.get("models", [])
+    if isinstance(value, dict):
+        raise MatrixError(
+            f"{path}: write each model as [[models]] (an array of tables), not [models]"
+        )
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise MatrixError(f"{path}: models must be [[models]] tables, got {value!r}")
+    if not value:
+        raise MatrixError(f"{path}: no [[models]] entries")
+    return value
+
+
+def load_matrix(name_or_path: str) -> Matrix:
+    """Parse and check a matrix file: every mistake (unknown keys, models, datasets, devices,
+    configs, budgets, labels, limits) is a :class:`MatrixError` naming the file and the key."""
+    path = resolve_matrix(name_or_path)
+    if not NAME.match(path.stem) or path.stem.strip(".") == "":
+        raise MatrixError(
+            f"{path}: the file name {path.name!r} gives no usable matrix name; rename it "
+            "(letters, digits, '.', '_', '-', '+', not starting with '.')"
+        )
+    raw = _read_toml(path)
     unknown_tables = set(raw) - {"matrix", "scoring", "models"}
     if unknown_tables:
         raise MatrixError(
             f"{path}: unknown table(s) {sorted(unknown_tables)}; valid: matrix, scoring, models"
         )
     try:
-        spec = build_config(MatrixSection, raw.get("matrix", {}), where=f"{path}: [matrix]")
-        scoring = build_config(ScoringSection, raw.get("scoring", {}), where=f"{path}: [scoring]")
-        try:
-            scoring.policy()
-        except ConfigError as err:
-            raise ConfigError(f"{path}: [scoring]: {err}") from None
+        spec = build_config(MatrixSection, _table(raw, "matrix", path), where=f"{path}: [matrix]")
+        scoring = build_config(
+            ScoringSection, _table(raw, "scoring", path), where=f"{path}: [scoring]"
+        )
         models = tuple(
             build_config(ModelSection, m, where=f"{path}: models[{i}]")
-            for i, m in enumerate(raw.get("models", []))
+            for i, m in enumerate(_model_tables(raw, path))
         )
     except ConfigError as err:
         raise MatrixError(str(err)) from None
-    if not models:
-        raise MatrixError(f"{path}: no [[models]] entries")
     for ds in spec.datasets:
-        if not (ds.startswith(("text:", "chars:")) or ds in _dataset_names()):
-            raise MatrixError(
-                f"{path}: [matrix] datasets: "
-                + str(registry.unknown("dataset", ds, _dataset_names()))
-            )
+        _check_dataset(path, ds)
+    for device in spec.devices:
+        _check_device_available(path, device)
+    seen_labels: dict[str, int] = {}
+    seen_identity: dict[str, int] = {}
     for i, m in enumerate(models):
         where = f"{path}: models[{i}] ({m.name})"
         try:
@@ -172,18 +288,83 @@ def load_matrix(name_or_path: str) -> Matrix:
             merged = registry.resolved_config(m.name, m.config)
             build_config(klass.Config, merged, where=f"{where}.config")
             build_config(Budget, m.budget, where=f"{where}.budget")
-        except registry.UnknownNameError as err:
+        except (registry.UnknownNameError, registry.ModelImportError) as err:
             raise MatrixError(f"{where}: {err}") from None
         except ConfigError as err:
             raise MatrixError(str(err)) from None
         extra = set(m.datasets or ()) - set(spec.datasets)
         if extra:
             raise MatrixError(f"{where}: datasets {sorted(extra)} are not in [matrix] datasets")
+        label = m.label or m.name
+        if label in seen_labels:
+            raise MatrixError(
+                f"{where}: label {label!r} is also models[{seen_labels[label]}]'s; give each "
+                "model its own label"
+            )
+        seen_labels[label] = i
+        same = repr((m.name, sorted(merged.items()), sorted(m.budget.items()), m.datasets,
+                     m.threads))
+        if same in seen_identity:
+            raise MatrixError(
+                f"{where}: the same model, config and budget as models[{seen_identity[same]}]; "
+                "every cell would be run twice"
+            )
+        seen_identity[same] = i
+        for device in spec.devices:
+            kind = device.split(":")[0]
+            if kind != "auto" and kind not in klass.devices:
+                raise MatrixError(
+                    f"{where}: runs on {', '.join(klass.devices)}, not {device!r}; "
+                    "use devices = [\"auto\"] or leave this model out"
+                )
     return Matrix(path.stem, path, spec, scoring, models)
 
 
-def _dataset_names() -> list[str]:
-    return list(DATASETS)
+def _check_dataset(path: Path, ds: str) -> None:
+    for prefix in ("text:", "chars:"):
+        if ds.startswith(prefix):
+            target = Path(ds[len(prefix):]).expanduser()
+            if not ds[len(prefix):] or not target.exists():
+                raise MatrixError(
+                    f"{path}: [matrix] datasets: {ds!r}: no such file or folder {str(target)!r}"
+                )
+            missing = [f"{s}.txt" for s in SPLITS if not (target / f"{s}.txt").is_file()]
+            if target.is_dir() and missing:
+                raise MatrixError(
+                    f"{path}: [matrix] datasets: {ds!r}: a corpus folder needs train.txt, "
+                    f"valid.txt and test.txt; {target} has no {', '.join(missing)}"
+                )
+            return
+    if ds not in DATASETS:
+        raise MatrixError(
+            f"{path}: [matrix] datasets: "
+            + str(registry.unknown("dataset", ds, [*DATASETS, "text:PATH", "chars:PATH"]))
+        )
+
+
+def _check_device_available(path: Path, device: str) -> None:
+    kind = device.split(":")[0]
+    if kind in ("auto", "cpu"):
+        return
+    try:
+        import torch
+    except ImportError:
+        raise MatrixError(f"{path}: [matrix] devices: {device!r} needs torch, which is not "
+                          "installed") from None
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise MatrixError(
+                f"{path}: [matrix] devices: {device!r} is not available (this machine has "
+                f"{have}); use \"auto\" or \"cpu\""
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise MatrixError(
+            f"{path}: [matrix] devices: 'mps' is not available on this machine; use \"auto\" "
+            "or \"cpu\""
+        )
 
 
 def cells(matrix: Matrix, only: set[str] | None = None) -> Iterator[Cell]:
@@ -194,6 +375,15 @@ def cells(matrix: Matrix, only: set[str] | None = None) -> Iterator[Cell]:
             for seed in matrix.spec.seeds:
                 for device in matrix.spec.devices:
                     yield Cell(m, ds, seed, device)
+
+
+def select_cells(matrix: Matrix, only: set[str] | None = None) -> list[Cell]:
+    """The cells to run; ``only`` names models (registry names or labels) to keep."""
+    todo = list(cells(matrix, only))
+    if only and not todo:
+        labels = ", ".join(m.label or m.name for m in matrix.models)
+        raise MatrixError(f"{matrix.path}: no model matches {sorted(only)}; its models: {labels}")
+    return todo
 
 
 def resolve_device(requested: str, supported: tuple[str, ...]) -> str:
@@ -210,8 +400,46 @@ def resolve_device(requested: str, supported: tuple[str, ...]) -> str:
     return "cpu"
 
 
-def describe_cell(matrix: Matrix, cell: Cell) -> tuple[dict, str]:
-    """The cell as recorded (device resolved) and its key: a hash of that and the code version."""
+def auto_threads() -> int:
+    """The default torch threads per cell: the CPUs this process may use, less one for the rest
+    of the machine (a torch pool that spins on every core slowed scoring 5-7x on a shared
+    2-core machine), at least 1 and at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus - 1))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Run-wide overrides (from the command line) of the matrix's threads and limits."""
+
+    threads: int | None = None
+    time_limit: float | None = None
+    memory_limit_mib: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+
+
+def cell_threads(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> int:
+    chosen = limits.threads or cell.model.threads or matrix.spec.threads
+    return auto_threads() if chosen == "auto" else int(chosen)
+
+
+def cell_time_limit(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> float:
+    chosen = limits.time_limit or cell.model.time_limit or matrix.spec.time_limit
+    if chosen is not None:
+        return float(chosen)
+    seconds = cell.model.budget.get("seconds")
+    return max(DEFAULT_TIME_LIMIT, 2 * seconds + 600) if seconds else DEFAULT_TIME_LIMIT
+
+
+def describe_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> tuple[dict, str]:
+    """The cell as recorded (device and threads resolved) and its key: a hash of what
+    determines its numbers -- everything but its label and matrix name -- and the code
+    version."""
     klass = registry.model_class(cell.model.name)
     device = resolve_device(cell.device, klass.devices)
     config = {**registry.entry(cell.model.name).defaults, **cell.model.config}
@@ -225,9 +453,11 @@ def describe_cell(matrix: Matrix, cell: Cell) -> tuple[dict, str]:
         "device": device,
         "budget": cell.model.budget,
         "scoring": dataclasses.asdict(matrix.scoring),
+        "threads": cell_threads(matrix, cell, limits),
     }
     code = {"lmladder": __version__, "model_revision": klass.revision, "results_api": API_VERSION}
-    return desc, cell_key(desc, code)
+    keyed = {k: v for k, v in desc.items() if k not in ("label", "matrix")}
+    return desc, cell_key(keyed, code)
 
 
 FitCallbackFactory = Callable[[str], Callable[[Progress], None] | None]
@@ -240,13 +470,44 @@ def run_cell(
     data_dir=None,
     fit_callback: Callable[[Progress], None] | None = None,
     described: tuple[dict, str] | None = None,
+    limits: Limits = Limits(),
+    isolated: bool = True,
 ) -> dict:
-    """Fit, score, time and describe one cell; returns the result record (never raises for a
-    model or data failure -- those are recorded -- but lets KeyboardInterrupt through).
-    ``described`` is :func:`describe_cell`'s answer when the caller has it already."""
-    desc, key = described or describe_cell(matrix, cell)
-    device = desc["device"]
-    record: dict[str, Any] = {
+    """Fit, score, time and describe one cell; returns the result record.  A model or data
+    failure, a crash of the cell's process or its time limit is recorded, never raised;
+    KeyboardInterrupt goes through.  ``isolated=False`` runs the cell in this process (for
+    debugging: no time or memory limit, a crash ends the run)."""
+    desc, key = described or describe_cell(matrix, cell, limits)
+    time_limit = cell_time_limit(matrix, cell, limits)
+    memory_limit = limits.memory_limit_mib or matrix.spec.memory_limit_mib
+    record = _new_record(desc, key)
+    record["limits"] = {
+        "time_limit_s": time_limit if isolated else None,
+        "memory_limit_mib": memory_limit if isolated else None,
+        "isolated": isolated,
+    }
+    try:
+        data = load_dataset(cell.dataset, data_dir)
+    except DataNotFoundError as err:
+        return _error(record, "skipped", type(err).__name__, str(err))
+    except (DataError, OSError, ValueError) as err:  # a corpus that is there but unusable
+        return _error(record, "failed", type(err).__name__, f"dataset {cell.dataset!r}: {err}")
+    if not isolated:
+        return _compute(None, record, matrix, cell, data, fit_callback, memory_limit)
+    outcome = isolate.run_in_child(
+        _compute,
+        (record, matrix, cell, data, None, memory_limit),
+        time_limit=time_limit,
+        memory_limit_mib=memory_limit,
+        on_message=fit_callback,
+    )
+    if outcome.error is not None:
+        return _error(record, "failed", *outcome.error)
+    return outcome.value
+
+
+def _new_record(desc: dict, key: str) -> dict[str, Any]:
+    return {
         "api_version": API_VERSION,
         "key": key,
         "status": "ok",
@@ -254,31 +515,48 @@ def run_cell(
         "cell": desc,
         "provenance": provenance(),
     }
-    try:
-        data = load_dataset(cell.dataset, data_dir)
-    except DataNotFoundError as err:
-        record.update(status="skipped", error={"type": type(err).__name__, "message": str(err)})
-        return record
-    try:
-        _fill(record, cell, data, device, matrix, fit_callback)
-    except Exception as err:  # noqa: BLE001 -- a failing cell is data, the run goes on
-        record.update(
-            status="failed",
-            error={
-                "type": type(err).__name__,
-                "message": str(err),
-                "traceback": traceback.format_exc(),
-            },
-        )
+
+
+def _error(record: dict, status: str, kind: str, message: str, tb: str | None = None) -> dict:
+    record.update(status=status, error={"type": kind, "message": message, "traceback": tb})
     return record
 
 
-def _fill(record, cell, data, device, matrix, fit_callback) -> None:
+def _compute(send, record, matrix, cell, data, fit_callback, memory_limit) -> dict:
+    """The work of one cell (in its child process when ``send`` is given)."""
+    callback = send or fit_callback
+    threads = record["cell"]["threads"]
+    saved = _set_threads(threads)
+    try:
+        _fill(record, cell, data, record["cell"]["device"], matrix, callback, threads)
+    except MemoryError:
+        _error(record, "failed", "MemoryError", isolate.memory_error_message(memory_limit))
+    except Exception as err:  # noqa: BLE001 -- a failing cell is data, the run goes on
+        _error(record, "failed", type(err).__name__, str(err), traceback.format_exc())
+    finally:
+        if send is None:
+            _set_threads(saved)
+    return record
+
+
+def _set_threads(n: int | None) -> int | None:
+    """Set torch's intra-op threads if torch is loaded (by the model's family); returns the old
+    count.  numpy-only families never import torch for this."""
+    torch = sys.modules.get("torch")
+    if torch is None or n is None:
+        return None
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    return old
+
+
+def _fill(record, cell, data, device, matrix, fit_callback, threads) -> None:
     overrides = dict(cell.model.config)
     klass = registry.model_class(cell.model.name)
     if "seed" in {f.name for f in dataclasses.fields(klass.Config)}:
         overrides["seed"] = cell.seed
     model = registry.build(cell.model.name, overrides).to(device)
+    _set_threads(threads)  # building the model may have imported torch just now
     budget = build_config(Budget, cell.model.budget, where="budget")
     policy = matrix.scoring.policy()
     record["dataset"] = data.summary()
@@ -300,8 +578,9 @@ def _fill(record, cell, data, device, matrix, fit_callback) -> None:
     )
     timing.synchronize(device)
     fit_s = time.perf_counter() - t0
+    train_s = fit_s - report.valid_seconds
 
-    metrics, times = {}, {"fit_s": fit_s}
+    metrics, times = {}, {"fit_s": fit_s, "valid_in_fit_s": report.valid_seconds}
     for split in (data.valid, data.test):
         t0 = time.perf_counter()
         m, _ = score_split(model, split, data.vocab, policy=policy, name=cell.label)
@@ -329,7 +608,7 @@ def _fill(record, cell, data, device, matrix, fit_callback) -> None:
         metrics=metrics,
         oracle=_oracle(data),
         throughput={
-            "train_tokens_per_s": report.train_tokens / fit_s if fit_s > 0 else None,
+            "train_tokens_per_s": report.train_tokens / train_s if train_s > 0 else None,
             "score_tokens_per_s": data.test.num_tokens / times["score_test_s"],
             "generate_tokens_per_s": gen_tps,
         },
@@ -360,7 +639,26 @@ class RunSummary:
     skipped_existing: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # ok records a failed forced rerun left alone
+    notes: list[str] = field(default_factory=list)  # unreadable records rerun, orphans removed
     paths: list[Path] = field(default_factory=list)
+
+
+def prepare_results_dir(results_dir: str | Path) -> Path:
+    """Create the results folder (or check it), remove temporary files of dead runs."""
+    results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ResultsError(f"{results_dir}: is a file, not a results folder; give a folder")
+    try:
+        (results_dir / ".locks").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ResultsError(
+            f"{results_dir}: cannot create the results folder ({err.strerror or err})"
+        ) from None
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise ResultsError(f"{results_dir}: the results folder is not writable")
+    remove_orphans(results_dir)
+    return results_dir
 
 
 def run_matrix(
@@ -370,40 +668,91 @@ def run_matrix(
     data_dir=None,
     force: bool = False,
     only: set[str] | None = None,
+    limits: Limits = Limits(),
+    isolated: bool = True,
     on_cell_start: Callable[[Cell, int, int], None] | None = None,
     on_cell_end: Callable[[Cell, dict], None] | None = None,
+    on_wait: Callable[[Cell], None] | None = None,
     fit_callback_factory: FitCallbackFactory | None = None,
 ) -> RunSummary:
-    """Run every cell not already done; each finished cell's record is on disk immediately."""
-    results_dir = Path(results_dir)
+    """Run every cell not already done; each finished cell's record is on disk immediately.
+
+    Each cell is claimed with a lock first: a cell another run is computing is left to it and
+    waited for at the end (and run here if that run died without a record).
+    """
+    todo = select_cells(matrix, only)
+    results_dir = prepare_results_dir(results_dir)
     summary = RunSummary()
-    todo = list(cells(matrix, only))
-    if only and not todo:
-        raise MatrixError(f"{matrix.path}: no model matches {sorted(only)}")
+    busy: list[tuple[int, Cell]] = []
     for i, cell in enumerate(todo):
-        desc, key = describe_cell(matrix, cell)
-        device = desc["device"]
-        path = record_path(results_dir, desc, key)
-        if not force and path.exists() and read_record(path)["status"] == "ok":
+        if not _run_one(matrix, cell, i, len(todo), results_dir, summary, block=False,
+                        data_dir=data_dir, force=force, limits=limits, isolated=isolated,
+                        on_cell_start=on_cell_start, on_cell_end=on_cell_end,
+                        fit_callback_factory=fit_callback_factory):
+            busy.append((i, cell))
+    for i, cell in busy:
+        if on_wait:
+            on_wait(cell)
+        _run_one(matrix, cell, i, len(todo), results_dir, summary, block=True,
+                 data_dir=data_dir, force=False, limits=limits, isolated=isolated,
+                 on_cell_start=on_cell_start, on_cell_end=on_cell_end,
+                 fit_callback_factory=fit_callback_factory)
+    return summary
+
+
+def _existing(path: Path, summary: RunSummary) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except RecordError as err:
+        summary.notes.append(f"{err}; the cell is run again")
+        return None
+
+
+def _run_one(matrix, cell, i, n, results_dir, summary, *, block, data_dir, force, limits,
+             isolated, on_cell_start, on_cell_end, fit_callback_factory) -> bool:
+    """Run one cell under its lock; False when another process holds the lock (not blocking)."""
+    desc, key = describe_cell(matrix, cell, limits)
+    path = record_path(results_dir, desc, key)
+    before = _existing(path, summary)
+    if not force and before is not None and before["status"] == "ok":
+        summary.skipped_existing += 1
+        summary.paths.append(path)
+        return True
+    lock = isolate.CellLock(results_dir / ".locks" / f"{path.stem}.lock")
+    if not lock.acquire(block=block):
+        return False
+    try:
+        latest = _existing(path, summary)
+        if latest is not None and latest["status"] == "ok" and (
+            not force or latest.get("provenance") != (before or {}).get("provenance")
+        ):  # another run finished it while we waited for the lock
             summary.skipped_existing += 1
             summary.paths.append(path)
-            continue
+            return True
         if on_cell_start:
-            on_cell_start(cell, i, len(todo))
+            on_cell_start(cell, i, n)
         cb = fit_callback_factory(cell.label) if fit_callback_factory else None
         record = run_cell(matrix, cell, data_dir=data_dir, fit_callback=cb,
-                          described=(desc, key))
-        write_record(path, record)
-        summary.paths.append(path)
-        what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {device})"
-        if record["status"] == "ok":
-            summary.done += 1
-        elif record["status"] == "skipped":
-            summary.skipped.append(f"{what}: {record['error']['message']}")
+                          described=(desc, key), limits=limits, isolated=isolated)
+        what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {desc['device']})"
+        if latest is not None and latest["status"] == "ok" and record["status"] != "ok":
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            attempt = path.with_name(f"{path.stem}.{record['status']}-{stamp}.json")
+            write_record(attempt, record)
+            summary.kept.append(f"{what}: the ok record is kept; this attempt is in {attempt}")
         else:
-            summary.failed.append(
-                f"{what}: {record['error']['type']}: {record['error']['message']}"
-            )
-        if on_cell_end:
-            on_cell_end(cell, record)
-    return summary
+            write_record(path, record)
+        summary.paths.append(path)
+    finally:
+        lock.release()
+    if record["status"] == "ok":
+        summary.done += 1
+    elif record["status"] == "skipped":
+        summary.skipped.append(f"{what}: {record['error']['message']}")
+    else:
+        summary.failed.append(f"{what}: {record['error']['type']}: {record['error']['message']}")
+    if on_cell_end:
+        on_cell_end(cell, record)
+    return True

@@ -7,7 +7,7 @@ import pytest
 
 from lmladder import registry
 from lmladder.cli import main
-from lmladder.results import API_VERSION, load_records, read_record
+from lmladder.results import API_VERSION, RecordError, load_records, read_record, scan_records
 from lmladder.run import MatrixError, list_matrices, load_matrix
 
 
@@ -74,25 +74,27 @@ def test_run_records_failures_and_goes_on(tmp_path, capsys):
 
 
 def test_rerun_skips_done_cells_and_force_reruns(tmp_path, capsys):
-    path = write(tmp_path, MATRIX.replace('"toy-broken"', '"toy-uniform"'))
+    path = write(tmp_path, MATRIX.split("[[models]]\n    name = \"toy-broken\"")[0])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     files = sorted(res.glob("*.json"))
+    assert len(files) == 2
     stamps = [read_record(p)["provenance"]["date"] for p in files]
     capsys.readouterr()
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
-    assert "0 cells run, 4 already done" in capsys.readouterr().err
+    assert "0 cells run, 2 already done" in capsys.readouterr().err
     assert [read_record(p)["provenance"]["date"] for p in files] == stamps
     assert main(["run", str(path), "--results", str(res), "--no-report", "--force"]) == 0
-    assert "4 cells run" in capsys.readouterr().err
+    assert "2 cells run" in capsys.readouterr().err
 
 
 def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
+    """In-process (debugging) mode: a KeyboardInterrupt inside a fit ends the run at once."""
     monkeypatch.setitem(registry.MODELS, "toy-broken",
                         registry.Entry("tests.toy_models:BrokenLM", {"mode": "interrupt"}))
     path = write(tmp_path, MATRIX)
     res = tmp_path / "res"
-    assert main(["run", str(path), "--results", str(res)]) == 130
+    assert main(["run", str(path), "--results", str(res), "--in-process"]) == 130
     records = load_records(res)
     assert len(records) == 2 and all(r["status"] == "ok" for r in records)
     assert not list(res.glob(".tmp-*"))
@@ -155,9 +157,12 @@ def test_report_command_and_missing_folder(tmp_path, capsys):
 
 
 def test_records_of_another_schema_version_are_refused(tmp_path):
-    (tmp_path / "x.json").write_text(json.dumps({"api_version": 99}))
-    with pytest.raises(ValueError, match="version 99"):
-        load_records(tmp_path)
+    path = tmp_path / "x__synthetic__seed0__cpu__0123456789abcdef.json"
+    path.write_text(json.dumps({"api_version": 99}))
+    with pytest.raises(RecordError, match="version 99 is newer"):
+        read_record(path)
+    assert load_records(tmp_path) == []  # listed as unreadable, never averaged in
+    assert scan_records(tmp_path).unreadable[0].startswith(str(path))
 
 
 @pytest.mark.parametrize("name", list_matrices())

@@ -1,0 +1,196 @@
+"""Run one piece of work in a child process with a wall-clock and a memory limit, and claim
+cells with locks that die with their process.
+
+A matrix cell runs in its own process so that whatever happens inside it -- the kernel's OOM
+killer, a segfault in a native library, a fit that never ends -- becomes a failed cell with its
+reason, and the run goes on.  The child sends progress events and finally its answer through a
+pipe; the parent turns a missing answer into an :class:`Outcome` that says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent runs are not coordinated there
+    fcntl = None
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
+
+@dataclass
+class Outcome:
+    """What became of a child: its ``value``, or ``error`` = (type, one-line reason)."""
+
+    value: Any = None
+    error: tuple[str, str] | None = None
+    seconds: float = 0.0
+
+
+SIGNAL_HINTS = {
+    signal.SIGKILL: "likely out of memory (the kernel's OOM killer sends it), or killed by hand",
+    signal.SIGSEGV: "a crash in native code (segmentation fault)",
+    signal.SIGABRT: "a native library aborted",
+    signal.SIGBUS: "a crash in native code (bus error)",
+    signal.SIGTERM: "terminated from outside",
+}
+
+
+def describe_exit(code: int | None) -> tuple[str, str]:
+    """Why a child that sent no answer ended, as (error type, one-line reason)."""
+    if code is not None and code < 0:
+        sig = signal.Signals(-code)
+        hint = SIGNAL_HINTS.get(sig, "ended by a signal")
+        return "Killed", f"killed by signal {-code} ({sig.name}) — {hint}"
+    return "ChildExited", f"the cell's process exited with code {code} without a result"
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork shares the parent's loaded datasets and registered models for free; elsewhere spawn.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def run_in_child(
+    work: Callable[..., Any],
+    args: tuple,
+    *,
+    time_limit: float | None,
+    memory_limit_mib: int | None = None,
+    on_message: Callable[[Any], None] | None = None,
+) -> Outcome:
+    """Call ``work(send, *args)`` in a child process and return its answer.
+
+    ``send(message)`` lets the child report progress (``on_message`` receives it in the parent).
+    The child is killed when it runs past ``time_limit`` seconds; ``memory_limit_mib`` bounds its
+    address space, so an allocation past it raises MemoryError inside the child.
+    """
+    parent_end, child_end = _context().Pipe(duplex=False)
+    proc = _context().Process(
+        target=_child_main, args=(child_end, work, args, memory_limit_mib), daemon=True
+    )
+    start = time.monotonic()
+    proc.start()
+    child_end.close()
+    deadline = None if time_limit is None else start + time_limit
+    outcome = None
+    try:
+        while outcome is None:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            if parent_end.poll(wait):
+                try:
+                    kind, payload = parent_end.recv()
+                except (EOFError, OSError):  # the child is gone without an answer
+                    proc.join(5)
+                    outcome = Outcome(error=describe_exit(proc.exitcode))
+                    break
+                if kind == "message":
+                    if on_message is not None:
+                        on_message(payload)
+                else:
+                    outcome = Outcome(value=payload)
+            elif deadline is not None and time.monotonic() >= deadline:
+                _kill(proc)
+                outcome = Outcome(error=(
+                    "TimeLimit",
+                    f"exceeded the cell time limit of {time_limit:g} s and was stopped "
+                    "(raise it with time_limit in the matrix or --time-limit)",
+                ))
+            elif not proc.is_alive() and not parent_end.poll(0):
+                proc.join(5)
+                outcome = Outcome(error=describe_exit(proc.exitcode))
+    except BaseException:  # Ctrl-C in the parent: the child must not outlive it
+        _kill(proc)
+        raise
+    finally:
+        parent_end.close()
+    proc.join(5)
+    if proc.is_alive():
+        _kill(proc)
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+def _kill(proc) -> None:
+    with contextlib.suppress(ProcessLookupError, AttributeError):
+        proc.kill()
+    proc.join(10)
+
+
+def _child_main(conn, work, args, memory_limit_mib) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    _die_with_parent()
+    if memory_limit_mib is not None and resource is not None:
+        limit = int(memory_limit_mib) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def send(message) -> None:
+        conn.send(("message", message))
+
+    answer = work(send, *args)
+    conn.send(("answer", answer))
+    conn.close()
+
+
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this child when its parent dies (a killed run must not
+    leave cells computing for nobody, holding their locks)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+def memory_error_message(limit_mib: int | None) -> str:
+    where = f"the cell's memory limit of {limit_mib} MiB" if limit_mib else "the machine's memory"
+    return f"ran out of memory (MemoryError): the cell needs more than {where}"
+
+
+class CellLock:
+    """An exclusive claim on one cell, held by an open file with ``flock``: the kernel releases
+    it when the holder exits in any way, so a killed run never leaves a cell stuck."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = None
+
+    def acquire(self, *, block: bool) -> bool:
+        if fcntl is None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 -- held open for the lock's lifetime
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.close()
+            return False
+        except BaseException:
+            f.close()
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
