@@ -202,12 +202,17 @@ def identity(record: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def lmladder_version(record: dict) -> str | None:
+    """The lmladder version that wrote a record (``None`` if it does not say)."""
+    versions = _section(record, "provenance").get("versions")
+    return versions.get("lmladder") if isinstance(versions, dict) else None
+
+
 def code_revision(record: dict) -> str:
     """The code that computed a record: lmladder's version, the model's revision and the
     record schema, e.g. ``lmladder 0.2.0, model revision 1``.  Records of one identity but
     different code revisions are different results."""
-    versions = _section(record, "provenance").get("versions")
-    version = versions.get("lmladder") if isinstance(versions, dict) else None
+    version = lmladder_version(record)
     revision = _section(record, "model").get("revision")
     return f"lmladder {version or '?'}, model revision {revision if revision is not None else '?'}"
 

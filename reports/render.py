@@ -29,7 +29,7 @@ import jinja2
 from lmladder.files import atomic_write
 from lmladder.reports import plots
 from lmladder.reports.plots import finite
-from lmladder.results import STATUSES, code_revision, identity, scan_records
+from lmladder.results import STATUSES, code_revision, identity, lmladder_version, scan_records
 
 
 class ReportError(ValueError):
@@ -276,7 +276,7 @@ def _duplicates(rows: list[Row]) -> list[list[Row]]:
 def _table(rows: list[Row], oracle: dict | None = None, mark_best: bool = True) -> dict:
     """Template data for a results table: the columns any row has a value in, the best mean of
     each metric column marked (if ``mark_best``), a ``code`` column where rows come from several
-    code revisions, and the source's own scores (``oracle``) as a last row."""
+    lmladder versions, and the source's own scores (``oracle``) as a last row."""
     columns = [c for c in COLUMNS if any(row.values(c) for row in rows)]
     best = {}
     for c in columns if mark_best else ():
@@ -298,7 +298,8 @@ def _table(rows: list[Row], oracle: dict | None = None, mark_best: bool = True) 
             v = finite(_get(oracle, path[1:])) if path[0] == "metrics" else None
             oracle_cells.append("—" if v is None else fmt.format(v))
     return {"columns": columns, "rows": body, "oracle": oracle_cells,
-            "show_code": len({row.revision for row in rows}) > 1}
+            # families have revisions of their own: the column matters when lmladder's differ
+            "show_code": len({lmladder_version(row.records[0]) for row in rows}) > 1}
 
 
 def _dataset_note(records: list[dict]) -> str:
