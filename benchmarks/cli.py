@@ -98,6 +98,15 @@ class _FitBar:
             self.bar.close()
 
 
+def _headline(result: dict) -> str:
+    """A task result in a few characters: its first metric, or its status."""
+    if result.get("status") != "ok":
+        return result.get("status", "?")
+    value = next((v for k, v in result.items() if k not in ("status", "seconds", "seed")
+                  and isinstance(v, float)), None)
+    return "ok" if value is None else f"{value:.3g}"
+
+
 def _run(args) -> int:
     matrix = load_matrix(args.matrix)
     limits = Limits(args.threads, args.time_limit, args.memory_limit)
@@ -120,9 +129,13 @@ def _run(args) -> int:
             b.close()
         bars.clear()
         m = record.get("metrics", {}).get("test")
-        what = f"{cell.label:<22} {cell.dataset:<16}"
+        share = "" if cell.fraction == 1 else f" ({cell.fraction:g} of train)"
+        what = f"{cell.label + share:<22} {cell.dataset:<16}"
         if record["status"] == "ok":
-            tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}")
+            tasks_done = ", ".join(f"{name} {_headline(t)}"
+                                   for name, t in (record.get("tasks") or {}).items())
+            tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}"
+                       + (f"  | {tasks_done}" if tasks_done else ""))
         else:
             first = record["error"]["message"].splitlines()[0]
             tqdm.write(f"  {record['status']:<7} {what} {first}")

@@ -38,6 +38,27 @@ class Split:
     def num_tokens(self) -> int:
         return len(self.ids)
 
+    def head(self, fraction: float, boundary_id: int) -> Split:
+        """The first ``fraction`` of this split, cut after the last whole line that fits (at
+        least one line).  Characters and words are scaled in proportion to the tokens kept."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if fraction == 1:
+            return self
+        want = max(1, int(round(fraction * self.num_tokens)))
+        ends = np.flatnonzero(self.ids[:want] == boundary_id)
+        n = int(ends[-1]) + 1 if len(ends) else want
+        share = n / self.num_tokens
+        return Split(
+            self.name,
+            self.ids[:n],
+            num_chars=round(self.num_chars * share),
+            num_words=round(self.num_words * share),
+            num_lines=int(np.count_nonzero(self.ids[:n] == boundary_id)),
+            oov=round(self.oov * share),
+            oracle_logprobs=None if self.oracle_logprobs is None else self.oracle_logprobs[:n],
+        )
+
 
 @dataclass
 class Dataset:
@@ -47,6 +68,16 @@ class Dataset:
     splits: dict[str, Split]
     description: str
     source: dict = field(default_factory=dict)
+
+    def with_train_fraction(self, fraction: float) -> Dataset:
+        """This dataset with only the first ``fraction`` of its training split (a learning-curve
+        point); the vocabulary, valid and test splits are unchanged, so every point is scored on
+        the same tokens."""
+        if fraction == 1:
+            return self
+        head = self.train.head(fraction, self.vocab.boundary_id)
+        return Dataset(self.name, self.level, self.vocab, {**self.splits, "train": head},
+                       self.description, self.source)
 
     @property
     def train(self) -> Split:

@@ -2,9 +2,10 @@
 
 A record is a plain dict (schema ``API_VERSION``)::
 
-    {"api_version": 2, "key": "...", "status": "ok" | "failed" | "skipped", "error": None | {...},
+    {"api_version": 3, "key": "...", "status": "ok" | "failed" | "skipped", "error": None | {...},
      "cell": {"matrix", "model", "label", "config", "dataset", "seed", "device", "budget",
-              "scoring", "threads"},
+              "scoring", "threads", "fraction", "tasks"},
+     "budget_used": {... the budget scaled by the fraction ...},
      "limits": {"time_limit_s", "memory_limit_mib", "isolated"},
      "model": {"class", "revision", "parameters"}, "dataset": {... Dataset.summary() ...},
      "protocol": {... ContextPolicy ..., "accuracy_tokens", "first_context"},
@@ -14,12 +15,14 @@ A record is a plain dict (schema ``API_VERSION``)::
      "timing": {"fit_s", "valid_in_fit_s", "score_valid_s", "score_test_s", "generate_s"},
      "memory": {"rss_start_mib", "rss_peak_mib", "device_peak_mib"},
      "fit": {... FitReport ...}, "inspect": [...], "sample": "...",
+     "tasks": {name: {"status": "ok" | "not applicable" | "failed" | "skipped", "seconds",
+                      ... the task's scores ...}},
      "provenance": {"git_commit", "git_dirty", "date", "python", "platform", "versions", ...}}
 
 The key hashes the cell (less its label and matrix name, which do not change the numbers) and the
 code version, so a renamed matrix or label finds its finished cells.  Reports read only files named
-like records; ``read_record`` migrates version 1 forward and names the file and the problem for
-anything it cannot read.
+like records; ``read_record`` migrates versions 1 and 2 forward and names the file and the
+problem for anything it cannot read.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from lmladder.files import atomic_write
 if TYPE_CHECKING:
     import pandas as pd
 
-API_VERSION = 2
+API_VERSION = 3
 STATUSES = ("ok", "failed", "skipped")
 PACKAGES = ("numpy", "torch", "transformers", "nltk", "hmmlearn", "pandas", "matplotlib")
 
@@ -118,9 +121,13 @@ def migrate(record: dict, path: Path | str = "<record>") -> dict:
     records whose required fields are missing or of the wrong type."""
     version = record.get("api_version")
     if version == 1:  # version 2 recorded the torch threads and the validation time inside fit
-        record = {**record, "api_version": 2, "cell": {**(record.get("cell") or {}),
+        record = {**record, "api_version": 2, "cell": {**_section(record, "cell"),
                                                          "threads": None}}
         version = 2
+    if version == 2:  # version 3: task scores and the share of the training data
+        record = {**record, "api_version": 3, "tasks": {},
+                  "cell": {**_section(record, "cell"), "tasks": [], "fraction": 1.0}}
+        version = 3
     if version != API_VERSION:
         newer = isinstance(version, int) and not isinstance(version, bool) and version > API_VERSION
         raise RecordError(
@@ -191,12 +198,13 @@ def load_records(results_dir: str | Path) -> list[dict]:
     return scan_records(results_dir).records
 
 
-IDENTITY = ("model", "config", "budget", "dataset", "device", "scoring", "threads")
+IDENTITY = ("model", "config", "budget", "dataset", "device", "scoring", "threads", "fraction")
 
 
 def identity(record: dict) -> str:
     """What makes two records the same experiment up to the seed: the cell's model, config,
-    budget, dataset, device, scoring and threads (not its label, matrix or seed)."""
+    budget, dataset, device, scoring, threads and share of the training data (not its label,
+    matrix, seed or the tasks it ran)."""
     cell = record["cell"]
     blob = json.dumps({k: cell.get(k) for k in IDENTITY}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -10,6 +10,8 @@ A matrix file::
     threads = "auto"            # torch threads per cell, or a number (recorded in every cell)
     time_limit = 1800           # optional: seconds one cell may take before it is stopped
     memory_limit_mib = 8192     # optional: address-space limit of one cell's process
+    tasks = ["cloze"]           # optional: task scores for every cell (lmladder list tasks)
+    fractions = [0.25, 1.0]     # optional: a learning curve, each share of the training data
 
     [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens
     reset_at_boundary = false
@@ -23,8 +25,15 @@ A matrix file::
     datasets = ["ptb"]          # optional: only these of the matrix's datasets
     threads = 1                 # optional: overrides [matrix] threads
     time_limit = 600            # optional: overrides [matrix] time_limit
+    tasks = []                  # optional: overrides [matrix] tasks
+    fractions = [0.0625, 1.0]   # optional: overrides [matrix] fractions
 
-Every mistake in a matrix is found when it is loaded, before any cell runs.  Every cell is
+A learning-curve point trains on the first share of the training split (cut at a line end) under
+the budget scaled by the same share, and is scored on the same valid and test tokens.
+
+Tasks that train their own models (sentiment, translation) build them from the cell's entry and
+config and train them under the cell's budget; their scores go into the cell's record.  Every
+mistake in a matrix is found when it is loaded, before any cell runs.  Every cell is
 fitted, scored on valid and test, timed and written as one JSON record (see
 :mod:`lmladder.results`) by a child process of its own (:mod:`lmladder.isolate`), under a lock
 that concurrent runs of the same folder respect.  A cell whose record exists with status ``ok``
@@ -102,8 +111,13 @@ class MatrixSection:
     threads: Threads = "auto"
     time_limit: float | None = None
     memory_limit_mib: int | None = None
+    tasks: tuple[str, ...] = ()
+    fractions: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
+        _check_fractions(self.fractions)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks lists a task twice: {list(self.tasks)}")
         for key in ("datasets", "seeds", "devices"):
             values = getattr(self, key)
             if not values:
@@ -119,6 +133,18 @@ class MatrixSection:
                     f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps"
                 )
         _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+
+
+def _check_fractions(fractions: tuple[float, ...] | None) -> None:
+    if fractions is None:
+        return
+    if not fractions:
+        raise ValueError("fractions is empty; leave it out to train on all the training data")
+    if len(set(fractions)) != len(fractions):
+        raise ValueError(f"fractions lists a value twice: {list(fractions)}")
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"fractions must be in (0, 1] (shares of the training data), got {f}")
 
 
 def _check_limits(threads, time_limit, memory_limit_mib) -> None:
@@ -158,8 +184,11 @@ class ModelSection:
     datasets: tuple[str, ...] | None = None
     threads: Threads | None = None
     time_limit: float | None = None
+    tasks: tuple[str, ...] | None = None
+    fractions: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        _check_fractions(self.fractions)
         if self.label is not None:
             _check_label(self.label)
         if self.datasets is not None and not self.datasets:
@@ -191,6 +220,7 @@ class Cell:
     dataset: str
     seed: int
     device: str
+    fraction: float = 1.0
 
     @property
     def label(self) -> str:
@@ -277,6 +307,14 @@ def load_matrix(name_or_path: str) -> Matrix:
         raise MatrixError(str(err)) from None
     for ds in spec.datasets:
         _check_dataset(path, ds)
+    for where, names in [("[matrix] tasks", spec.tasks)] + [
+        (f"models[{i}] ({m.name}) tasks", m.tasks or ()) for i, m in enumerate(models)
+    ]:
+        for name in names:
+            try:
+                tasks_module().task_class(name)
+            except registry.UnknownNameError as err:
+                raise MatrixError(f"{path}: {where}: {err}") from None
     for device in spec.devices:
         _check_device_available(path, device)
     seen_labels: dict[str, int] = {}
@@ -303,7 +341,7 @@ def load_matrix(name_or_path: str) -> Matrix:
             )
         seen_labels[label] = i
         same = repr((m.name, sorted(merged.items()), sorted(m.budget.items()), m.datasets,
-                     m.threads))
+                     m.threads, m.fractions))
         if same in seen_identity:
             raise MatrixError(
                 f"{where}: the same model, config and budget as models[{seen_identity[same]}]; "
@@ -372,9 +410,10 @@ def cells(matrix: Matrix, only: set[str] | None = None) -> Iterator[Cell]:
         if only and m.name not in only and (m.label or m.name) not in only:
             continue
         for ds in m.datasets or matrix.spec.datasets:
-            for seed in matrix.spec.seeds:
-                for device in matrix.spec.devices:
-                    yield Cell(m, ds, seed, device)
+            for fraction in m.fractions or matrix.spec.fractions:
+                for seed in matrix.spec.seeds:
+                    for device in matrix.spec.devices:
+                        yield Cell(m, ds, seed, device, fraction)
 
 
 def select_cells(matrix: Matrix, only: set[str] | None = None) -> list[Cell]:
@@ -423,6 +462,29 @@ class Limits:
         _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
 
 
+def tasks_module():
+    """:mod:`lmladder.tasks`, imported when a matrix names tasks (it pulls in sacrebleu)."""
+    from lmladder import tasks
+
+    return tasks
+
+
+def cell_tasks(matrix: Matrix, cell: Cell) -> list[str]:
+    return list(cell.model.tasks if cell.model.tasks is not None else matrix.spec.tasks)
+
+
+def scaled_budget(budget: dict, fraction: float) -> dict:
+    """A budget for ``fraction`` of the training data: every limit scaled in proportion (counts
+    rounded, at least 1), so each point of a learning curve gets the same budget per token."""
+    if fraction == 1:
+        return dict(budget)
+    out = {}
+    for key, value in budget.items():
+        out[key] = max(1, round(value * fraction)) if key in ("tokens", "steps") \
+            else value * fraction
+    return out
+
+
 def cell_threads(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> int:
     chosen = limits.threads or cell.model.threads or matrix.spec.threads
     return auto_threads() if chosen == "auto" else int(chosen)
@@ -454,6 +516,8 @@ def describe_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> tupl
         "budget": cell.model.budget,
         "scoring": dataclasses.asdict(matrix.scoring),
         "threads": cell_threads(matrix, cell, limits),
+        "fraction": cell.fraction,
+        "tasks": cell_tasks(matrix, cell),
     }
     code = {"lmladder": __version__, "model_revision": klass.revision, "results_api": API_VERSION}
     keyed = {k: v for k, v in desc.items() if k not in ("label", "matrix")}
@@ -493,10 +557,10 @@ def run_cell(
     except (DataError, OSError, ValueError) as err:  # a corpus that is there but unusable
         return _error(record, "failed", type(err).__name__, f"dataset {cell.dataset!r}: {err}")
     if not isolated:
-        return _compute(None, record, matrix, cell, data, fit_callback, memory_limit)
+        return _compute(None, record, matrix, cell, data, data_dir, fit_callback, memory_limit)
     outcome = isolate.run_in_child(
         _compute,
-        (record, matrix, cell, data, None, memory_limit),
+        (record, matrix, cell, data, data_dir, None, memory_limit),
         time_limit=time_limit,
         memory_limit_mib=memory_limit,
         on_message=fit_callback,
@@ -522,13 +586,13 @@ def _error(record: dict, status: str, kind: str, message: str, tb: str | None = 
     return record
 
 
-def _compute(send, record, matrix, cell, data, fit_callback, memory_limit) -> dict:
+def _compute(send, record, matrix, cell, data, data_dir, fit_callback, memory_limit) -> dict:
     """The work of one cell (in its child process when ``send`` is given)."""
     callback = send or fit_callback
     threads = record["cell"]["threads"]
     saved = _set_threads(threads)
     try:
-        _fill(record, cell, data, record["cell"]["device"], matrix, callback, threads)
+        _fill(record, cell, data, data_dir, matrix, callback, threads)
     except MemoryError:
         _error(record, "failed", "MemoryError", isolate.memory_error_message(memory_limit))
     except Exception as err:  # noqa: BLE001 -- a failing cell is data, the run goes on
@@ -550,16 +614,20 @@ def _set_threads(n: int | None) -> int | None:
     return old
 
 
-def _fill(record, cell, data, device, matrix, fit_callback, threads) -> None:
+def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
+    device = record["cell"]["device"]
     overrides = dict(cell.model.config)
     klass = registry.model_class(cell.model.name)
     if "seed" in {f.name for f in dataclasses.fields(klass.Config)}:
         overrides["seed"] = cell.seed
     model = registry.build(cell.model.name, overrides).to(device)
     _set_threads(threads)  # building the model may have imported torch just now
-    budget = build_config(Budget, cell.model.budget, where="budget")
+    budget = build_config(Budget, scaled_budget(cell.model.budget, cell.fraction),
+                          where="budget")
+    data = data.with_train_fraction(cell.fraction)
     policy = matrix.scoring.policy()
     record["dataset"] = data.summary()
+    record["budget_used"] = dataclasses.asdict(budget)
     record["protocol"] = {
         **policy.to_dict(),
         "accuracy_tokens": matrix.scoring.accuracy_tokens,
@@ -622,6 +690,33 @@ def _fill(record, cell, data, device, matrix, fit_callback, threads) -> None:
         inspect=model.inspect(),
         sample=sample,
     )
+    record["tasks"] = {
+        name: _run_task(name, model, data, budget, data_dir, cell, overrides, device)
+        for name in record["cell"]["tasks"]
+    }
+
+
+def _run_task(name, model, data, budget, data_dir, cell, overrides, device) -> dict:
+    """One task's scores for the cell's fitted model; a task that cannot use the model is "not
+    applicable", one that breaks is "failed" with its error (the cell's own metrics stand)."""
+    tasks = tasks_module()
+    subject = tasks.Subject(
+        model, data, budget, None if data_dir is None else str(data_dir),
+        fresh=lambda: registry.build(cell.model.name, overrides).to(device),
+    )
+    t0 = time.perf_counter()
+    try:
+        result = {"status": "ok", **tasks.task_class(name)().evaluate(subject, seed=cell.seed)}
+    except tasks.NotApplicable as why:
+        result = {"status": "not applicable", "reason": str(why)}
+    except (DataNotFoundError, DataError) as err:
+        result = {"status": "skipped" if isinstance(err, DataNotFoundError) else "failed",
+                  "error": {"type": type(err).__name__, "message": str(err)}}
+    except Exception as err:  # noqa: BLE001 -- one broken task must not lose the cell
+        result = {"status": "failed", "error": {"type": type(err).__name__, "message": str(err),
+                                                "traceback": traceback.format_exc()}}
+    result["seconds"] = time.perf_counter() - t0
+    return result
 
 
 def _oracle(data) -> dict | None:
@@ -736,7 +831,8 @@ def _run_one(matrix, cell, i, n, results_dir, summary, *, block, data_dir, force
         cb = fit_callback_factory(cell.label) if fit_callback_factory else None
         record = run_cell(matrix, cell, data_dir=data_dir, fit_callback=cb,
                           described=(desc, key), limits=limits, isolated=isolated)
-        what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {desc['device']})"
+        share = "" if cell.fraction == 1 else f", {cell.fraction:g} of train"
+        what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {desc['device']}{share})"
         if latest is not None and latest["status"] == "ok" and record["status"] != "ok":
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
             attempt = path.with_name(f"{path.stem}.{record['status']}-{stamp}.json")
@@ -747,6 +843,12 @@ def _run_one(matrix, cell, i, n, results_dir, summary, *, block, data_dir, force
         summary.paths.append(path)
     finally:
         lock.release()
+    for task, result in (record.get("tasks") or {}).items():
+        if result.get("status") == "failed":
+            summary.failed.append(f"{what}: task {task}: {result['error']['type']}: "
+                                  f"{result['error']['message']}")
+        elif result.get("status") == "skipped":
+            summary.skipped.append(f"{what}: task {task}: {result['error']['message']}")
     if record["status"] == "ok":
         summary.done += 1
     elif record["status"] == "skipped":

@@ -152,3 +152,32 @@ def sweep_curves(sweeps: dict[tuple[str, str, str], list[tuple[float, float]]]):
             ax.grid(alpha=0.3)
         fig.tight_layout()
     return fig
+
+
+def learning_curves(panels: dict[str, list[tuple[str, list[tuple[float, float, float]]]]]):
+    """Per dataset, test perplexity against training tokens (left) and fit seconds (right),
+    log-log; ``panels`` maps a dataset to ``[(label, [(tokens, fit s, ppl), ...])]``."""
+    with matplotlib.rc_context(_RC):
+        fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.6 * len(panels)), squeeze=False)
+        for (left, right), (ds, lines) in zip(axes, panels.items(), strict=True):
+            for label, pts in lines:
+                tokens, seconds, ppl = zip(*pts, strict=True)
+                left.plot(tokens, ppl, "o-", label=plain(label))
+                timed = [(s, p) for s, p in zip(seconds, ppl, strict=True) if s]
+                if timed:
+                    right.plot(*zip(*timed, strict=True), "o-", label=plain(label))
+            for ax, xlabel in ((left, "training tokens"), (right, "fit seconds")):
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                for axis in (ax.xaxis, ax.yaxis):
+                    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                    axis.set_major_formatter(ticker.FuncFormatter(
+                        lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+                    axis.set_minor_formatter(ticker.NullFormatter())
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel("test perplexity")
+                ax.set_title(plain(ds))
+                ax.grid(alpha=0.3, which="both")
+            left.legend(fontsize=7)
+        fig.tight_layout()
+    return fig

@@ -215,7 +215,7 @@ def _facets(record: dict) -> dict[str, str]:
     """The identity of a record as flat ``name -> short text`` (config keys by their own name)."""
     cell = record["cell"]
     out = {"model": cell["model"], "device": cell["device"]}
-    for part in ("budget", "scoring", "threads"):
+    for part in ("budget", "scoring", "threads", "fraction"):
         value = cell.get(part)
         if isinstance(value, dict):
             out.update({f"{part}.{k}": _text(v) for k, v in value.items()})
@@ -392,6 +392,98 @@ def sweeps(records: list[dict]) -> Section | None:
                    {"png": plots.png_base64(plots.sweep_curves(found))})
 
 
+def task_scores(records: list[dict]) -> Section | None:
+    """Every task's metrics per dataset: one row per experiment (seeds averaged), "n/a" where
+    the task cannot use the model, the chance level of each metric as a last row."""
+    rows = [row for row in aggregate(records) if row.current]
+    names = sorted({t for row in rows for r in row.records
+                    for t in (r.get("tasks") if isinstance(r.get("tasks"), dict) else {})})
+    if not names:
+        return None
+    specs = {name: _task_metrics(name) for name in names}
+    columns = [(name, spec) for name in names for spec in specs[name]]
+    tables = []
+    for ds in sorted({row.dataset for row in rows}):
+        body = []
+        for row in (row for row in rows if row.dataset == ds):
+            cells = [_task_cell(row, name, spec) for name, spec in columns]
+            if any(c != "" for c in cells):
+                body.append({"label": row.label, "settings": row.settings,
+                             "seeds": len(row.records), "cells": cells})
+        chance = ["" if spec.chance is None else f"{spec.chance:.3g}" for _, spec in columns]
+        if body:
+            tables.append({"name": ds, "rows": body, "chance": chance})
+    heads = [{"task": name, "metric": spec.name,
+              "better": "higher" if spec.higher_is_better else "lower"} for name, spec in columns]
+    return Section("Task scores", "tasks.html.j2", {"heads": heads, "datasets": tables})
+
+
+def _task_metrics(name: str) -> tuple:
+    from lmladder import tasks
+
+    try:
+        return tasks.task_class(name).metrics
+    except Exception:  # noqa: BLE001 -- a task of a plugin that is not installed here
+        return ()
+
+
+def _task_cell(row: Row, name: str, spec) -> str:
+    results = [(r.get("tasks") or {}).get(name) for r in row.records]
+    results = [t for t in results if isinstance(t, dict)]
+    if not results:
+        return ""
+    values = [v for t in results if (v := finite(t.get(spec.name))) is not None]
+    if not values:
+        return "n/a" if results[0].get("status") == "not applicable" else _text(
+            results[0].get("status", "—"))
+    text = f"{sum(values) / len(values):.4g}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.2g}"
+    return text
+
+
+def learning_curves(records: list[dict]) -> Section | None:
+    """Test perplexity against training tokens and training time for experiments run on several
+    shares of the training data, and where one curve overtakes another."""
+    curves = defaultdict(list)  # (dataset, label) -> [(train tokens, fit s, test ppl)]
+    for row in aggregate(records):
+        if not row.current:
+            continue
+        first = row.records[0]
+        tokens = finite(_get(first, ("dataset", "splits", "train", "tokens")))
+        ppl, fit_s = finite(row.mean("test ppl")), finite(row.mean("fit s"))
+        if tokens is None or ppl is None:
+            continue
+        whole = {**first, "cell": {**first["cell"], "fraction": 1.0}}
+        curves[(row.dataset, identity(whole))].append((tokens, fit_s, ppl, row.label))
+    curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
+    if not curves:
+        return None
+    panels = defaultdict(list)
+    for (ds, _), pts in curves.items():
+        label = re.sub(r" \[fraction=[^]]*\]$", "", pts[-1][3])
+        panels[ds].append((label, [(t, s, p) for t, s, p, _ in pts]))
+    crossings = [c for ds, lines in panels.items() for c in _crossings(ds, lines)]
+    return Section("Learning curves", "curves.html.j2",
+                   {"png": plots.png_base64(plots.learning_curves(panels)),
+                    "crossings": crossings})
+
+
+def _crossings(ds: str, lines: list) -> list[dict]:
+    """Pairs of curves of one dataset whose order flips between two shared training sizes."""
+    out = []
+    for a_label, a_pts in lines:
+        for b_label, b_pts in lines:
+            a = {t: p for t, _, p in a_pts}
+            b = {t: p for t, _, p in b_pts}
+            shared = sorted(set(a) & set(b))
+            for lo, hi in zip(shared, shared[1:], strict=False):
+                if a[lo] > b[lo] and a[hi] < b[hi]:  # a was worse, then better
+                    out.append({"dataset": ds, "winner": a_label, "loser": b_label,
+                                "between": f"{lo:,.0f} and {hi:,.0f}"})
+    return out
+
+
 def _cell_text(value) -> str:
     if value is None:
         return "—"
@@ -478,6 +570,8 @@ def unreadable_files(lines: list[str]) -> Section | None:
 SECTIONS: list[Callable[[list[dict]], Section | None]] = [
     overview,
     per_dataset,
+    task_scores,
+    learning_curves,
     sweeps,
     inspections,
     samples,

@@ -335,3 +335,56 @@ def test_ctrl_c_stops_the_cell_and_the_run_at_once(tmp_path):
     assert proc.returncode == 130, err
     assert time.monotonic() - t0 < 20
     assert "run the same command again" in err and "Traceback" not in err
+
+
+# ---- tasks and learning curves in a matrix ------------------------------------------------
+
+
+def test_a_matrix_runs_tasks_and_learning_curves_into_its_records(tmp_path, monkeypatch, capsys):
+    from lmladder import tasks
+
+    monkeypatch.setitem(tasks.TASKS, "toy-broken-task", "tests.toy_models:BrokenTask")
+    monkeypatch.setitem(tasks.TASKS, "toy-picky-task", "tests.toy_models:PickyTask")
+    path = write(tmp_path / "m.toml", """
+        [matrix]
+        datasets = ["synthetic"]
+        tasks = ["cloze", "toy-picky-task", "toy-broken-task"]
+        [[models]]
+        name = "kn3"
+        fractions = [0.25, 1.0]
+        [[models]]
+        name = "toy-uniform"
+        tasks = ["cloze", "toy-picky-task"]
+        """)
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--results", str(res)]) == 1  # the broken task
+    err = capsys.readouterr().err
+    assert "task toy-broken-task: RuntimeError: the task broke" in err
+    records = {(r["cell"]["model"], r["cell"]["fraction"]): r for r in load_records(res)}
+    assert set(records) == {("kn3", 0.25), ("kn3", 1.0), ("toy-uniform", 1.0)}
+    assert all(r["status"] == "ok" for r in records.values())
+    uniform = records["toy-uniform", 1.0]["tasks"]
+    assert set(uniform) == {"cloze", "toy-picky-task"}
+    assert uniform["cloze"]["accuracy"] == pytest.approx(0.2)  # ties with all 5 candidates
+    assert uniform["toy-picky-task"]["status"] == "not applicable"
+    full, quarter = records["kn3", 1.0], records["kn3", 0.25]
+    assert full["tasks"]["toy-picky-task"] == {"status": "ok", "score": 1.0, "seed": 0,
+                                               "seconds": pytest.approx(0, abs=1)}
+    assert full["tasks"]["toy-broken-task"]["status"] == "failed"
+    assert full["tasks"]["cloze"]["accuracy"] > 0.3
+    tokens = full["dataset"]["splits"]["train"]["tokens"]
+    assert quarter["dataset"]["splits"]["train"]["tokens"] == pytest.approx(tokens / 4, rel=0.01)
+    assert quarter["fit"]["train_tokens"] < full["fit"]["train_tokens"]
+    assert quarter["metrics"]["test"]["ppl"] > full["metrics"]["test"]["ppl"]
+    assert quarter["dataset"]["splits"]["test"] == full["dataset"]["splits"]["test"]
+    assert quarter["key"] != full["key"]
+    html = (res / "report.html").read_text()
+    assert "Task scores" in html and "Learning curves" in html
+
+
+def test_a_learning_curve_scales_the_budget(tmp_path):
+    from lmladder.run import scaled_budget
+
+    assert scaled_budget({"tokens": 1000, "steps": 3, "seconds": 8.0}, 0.25) == {
+        "tokens": 250, "steps": 1, "seconds": 2.0}
+    assert scaled_budget({"seconds": 8.0}, 1.0) == {"seconds": 8.0}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmladder.api import Budget, FitReport, LanguageModel, Stopwatch, Vocab
+from lmladder.tasks import MetricSpec, NotApplicable, Task
 
 
 class UniformLM(LanguageModel):
@@ -85,3 +86,27 @@ class BrokenLM(UniformLM):
         out = super().token_logprobs(tokens)
         out[3] = np.nan
         return out
+
+
+class BrokenTask(Task):
+    """A task that fails, for checking that a broken task does not lose its cell."""
+
+    name = "toy-broken-task"
+    description = "fails on purpose"
+    metrics = (MetricSpec("score", higher_is_better=True),)
+
+    def evaluate(self, subject, *, seed=0):
+        raise RuntimeError("the task broke")
+
+
+class PickyTask(Task):
+    """A task that only n-gram models can run: the others are "not applicable"."""
+
+    name = "toy-picky-task"
+    description = "applicable to some models only"
+    metrics = (MetricSpec("score", higher_is_better=True, chance=0.5),)
+
+    def evaluate(self, subject, *, seed=0):
+        if not hasattr(subject.model, "tables_"):
+            raise NotApplicable(f"{type(subject.model).__name__} has no n-gram tables")
+        return {"score": 1.0, "seed": seed}
