@@ -229,18 +229,21 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     """The records of a results folder as a tidy table: one row per cell.
 
     Columns: the cell's identity (``matrix``, ``label``, ``model``, ``dataset``, ``seed``,
-    ``device``, ``config`` as sorted JSON, ``key``, ``status``, ``error``), its budget
+    ``device``, ``threads``, ``fraction`` of the training data, ``config`` as sorted JSON,
+    ``key``, ``status``, ``error``), its budget
     (``budget_tokens``, ``budget_steps``, ``budget_seconds``), ``parameters``, every metric
     (``valid_ppl``, ``test_bpc``, ``test_accuracy_top1``, ...), throughput (``*_tokens_per_s``),
     timing (``fit_s``, ``score_test_s``, ...), memory (``rss_peak_mib``, ...), ``train_tokens``,
-    ``git_commit`` and ``date``.  Metrics of cells that did not finish are missing (NaN).
+    each task's status and numeric scores (``task_cloze_accuracy``, ...), ``git_commit`` and
+    ``date``.  Metrics of cells that did not finish are missing (NaN).
     """
     import pandas as pd  # only for tables: the runner does not need it
 
     rows = []
     for r in load_records(results_dir):
         cell = r["cell"]
-        row = {k: cell.get(k) for k in ("matrix", "label", "model", "dataset", "seed", "device")}
+        row = {k: cell.get(k) for k in ("matrix", "label", "model", "dataset", "seed", "device",
+                                        "threads", "fraction")}
         row["config"] = json.dumps(cell.get("config", {}), sort_keys=True)
         row.update(key=r["key"], status=r["status"],
                    error=(r.get("error") or {}).get("message"))
@@ -251,6 +254,10 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
         for section in ("throughput", "timing", "memory"):
             row.update(r.get(section) or {})
         row["train_tokens"] = (r.get("fit") or {}).get("train_tokens")
+        for task, result in (r.get("tasks") or {}).items():
+            row[f"task_{task}_status"] = result.get("status")
+            row.update({f"task_{task}_{k}": v for k, v in result.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
         prov = r.get("provenance") or {}
         row.update(git_commit=prov.get("git_commit"), date=prov.get("date"))
         rows.append(row)
