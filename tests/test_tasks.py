@@ -158,6 +158,17 @@ def test_classification_metrics_known_answers():
     assert m["accuracy"] == pytest.approx(4 / 6) and m["macro_f1"] == pytest.approx(2 / 3)
 
 
+def test_frequency_alone_scores_chance_on_ptb_cloze(data_dir):
+    """A unigram model only knows frequencies; the distractors are frequency-matched with the
+    answer at a random place among them, so it must score chance (20%), not below or above."""
+    from lmladder.tasks import run_task
+
+    result = run_task("cloze", "unigram", dataset="ptb", data_dir=data_dir)
+    low, high = result["accuracy_ci95"]
+    assert result["items"] == 1000 and low < 0.2 < high
+    assert run_task("cloze", "kn3", dataset="ptb", data_dir=data_dir)["accuracy"] > 0.6
+
+
 def test_rt_polarity_naive_bayes_near_the_literature(data_dir):
     """rt-polarity, fixed stratified split: Pang & Lee's Naive Bayes is about 77-78%."""
     from lmladder.tasks.labelled import load_labelled

@@ -7,16 +7,18 @@ their set, Mikolov's RNNs about 50%), built from a word-level dataset's test spl
 * An item is a test line of 6 to 40 words with one **content word** blanked: a word seen at
   least ``min_count`` times in training that is not ``<unk>`` and not among the
   ``common_words`` most frequent training words (function words, which the MSR set never blanks).
-* Its four distractors are drawn from the content words nearest to the answer in training
-  frequency rank (the ``window`` ranks on each side), so frequency alone gives nothing away.
+* Its four distractors are drawn from a window of ``2 * window + 1`` neighbouring training
+  frequency ranks that holds the answer at a random place (not at its centre, where the answer
+  would be the most frequent candidate only when all four distractors are rarer, 1 time in 16),
+  so frequency alone gives nothing away: a unigram model scores chance.
 * The model picks the candidate that gives the whole sentence (scored on its own, after one
   boundary token, up to and including its ``<eos>``) the highest log-probability.  Ties are
   scored fairly: an answer tied with e-1 others at the top counts 1/e.
 
 The MSR impostors were chosen by a generator and then filtered by hand to fit the sentence
 grammatically; ours are drawn at random among frequency-matched words, which is easier (PTB, 1,000
-items, seed 0: KN5 74.7%, add-one bigram 71.2%), so scores are comparable between lmladder's
-models, not with the MSR figures.
+items, seed 0: KN5 72.4%, add-one bigram 67.3%, add-one unigram 21.2%), so scores are comparable
+between lmladder's models, not with the MSR figures.
 
 Items, candidate order and the answer's place come from ``numpy.random.default_rng(seed)``, so
 a dataset and a seed give the same items everywhere.  Accuracy is reported with its 95% Wilson
@@ -97,8 +99,10 @@ class Cloze(Task):
                 continue
             position = int(rng.choice(slots))
             answer_word = int(words[position])
-            r = rank[answer_word]
-            lo = min(max(0, r - self.window), len(pool) - 2 * self.window - 1)
+            r = rank[answer_word]  # a window of 2 * window + 1 ranks holding the answer at a
+            # random place, so the answer is as often the most frequent candidate as any other
+            lo = min(max(0, r - int(rng.integers(0, 2 * self.window + 1))),
+                     len(pool) - 2 * self.window - 1)
             near = [int(w) for w in pool[max(0, lo): lo + 2 * self.window + 1] if w != answer_word]
             distractors = rng.choice(near, size=self.choices - 1, replace=False).tolist()
             candidates = [answer_word, *distractors]
