@@ -702,6 +702,86 @@ class LanguageModel(ABC):
         return f"{type(self).__name__}({args})"
 
 
+# --------------------------------------------------------------------------------------------
+# Optional capabilities
+#
+# A family may offer more than the contract above.  A capability is a method the base class does
+# NOT define; a task or the harness detects it with the ``supports_*`` functions below and reports
+# a model without it as "not applicable" (never an error).  The contract tests do not require
+# them; families that offer them test them in their own files.
+
+
+@typing.runtime_checkable
+class Classifier(typing.Protocol):
+    """What ``fine_tune_classifier`` returns: a fine-tuned text classifier.
+
+    ``predict_logits(texts)`` takes texts as ``fine_tune_classifier`` does and returns float64
+    ``(len(texts), num_classes)`` unnormalised class scores (argmax = predicted class).
+    """
+
+    def predict_logits(self, texts: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+@typing.runtime_checkable
+class FineTunable(typing.Protocol):
+    """Capability: fine-tune the model's network, with a classification head, on labelled texts.
+
+    ``fine_tune_classifier(texts, labels, num_classes, *, budget, vocab=None, valid=None,
+    seed=0) -> Classifier``
+
+    ``texts``: one int64 ``(n_i,)`` array of ids per text, *without* boundary tokens (the model
+    puts one boundary token before each text, the history every first token has in scoring);
+    ``labels``: int64 ``(n,)`` in ``[0, num_classes)``.  ``budget`` bounds the fine-tuning
+    (``tokens`` counts the text tokens read, ``steps`` optimizer steps, ``seconds`` wall time).
+    ``valid``: optional ``(texts, labels)`` a family may use to pick its best weights.  The same
+    seed and a tokens/steps budget give the same classifier.
+
+    A *fitted* model fine-tunes a copy of its pre-trained network and is left unchanged (its
+    ``token_logprobs`` stay the same).  An *unfitted* model must be given ``vocab`` and fine-tunes
+    a freshly initialised network for it (no language-model pre-training: the baseline that shows
+    the gain from pre-training); it stays unfitted.
+    """
+
+    def fine_tune_classifier(
+        self,
+        texts: Sequence[np.ndarray],
+        labels: np.ndarray,
+        num_classes: int,
+        *,
+        budget: Budget,
+        vocab: Vocab | None = None,
+        valid: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> Classifier: ...
+
+
+@typing.runtime_checkable
+class PseudoScorer(typing.Protocol):
+    """Capability of masked language models: pseudo-log-likelihood scores (Salazar et al. 2020,
+    "Masked Language Model Scoring").
+
+    ``pseudo_logprobs(tokens, *, context) -> float64 (N,)``: for every token (int64 ``(N,)``, the
+    stream read after one boundary token, as in ``token_logprobs``), ln p(w_i | every other token
+    of its window), the token itself masked; ``context.window`` bounds the window and
+    ``context.reset_at_boundary`` keeps it inside the line.  These see *future* tokens, so their
+    sum is not a likelihood of the stream and :func:`lmladder.scoring.pseudo_perplexity` is never
+    comparable with causal perplexity.
+    """
+
+    def pseudo_logprobs(self, tokens: np.ndarray, *,
+                        context: ContextPolicy = ContextPolicy()) -> np.ndarray: ...
+
+
+def supports_fine_tuning(model: LanguageModel | type) -> bool:
+    """Whether ``model`` (an instance or class) offers :class:`FineTunable`'s hook."""
+    return callable(getattr(model, "fine_tune_classifier", None))
+
+
+def supports_pseudo_logprobs(model: LanguageModel | type) -> bool:
+    """Whether ``model`` (an instance or class) offers :class:`PseudoScorer`'s method."""
+    return callable(getattr(model, "pseudo_logprobs", None))
+
+
 CHECKPOINT_KEYS = ("format_version", "class", "config", "vocab", "vocab_sha256")
 
 

@@ -150,7 +150,15 @@ _add("hf-gpt2", "lmladder.neural.hf:HFGPT2LM",
      smoke=dict(n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, warmup_steps=0,
                 lr=3e-3, dropout=0.0, max_epochs=None),
      n_layer=4, n_head=4, n_embd=256, context=128, dropout=0.2, batch_size=32, lr=1e-3,
-     weight_decay=0.1, warmup_steps=100)# fmt: on
+     weight_decay=0.1, warmup_steps=100)
+# Causal and pseudo scores (validation uses the pseudo ones) cost one forward pass per token (see
+# neural/bert.py), so validation reads only the first 2,000 valid tokens.
+_add("hf-bert", "lmladder.neural.bert:HFBertLM",
+     summary="transformers BERT from scratch, masked-LM pre-training, 4 layers x 256, context 128",
+     smoke=dict(n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, warmup_steps=0,
+                lr=3e-3, dropout=0.0, max_epochs=None),
+     n_layer=4, n_head=4, n_embd=256, context=128, dropout=0.1, batch_size=32, lr=1e-3,
+     weight_decay=0.1, warmup_steps=100, eval_tokens=2000)# fmt: on
 
 
 class UnknownNameError(KeyError):

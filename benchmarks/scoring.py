@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmladder.api import ContextPolicy, LanguageModel, Vocab
+from lmladder.api import ContextPolicy, LanguageModel, Vocab, supports_pseudo_logprobs
 from lmladder.corpus import Dataset, Split
 
 LN2 = math.log(2.0)
@@ -199,3 +199,44 @@ def score_accuracy(
         return None
     ids = split.ids if max_tokens is None else split.ids[:max_tokens]
     return accuracy_from_ranks(model.next_token_ranks(ids, context=policy))
+
+
+def pseudo_perplexity(
+    model: LanguageModel,
+    split: Split,
+    vocab: Vocab,
+    *,
+    max_tokens: int | None = None,
+    policy: ContextPolicy = ContextPolicy(),
+    name: str = "model",
+) -> dict | None:
+    """Pseudo-perplexity of a masked LM on the first ``max_tokens`` tokens of ``split``
+    (``None``: all), or ``None`` for a model without ``pseudo_logprobs``
+    (:class:`~lmladder.api.PseudoScorer`).
+
+    Salazar et al. 2020, "Masked Language Model Scoring": every token is masked in turn and
+    scored from all the other tokens of its window, ``PLL = sum_i ln p(w_i | w_-i)``; the
+    pseudo-perplexity is ``exp(-PLL / N)``.  The model sees tokens on *both* sides, so this is
+    not a likelihood and is never comparable with the causal ``ppl`` of any model, its own
+    included: report it separately, labelled as such.  Worked example: ln-probabilities
+    ``[-1.0, -2.0, -3.0]`` give ``pseudo_nll`` = 2.0 nats per token and ``pseudo_ppl`` = e^2.0 =
+    7.389.  Returns ``{"tokens", "pseudo_nats", "pseudo_nll", "pseudo_ppl", "protocol"}``.
+    """
+    if not supports_pseudo_logprobs(model):
+        return None
+    check_same_vocabulary(model, vocab, name=name)
+    ids = split.ids if max_tokens is None else split.ids[:max_tokens]
+    logprobs = check_logprobs(model.pseudo_logprobs(ids, context=policy), ids, vocab,
+                              model=name, split=split.name)
+    nats = float(-logprobs.sum())
+    nll = nats / len(ids) if len(ids) else math.nan
+    return {
+        "tokens": int(len(ids)),
+        "pseudo_nats": nats,
+        "pseudo_nll": nll,
+        "pseudo_ppl": math.exp(nll) if len(ids) else math.nan,
+        "protocol": ("pseudo-log-likelihood (Salazar et al. 2020): each token masked in turn and "
+                     "scored from every other token of its window; not comparable with causal "
+                     "perplexity"),
+        "context": policy.to_dict(),
+    }

@@ -457,6 +457,12 @@ class HFGPT2Net(torch.nn.Module):
         )
         self.gpt = GPT2LMHeadModel(config)
         self.head = self.gpt.lm_head  # the output layer (TransformerLM sizes batches by it)
+        self.feature_size = cfg.n_embd
+
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final LayerNorm's output ``(B, T, n_embd)`` (what ``lm_head`` reads); causal, so
+        right-padding needs no ``mask``."""
+        return self.gpt.transformer(input_ids=x, use_cache=False).last_hidden_state
 
     def forward(self, x: torch.Tensor, carry: Any = None) -> tuple[torch.Tensor, None]:
         return self.gpt(input_ids=x, use_cache=False).logits, None

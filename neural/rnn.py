@@ -84,16 +84,27 @@ class RNNNet(nn.Module):
             self.rnn = nn.RNN(emb, cfg.hidden, cfg.layers, nonlinearity=cfg.cell[4:],
                               dropout=between)
         self.decoder = nn.Linear(cfg.hidden, vocab_size)
+        self.feature_size = cfg.hidden
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
         if cfg.tied:
             self.decoder.weight = self.embed.weight
 
     def forward(self, x: torch.Tensor, carry=None):
+        h, carry = self._hidden(x, carry)
+        return self.decoder(h), carry  # (B, T, V)
+
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The top layer's states ``(B, T, H)`` for ``x`` (B, T) from the zero state (what the
+        decoder reads).  The network is causal, so right-padding (``mask`` False) cannot change
+        the states of the positions before it; ``mask`` is accepted and not needed."""
+        return self._hidden(x, None)[0]
+
+    def _hidden(self, x: torch.Tensor, carry):
         # The recurrence runs time-major, its native layout (batch_first costs two transposes
         # per step on CPU); only the small (T, B, H) output is turned back to batch-major.
         h, carry = self.rnn(self.drop(self.embed(x.t())), carry)  # (T, B, H)
-        return self.decoder(self.drop(h.transpose(0, 1))), carry  # (B, T, V)
+        return self.drop(h.transpose(0, 1)), carry  # (B, T, H)
 
 
 class RNNLM(TorchLM):

@@ -42,6 +42,20 @@ Optional overrides
     step-by-step reference sees.  Window models override it (see ``neural/transformer.py``).
 ``num_parameters()``
     Default: the module's parameter count.
+``_training_loss(net, x, y, carry) -> (loss, carry)``
+    Default: next-token cross-entropy.  ``hf-bert`` (``neural/bert.py``) trains a masked LM by
+    overriding only this.
+``max_positions`` (property)
+    The longest input the network accepts (default ``None``: unbounded); fine-tuning cuts texts
+    to it.
+
+Fine-tuning (the optional :class:`~lmladder.api.FineTunable` capability)
+-----------------------------------------------------------------------
+``fine_tune_classifier`` works for every subclass whose module also offers
+``features(x, mask) -> (B, T, H)`` (its top hidden states; ``mask`` marks real positions of a
+right-padded batch) and an int ``feature_size`` = H: the loop copies the fitted module (or builds
+a fresh one for an unfitted model given a vocabulary), puts a linear head over pooled features
+and fine-tunes everything; see :meth:`TorchLM.fine_tune_classifier` and :class:`FineTuneConfig`.
 
 Resuming
 --------
@@ -64,10 +78,12 @@ matrices and embeddings (tensors with >= 2 dimensions), not to biases and norms.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -82,11 +98,13 @@ from lmladder.api import (
     ContextPolicy,
     FitReport,
     LanguageModel,
+    NotFittedError,
     Progress,
     ProgressCallback,
     Stopwatch,
     ValidationTimer,
     Vocab,
+    check_token_ids,
     require,
 )
 
@@ -306,7 +324,8 @@ class _EvalPlan:
         """Measure the evaluation cost once (a no-op afterwards)."""
         if self.ids is None or self.budget.seconds is None or self.timer.per_token is not None:
             return
-        self.timer.calibrate(self.model.token_logprobs, self.ids, self.model.cfg.score_chunk)
+        self.timer.calibrate(self.model._validation_logprobs, self.ids,
+                             self.model.cfg.score_chunk)
         self.run.valid_seconds = self.timer.seconds
         self.model.module_.train()  # scoring left the module in eval mode
 
@@ -453,7 +472,6 @@ class TorchLM(LanguageModel):
         tr = self._trainer
         run, opt, batches, scaler = tr.run, tr.optimizer, tr.batches, tr.scaler
         net = torch.compile(module) if cfg.compile else module
-        v = len(vocab)
         seconds0 = run.seconds
         evals = _EvalPlan(self, run, valid, budget)
 
@@ -473,9 +491,7 @@ class TorchLM(LanguageModel):
             x, y, fresh = batches.next()
             if fresh:
                 run.carry = None
-            with self._autocast():
-                logits, carry = net(x, run.carry)
-            loss = F.cross_entropy(logits.float().reshape(-1, v), y.reshape(-1))
+            loss, carry = self._training_loss(net, x, y, run.carry)
             run.carry = _detach(carry)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -540,6 +556,21 @@ class TorchLM(LanguageModel):
             valid_seconds=run.valid_seconds,
         )
 
+    def _training_loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       carry: Any) -> tuple[torch.Tensor, Any]:
+        """The loss of one batch (``x``, ``y``: int64 ``(B, T)`` inputs and next tokens) and the
+        carry for the next batch.  Default: mean next-token cross-entropy in nats.  A family
+        trained on another objective (``hf-bert``'s masked LM) overrides only this."""
+        with self._autocast():
+            logits, carry = net(x, carry)
+        v = logits.shape[-1]
+        return F.cross_entropy(logits.float().reshape(-1, v), y.reshape(-1)), carry
+
+    def _validation_logprobs(self, ids: np.ndarray) -> np.ndarray:
+        """The per-token ln-probabilities whose mean a ``fit`` reports as ``valid_nll`` and
+        keeps the best weights by: ``token_logprobs``; ``hf-bert`` uses its pseudo scores."""
+        return self.token_logprobs(ids)
+
     def _bounded(self, budget: Budget, n_train: int) -> Budget:
         if self.cfg.max_epochs is not None:
             cap = int(self.cfg.max_epochs * n_train)
@@ -594,7 +625,8 @@ class TorchLM(LanguageModel):
         """Mean ln-loss (nats/token) of ``ids`` (a prefix of valid); with ``judge``, tracks the
         best weights and the plateau schedule (a cut final evaluation is not comparable with
         the full ones, so it does not judge)."""
-        nll = float(-timer.score(self.token_logprobs, np.asarray(ids, dtype=np.int64)).mean())
+        nll = float(-timer.score(self._validation_logprobs,
+                                 np.asarray(ids, dtype=np.int64)).mean())
         run.evals += 1
         if not judge:
             return nll
@@ -663,6 +695,56 @@ class TorchLM(LanguageModel):
         best = {k[5:]: torch.from_numpy(np.array(a)).to(self.device)
                 for k, a in arrays.items() if k.startswith("best/")}
         run.best_weights = best or None
+
+    # -- optional capability: fine-tuning with a classification head --------------------------
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the network takes (``None``: unbounded, as an RNN's)."""
+        return None
+
+    def fine_tune_classifier(
+        self,
+        texts: Sequence[np.ndarray],
+        labels: np.ndarray,
+        num_classes: int,
+        *,
+        budget: Budget,
+        vocab: Vocab | None = None,
+        valid: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+        seed: int = 0,
+        settings: FineTuneConfig | None = None,
+    ) -> FineTunedClassifier:
+        """:class:`~lmladder.api.FineTunable`: fine-tune a copy of the network (or, unfitted
+        and given ``vocab``, a fresh one) with a linear head over its pooled features.
+
+        Every text is read as ``boundary, text`` (cut to ``settings.max_len`` tokens and the
+        network's ``max_positions``, the *first* tokens kept), right-padded within a batch.  The
+        network's ``features(x, mask)`` gives its top states ``(B, T, H)``; the head reads the
+        mean over the text's positions concatenated with the last position's state (ULMFiT's
+        concat pooling, Howard & Ruder 2018, without the max).  All weights train with AdamW,
+        linear warm-up over the first ``settings.warmup`` of the budget, then linear decay to 0
+        (the BERT recipe); see :class:`FineTuneConfig`.  With ``valid``, the accuracy on it is
+        measured after every pass over the texts and at the end, and the best weights are kept
+        (these evaluations count in a time budget; the final one may overrun it by its own
+        duration, reported as ``valid_seconds``).  The model itself is never modified.
+        """
+        cfg = settings or FineTuneConfig()
+        body, vocab = self._classifier_body(vocab)
+        return _fine_tune(self, body, vocab, texts, labels, num_classes, budget=budget,
+                          valid=valid, seed=seed, cfg=cfg)
+
+    def _classifier_body(self, vocab: Vocab | None) -> tuple[torch.nn.Module, Vocab]:
+        if self.vocab_ is not None:
+            if vocab is not None and vocab != self.vocab_:
+                raise ValueError("fine_tune_classifier: vocab differs from the one the model was "
+                                 "fitted on; encode the texts with model.vocab_")
+            return copy.deepcopy(self._require_module()), self.vocab_
+        if vocab is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: pass vocab= to "
+                                 "fine-tune a freshly initialised network (no pre-training)")
+        torch.manual_seed(self.cfg.seed)  # the network fit() would start from
+        return self.build_module(len(vocab)).to(self.device), vocab
 
     # -- state API ---------------------------------------------------------------------------
 
@@ -795,3 +877,177 @@ class TorchLM(LanguageModel):
         if self.module_ is None:
             raise RuntimeError(f"{type(self).__name__} has a vocabulary but no module")
         return self.module_
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning with a classification head (the optional FineTunable capability)
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Hyperparameters of :meth:`TorchLM.fine_tune_classifier`.
+
+    ``lr`` is the peak AdamW learning rate (reached after ``warmup``, a fraction of the budget,
+    then decayed linearly to 0); ``batch_size`` texts per step; ``max_len`` input tokens per text
+    (the boundary included; also capped by the network's ``max_positions``); ``max_epochs`` an
+    extra limit in passes over the texts, so an unbounded budget still ends.
+    """
+
+    lr: float = 2e-3
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    max_len: int = 256
+    max_epochs: float = 10.0
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, "lr", self.lr > 0, "> 0")
+        require(self, "batch_size", self.batch_size >= 1, ">= 1")
+        require(self, "weight_decay", self.weight_decay >= 0, ">= 0")
+        require(self, "warmup", 0 <= self.warmup < 1, "in [0, 1)")
+        require(self, "max_len", self.max_len >= 2, ">= 2")
+        require(self, "max_epochs", self.max_epochs > 0, "> 0")
+        require(self, "grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None")
+
+
+class ClassifierNet(torch.nn.Module):
+    """``body`` (a language model's network with ``features(x, mask)`` and ``feature_size``) and
+    a linear head over [mean of the text's states, last text state]: ``forward(x (B, T) int64,
+    mask (B, T) bool) -> (B, num_classes)`` float logits."""
+
+    def __init__(self, body: torch.nn.Module, num_classes: int):
+        super().__init__()
+        self.body = body
+        self.head = torch.nn.Linear(2 * body.feature_size, num_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.body.features(x, mask).float()  # (B, T, H)
+        m = mask[..., None].to(h.dtype)
+        mean = (h * m).sum(1) / m.sum(1)  # (B, H)
+        last = h[torch.arange(len(x), device=x.device), mask.sum(1) - 1]  # (B, H)
+        return self.head(torch.cat([mean, last], dim=-1))
+
+
+class FineTunedClassifier:
+    """A fine-tuned :class:`ClassifierNet` (:class:`~lmladder.api.Classifier`); ``report`` says
+    what the fine-tuning did (``notes``: pre-trained or not, epochs, valid accuracy)."""
+
+    def __init__(self, net: ClassifierNet, batcher: _TextBatcher, autocast, report: FitReport):
+        self.net, self.batcher, self.autocast, self.report = net, batcher, autocast, report
+
+    @torch.no_grad()
+    def predict_logits(self, texts: Sequence[np.ndarray]) -> np.ndarray:
+        """float64 ``(len(texts), num_classes)`` class scores of ``texts`` (as in training)."""
+        self.net.eval()
+        texts = self.batcher.check(texts)
+        out = np.empty((len(texts), self.net.head.out_features), dtype=np.float64)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batched
+        size = 4 * self.batcher.batch_size
+        for i in range(0, len(order), size):
+            idx = order[i : i + size]
+            x, mask = self.batcher.batch(texts, idx)
+            with self.autocast():
+                out[idx] = self.net(x, mask).double().cpu().numpy()
+        return out
+
+
+class _TextBatcher:
+    """Texts (id arrays) -> right-padded ``(x, mask)`` batches: ``boundary, text[:max_len-1]``."""
+
+    def __init__(self, vocab: Vocab, max_len: int, batch_size: int, device: str):
+        self.vocab, self.max_len, self.batch_size, self.device = vocab, max_len, batch_size, device
+
+    def check(self, texts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [check_token_ids(t, len(self.vocab))[: self.max_len - 1] for t in texts]
+
+    def batch(self, texts: list[np.ndarray], idx) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [texts[i] for i in idx]
+        width = 1 + max(len(r) for r in rows)
+        x = np.full((len(rows), width), self.vocab.boundary_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        for r, ids in enumerate(rows):
+            x[r, 1 : 1 + len(ids)] = ids
+            mask[r, : 1 + len(ids)] = True
+        return (torch.from_numpy(x).to(self.device), torch.from_numpy(mask).to(self.device))
+
+
+def _fine_tune(model: TorchLM, body: torch.nn.Module, vocab: Vocab, texts, labels,
+               num_classes: int, *, budget: Budget, valid, seed: int,
+               cfg: FineTuneConfig) -> FineTunedClassifier:
+    """The fine-tuning loop of :meth:`TorchLM.fine_tune_classifier`."""
+    clock = Stopwatch()
+    pretrained = model.vocab_ is not None
+    limit = min(cfg.max_len, model.max_positions or cfg.max_len)
+    batcher = _TextBatcher(vocab, limit, cfg.batch_size, model.device)
+    texts = batcher.check(texts)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(texts) != len(labels) or not len(texts):
+        raise ValueError(f"fine_tune_classifier: {len(texts)} texts, {len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes})")
+    if valid is not None:
+        valid = (batcher.check(valid[0]), np.asarray(valid[1], dtype=np.int64))
+    torch.manual_seed(seed)
+    net = ClassifierNet(body, num_classes).to(model.device)
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    no_decay = [p for p in net.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    text_tokens = sum(len(t) for t in texts)
+    cap = int(cfg.max_epochs * text_tokens)
+    budget = Budget(tokens=cap if budget.tokens is None else min(cap, budget.tokens),
+                    steps=budget.steps, seconds=budget.seconds)
+    rng = np.random.default_rng(seed)
+    y_all = torch.from_numpy(labels).to(model.device)
+    tokens = steps = 0
+    order: list[int] = []
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    valid_seconds = 0.0
+    classifier = FineTunedClassifier(net, batcher, model._autocast, FitReport(0, 0, 0.0))
+
+    def evaluate() -> None:
+        nonlocal best, valid_seconds
+        start = clock()
+        acc = float(np.mean(classifier.predict_logits(valid[0]).argmax(1) == valid[1]))
+        valid_seconds += clock() - start
+        history.append({"step": steps, "tokens": tokens, "valid_accuracy": acc})
+        if best is None or acc > best[0]:
+            best = (acc, {k: t.detach().clone() for k, t in net.state_dict().items()})
+        net.train()
+
+    net.train()
+    while not budget.exhausted(tokens=tokens, steps=steps, seconds=clock()):
+        if not order:
+            if steps and valid is not None:
+                evaluate()
+            order = rng.permutation(len(texts)).tolist()
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        frac = budget.fraction(tokens=tokens, steps=steps, seconds=clock()) or 0.0
+        warm = min(1.0, (frac + 1e-12) / cfg.warmup) if cfg.warmup else 1.0
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * warm * max(0.0, 1.0 - frac)
+        x, mask = batcher.batch(texts, idx)
+        with model._autocast():
+            logits = net(x, mask)
+        loss = F.cross_entropy(logits.float(), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        steps += 1
+        tokens += int(mask.sum()) - len(idx)  # text tokens, the boundary not counted
+    if valid is not None and steps:
+        evaluate()
+        if best is not None and best[0] > history[-1]["valid_accuracy"]:
+            net.load_state_dict(best[1])
+    net.eval()
+    notes = {"pretrained": pretrained, "epochs": tokens / max(1, text_tokens),
+             "max_len": limit, "settings": dataclasses.asdict(cfg)}
+    if best is not None:
+        notes["best_valid_accuracy"] = best[0]
+    classifier.report = FitReport(train_tokens=tokens, steps=steps, seconds=clock(),
+                                  history=history, notes=notes, valid_seconds=valid_seconds)
+    return classifier

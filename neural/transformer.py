@@ -168,9 +168,21 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
         if cfg.tied:
             self.head.weight = self.wte.weight
+        self.feature_size = d
 
     def run(self, x: torch.Tensor, past: list[KV] | None = None
             ) -> tuple[torch.Tensor, list[KV]]:
+        h, cache = self.hidden(x, past)
+        return self.head(h), cache
+
+    def features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final LayerNorm's output ``(B, T, d)`` for ``x`` (B, T) (what the head reads).
+        Attention is causal, so right-padding (``mask`` False) cannot change the states of the
+        positions before it; ``mask`` is accepted and not needed."""
+        return self.hidden(x)[0]
+
+    def hidden(self, x: torch.Tensor, past: list[KV] | None = None
+               ) -> tuple[torch.Tensor, list[KV]]:
         t0 = 0 if past is None else past[0][0].shape[2]
         t = x.shape[1]
         if t0 + t > self.cfg.context:
@@ -186,7 +198,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             h, kv = block(h, rope, None if past is None else past[i])
             cache.append(kv)
-        return self.head(self.ln_f(h)), cache
+        return self.ln_f(h), cache
 
     def forward(self, x: torch.Tensor, carry: Any = None) -> tuple[torch.Tensor, None]:
         return self.run(x)[0], None
@@ -206,6 +218,10 @@ class TransformerLM(TorchLM):
 
     @property
     def seq_len(self) -> int:
+        return self.cfg.context
+
+    @property
+    def max_positions(self) -> int:
         return self.cfg.context
 
     def build_module(self, vocab_size: int) -> nn.Module:

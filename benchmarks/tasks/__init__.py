@@ -5,7 +5,9 @@ direction and chance level (so a report never guesses which way is better).  Bui
 listed in :data:`TASKS`; installed distributions add their own through the entry-point group
 ``lmladder.tasks`` (checked and, if broken, reported once and skipped, as models are).  A task
 reaches a model only through :class:`~lmladder.api.LanguageModel` (``token_logprobs``,
-``generate``, ``fit``), so every registered model can run every task.
+``generate``, ``fit``), so every registered model can run every task; fine-tuning tasks also use
+the optional :class:`~lmladder.api.FineTunable` capability and report models without it as
+"not applicable" (:class:`NotApplicable`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
     "cloze": "lmladder.tasks.cloze:Cloze",
     "rt-polarity": "lmladder.tasks.sentiment:RtPolarity",
     "movie-reviews": "lmladder.tasks.sentiment:MovieReviews",
+    "rt-polarity-finetune": "lmladder.tasks.finetune:RtPolarityFineTune",
+    "movie-reviews-finetune": "lmladder.tasks.finetune:MovieReviewsFineTune",
     "continuation": "lmladder.tasks.continuation:Continuation",
     "translation": "lmladder.tasks.translation:Translation",
 }
