@@ -158,7 +158,8 @@ _add("hf-bert", "lmladder.neural.bert:HFBertLM",
      smoke=dict(n_layer=2, n_head=2, n_embd=32, context=16, batch_size=8, warmup_steps=0,
                 lr=3e-3, dropout=0.0, max_epochs=None),
      n_layer=4, n_head=4, n_embd=256, context=128, dropout=0.1, batch_size=32, lr=1e-3,
-     weight_decay=0.1, warmup_steps=100, eval_tokens=2000)# fmt: on
+     weight_decay=0.1, warmup_steps=100, eval_tokens=2000)
+# fmt: on
 
 
 class UnknownNameError(KeyError):

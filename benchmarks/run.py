@@ -13,7 +13,8 @@ A matrix file::
     tasks = ["cloze"]           # optional: task scores for every cell (lmladder list tasks)
     fractions = [0.25, 1.0]     # optional: a learning curve, each share of the training data
 
-    [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens
+    [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens (the tokens
+                                # scored for top-k accuracy and a masked LM's pseudo-ppl)
     reset_at_boundary = false
     accuracy_tokens = 5000
 
@@ -74,7 +75,12 @@ from lmladder.results import (
     record_path,
     write_record,
 )
-from lmladder.scoring import metrics_from_logprobs, score_accuracy, score_split
+from lmladder.scoring import (
+    metrics_from_logprobs,
+    pseudo_perplexity,
+    score_accuracy,
+    score_split,
+)
 
 try:
     import tomllib
@@ -657,6 +663,10 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         metrics[split.name] = m.to_dict()
     metrics["test_accuracy"] = score_accuracy(
         model, data.test, policy=policy, max_tokens=matrix.scoring.accuracy_tokens
+    )
+    metrics["test_pseudo"] = pseudo_perplexity(  # masked LMs only; not comparable with ppl
+        model, data.test, data.vocab, policy=policy, name=cell.label,
+        max_tokens=matrix.scoring.accuracy_tokens,
     )
 
     sample, gen_tps = None, None

@@ -55,6 +55,8 @@ COLUMNS = {  # column title -> (path into the record, format)
     "test ppl": (("metrics", "test", "ppl"), "{:.2f}"),
     "test word ppl": (("metrics", "test", "word_ppl"), "{:.2f}"),
     "test bpc": (("metrics", "test", "bpc"), "{:.4f}"),
+    # a masked LM's pseudo-perplexity (both sides visible): never ranked against causal ppl
+    "test pseudo-ppl (MLM)": (("metrics", "test_pseudo", "pseudo_ppl"), "{:.2f}"),
     "top-1": (("metrics", "test_accuracy", "top1"), "{:.1%}"),
     "top-5": (("metrics", "test_accuracy", "top5"), "{:.1%}"),
     "trained tokens": (("fit", "train_tokens"), "{:,.0f}"),

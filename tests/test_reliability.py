@@ -388,3 +388,25 @@ def test_a_learning_curve_scales_the_budget(tmp_path):
     assert scaled_budget({"tokens": 1000, "steps": 3, "seconds": 8.0}, 0.25) == {
         "tokens": 250, "steps": 1, "seconds": 2.0}
     assert scaled_budget({"seconds": 8.0}, 1.0) == {"seconds": 8.0}
+
+
+def test_a_masked_lm_cell_records_its_pseudo_perplexity_apart(tmp_path):
+    path = write(tmp_path / "m.toml", """
+        [matrix]
+        datasets = ["synthetic"]
+        [scoring]
+        accuracy_tokens = 300
+        [[models]]
+        name = "hf-bert"
+        config = { n_layer = 1, n_head = 2, n_embd = 16, context = 8, batch_size = 8 }
+        budget = { steps = 5 }
+        [[models]]
+        name = "kn3"
+        """)
+    assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
+    records = {r["cell"]["model"]: r for r in load_records(tmp_path / "res")}
+    pseudo = records["hf-bert"]["metrics"]["test_pseudo"]
+    assert pseudo["tokens"] == 300 and 1 < pseudo["pseudo_ppl"] < 10 * 400
+    assert "not comparable" in pseudo["protocol"]
+    assert records["kn3"]["metrics"]["test_pseudo"] is None
+    assert "pseudo-ppl (MLM)" in (tmp_path / "res" / "report.html").read_text()
