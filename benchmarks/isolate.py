@@ -84,11 +84,11 @@ def run_in_child(
         target=_child_main, args=(child_end, work, args, memory_limit_mib), daemon=True
     )
     start = time.monotonic()
-    proc.start()
-    child_end.close()
     deadline = None if time_limit is None else start + time_limit
     outcome = None
     try:
+        proc.start()  # inside the try: Ctrl-C right after the fork must still kill the child
+        child_end.close()
         while outcome is None:
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
             if parent_end.poll(wait):
@@ -126,7 +126,9 @@ def run_in_child(
 
 
 def _kill(proc) -> None:
-    with contextlib.suppress(ProcessLookupError, AttributeError):
+    if proc.pid is None:  # never started
+        return
+    with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.join(10)
 

@@ -328,7 +328,12 @@ def test_ctrl_c_stops_the_cell_and_the_run_at_once(tmp_path):
     proc = subprocess.Popen(_cli("run", str(path), "--results", str(tmp_path / "res")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=tmp_path)
-    time.sleep(4)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 120
+    while children.exists() and not children.read_text().strip():  # until a cell is fitting
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1 if children.exists() else 4)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
