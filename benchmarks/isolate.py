@@ -81,7 +81,8 @@ def run_in_child(
     """
     parent_end, child_end = _context().Pipe(duplex=False)
     proc = _context().Process(
-        target=_child_main, args=(child_end, work, args, memory_limit_mib), daemon=True
+        target=_child_main, args=(child_end, work, args, memory_limit_mib, os.getpid()),
+        daemon=True,
     )
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
@@ -133,9 +134,9 @@ def _kill(proc) -> None:
     proc.join(10)
 
 
-def _child_main(conn, work, args, memory_limit_mib) -> None:
+def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
-    _die_with_parent()
+    _die_with_parent(parent)
     if memory_limit_mib is not None and resource is not None:
         limit = int(memory_limit_mib) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -148,15 +149,16 @@ def _child_main(conn, work, args, memory_limit_mib) -> None:
     conn.close()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """On Linux, ask the kernel to kill this child when its parent dies (a killed run must not
-    leave cells computing for nobody, holding their locks)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    leave cells computing for nobody, holding their locks and its output pipes)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def memory_error_message(limit_mib: int | None) -> str:
