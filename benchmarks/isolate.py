@@ -127,8 +127,11 @@ def run_in_child(
 
 
 def _kill(proc) -> None:
+    """Kill the cell's process and whatever it started (its process group)."""
     if proc.pid is None:  # never started
         return
+    with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
+        os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     proc.join(10)
@@ -136,6 +139,8 @@ def _kill(proc) -> None:
 
 def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpgid(0, 0)  # a group of its own, so a kill also reaches the workers it starts
     _die_with_parent(parent)
     if memory_limit_mib is not None and resource is not None:
         limit = int(memory_limit_mib) * 2**20
