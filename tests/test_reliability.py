@@ -325,9 +325,12 @@ def test_ctrl_c_stops_the_cell_and_the_run_at_once(tmp_path):
         config = { states = 64 }
         budget = { seconds = 120 }
         """)
+    # as from a terminal: a shell without job control starts background jobs (a CI runner's
+    # `.ci/run &`) with SIGINT ignored, which Python and this child would inherit
     proc = subprocess.Popen(_cli("run", str(path), "--results", str(tmp_path / "res")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=tmp_path)
+                            env=_env(), cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.monotonic() + 120
     while children.exists() and not children.read_text().strip():  # until a cell is fitting
