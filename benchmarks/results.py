@@ -37,6 +37,7 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -167,25 +168,34 @@ def scan_records(results_dir: str | Path) -> Scan:
     if not results_dir.is_dir():
         what = "is a file, not a results folder" if results_dir.exists() else "no such folder"
         raise FileNotFoundError(f"{results_dir}: {what}")
-    scan, newest = Scan(), {}
+    scan, records = Scan(), []
     for path in sorted(results_dir.rglob("*.json")):
         if not is_record_name(path) or not path.is_file():
             continue
         try:
-            record = read_record(path)
+            records.append(read_record(path))
         except RecordError as err:
             scan.unreadable.append(str(err))
-            continue
-        seen = newest.get(record["key"])
-        if seen is None or _date(record) >= _date(seen):
-            newest[record["key"]] = record
-    scan.records = sorted(newest.values(), key=lambda r: (r["cell"]["label"], r["cell"]["dataset"],
-                                                         r["cell"]["seed"], r["key"]))
+    scan.records = sorted(newest_per(records, lambda r: r["key"]),
+                          key=lambda r: (r["cell"]["label"], r["cell"]["dataset"],
+                                         r["cell"]["seed"], r["key"]))
     return scan
 
 
-def _date(record: dict) -> str:
+def record_date(record: dict) -> str:
+    """When a record was written (ISO 8601, UTC), or "" where it does not say."""
     return str(_section(record, "provenance").get("date") or "")
+
+
+def newest_per(records: Iterable[dict], key: Callable[[dict], object]) -> list[dict]:
+    """One record per ``key(record)``, the newest by :func:`record_date` (the later one on a
+    tie)."""
+    newest: dict = {}
+    for r in records:
+        k = key(r)
+        if k not in newest or record_date(r) >= record_date(newest[k]):
+            newest[k] = r
+    return list(newest.values())
 
 
 def _section(record: dict, name: str) -> dict:

@@ -29,7 +29,15 @@ import jinja2
 from lmladder.files import atomic_write
 from lmladder.reports import plots
 from lmladder.reports.plots import finite
-from lmladder.results import STATUSES, code_revision, identity, lmladder_version, scan_records
+from lmladder.results import (
+    STATUSES,
+    code_revision,
+    identity,
+    lmladder_version,
+    newest_per,
+    record_date,
+    scan_records,
+)
 
 
 class ReportError(ValueError):
@@ -83,10 +91,6 @@ def _get(record, path: Iterable[str]):
     return record
 
 
-def _date(record: dict) -> str:
-    return str(_get(record, ("provenance", "date")) or "")
-
-
 def _text(value) -> str:
     """A record value as one short line of text (JSON for containers)."""
     if isinstance(value, str):
@@ -115,16 +119,6 @@ def _seed_order(seed) -> tuple:
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
-def _newest_per(records: Iterable[dict], key: Callable[[dict], object]) -> list[dict]:
-    """One record per ``key``, the newest by provenance date (the later one on a tie)."""
-    newest = {}
-    for r in records:
-        k = key(r)
-        if k not in newest or _date(r) >= _date(newest[k]):
-            newest[k] = r
-    return list(newest.values())
-
-
 def _experiment(record: dict) -> tuple[str, str, int | str]:
     """What a record measured, whatever its matrix or label: identity, code revision, seed."""
     return identity(record), code_revision(record), record["cell"]["seed"]
@@ -133,7 +127,7 @@ def _experiment(record: dict) -> tuple[str, str, int | str]:
 def distinct(records: Iterable[dict]) -> list[dict]:
     """``records`` without repeats of one experiment and status (a cell run again under a
     renamed matrix or label has another key but measured the same thing); the newest is kept."""
-    return _newest_per(records, lambda r: (*_experiment(r), r["status"]))
+    return newest_per(records, lambda r: (*_experiment(r), r["status"]))
 
 
 # ---- rows: one experiment (identity and code revision), its seeds aggregated ------------------
@@ -200,7 +194,7 @@ def aggregate(records: list[dict]) -> list[Row]:
             for (ident, rev), rs in groups.items()]
     newest = {}
     for row in rows:
-        stamp = (max(_date(r) for r in row.records), row.revision)
+        stamp = (max(record_date(r) for r in row.records), row.revision)
         newest[row.identity] = max(newest.get(row.identity, stamp), stamp)
     for row in rows:
         row.current = newest[row.identity][1] == row.revision
