@@ -4,7 +4,8 @@
     lmladder list models|tasks|datasets|matrices
     lmladder task TASK MODEL [--dataset NAME] [--data-dir DIR] [--seconds S] [--json]
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
-                        [--threads N] [--time-limit S] [--memory-limit MIB] [--in-process]
+                        [--threads N] [--time-limit S] [--memory-limit MIB] [--max-seconds S]
+                        [--in-process]
     lmladder report RESULTS_DIR [-o FILE]
 
 Exit codes: 0 all cells fine, 1 some cell failed (or a forced rerun failed and kept the old
@@ -109,7 +110,7 @@ def _headline(result: dict) -> str:
 
 def _run(args) -> int:
     matrix = load_matrix(args.matrix)
-    limits = Limits(args.threads, args.time_limit, args.memory_limit)
+    limits = Limits(args.threads, args.time_limit, args.memory_limit, args.max_seconds)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise DataError(f"--data-dir {args.data_dir}: no such folder")
     select_cells(matrix, set(args.only) if args.only else None)
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-limit", type=_positive(float), metavar="S",
                      help="stop a cell after S seconds and record it as failed "
                      "(default: the matrix's, else 1800 or 2x its time budget + 600)")
+    run.add_argument("--max-seconds", type=_positive(float), metavar="S",
+                     help="cap every cell's training at S seconds (added to its budget, so "
+                          "capped cells are cells of their own)")
     run.add_argument("--memory-limit", type=_positive(int), metavar="MIB",
                      help="address-space limit of each cell's process, in MiB")
     run.add_argument("--in-process", action="store_true",

@@ -463,9 +463,13 @@ class Limits:
     threads: int | None = None
     time_limit: float | None = None
     memory_limit_mib: int | None = None
+    max_seconds: float | None = None  # caps every cell's training time (its budget's ``seconds``)
 
     def __post_init__(self) -> None:
         _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+        s = self.max_seconds
+        if s is not None and not (math.isfinite(s) and s > 0):
+            raise ValueError(f"max_seconds must be a positive number of seconds, got {s}")
 
 
 def tasks_module():
@@ -491,6 +495,16 @@ def scaled_budget(budget: dict, fraction: float) -> dict:
     return out
 
 
+def cell_budget(cell: Cell, limits: Limits = Limits()) -> dict:
+    """The cell's budget before scaling by its fraction, with the run's ``max_seconds`` cap (a
+    cap is part of the budget, hence of the cell's key and record)."""
+    budget = dict(cell.model.budget)
+    cap = limits.max_seconds
+    if cap is not None and budget.get("seconds", math.inf) > cap:
+        budget["seconds"] = int(cap) if float(cap).is_integer() else cap
+    return budget
+
+
 def cell_threads(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> int:
     chosen = limits.threads or cell.model.threads or matrix.spec.threads
     return auto_threads() if chosen == "auto" else int(chosen)
@@ -500,7 +514,7 @@ def cell_time_limit(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> fl
     chosen = limits.time_limit or cell.model.time_limit or matrix.spec.time_limit
     if chosen is not None:
         return float(chosen)
-    seconds = cell.model.budget.get("seconds")
+    seconds = cell_budget(cell, limits).get("seconds")
     return max(DEFAULT_TIME_LIMIT, 2 * seconds + 600) if seconds else DEFAULT_TIME_LIMIT
 
 
@@ -519,7 +533,7 @@ def describe_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> tupl
         "dataset": cell.dataset,
         "seed": cell.seed,
         "device": device,
-        "budget": cell.model.budget,
+        "budget": cell_budget(cell, limits),
         "scoring": dataclasses.asdict(matrix.scoring),
         "threads": cell_threads(matrix, cell, limits),
         "fraction": cell.fraction,
@@ -628,7 +642,7 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         overrides["seed"] = cell.seed
     model = registry.build(cell.model.name, overrides).to(device)
     _set_threads(threads)  # building the model may have imported torch just now
-    budget = build_config(Budget, scaled_budget(cell.model.budget, cell.fraction),
+    budget = build_config(Budget, scaled_budget(record["cell"]["budget"], cell.fraction),
                           where="budget")
     data = data.with_train_fraction(cell.fraction)
     policy = matrix.scoring.policy()

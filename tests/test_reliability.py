@@ -117,6 +117,35 @@ def test_threads_are_recorded_and_part_of_the_key(tmp_path):
     assert len(load_records(res)) == 2  # --threads 1 found the first run's cell
 
 
+def test_max_seconds_caps_every_cells_training_and_is_part_of_its_budget(tmp_path):
+    path = write(tmp_path / "m.toml", """
+        [matrix]
+        datasets = ["synthetic"]
+        devices = ["cpu"]
+        [[models]]
+        name = "hmm"
+        label = "endless EM"
+        budget = { steps = 100000 }
+        config = { states = 8, tol = 0.0, patience = 100000 }
+        [[models]]
+        name = "toy-uniform"
+        label = "short already"
+        budget = { seconds = 0.5 }
+        """)
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--results", str(res), "--no-report",
+                 "--max-seconds", "1.5"]) == 0
+    by_label = {r["cell"]["label"]: r for r in load_records(res)}
+    endless = by_label["endless EM"]
+    assert endless["cell"]["budget"] == {"steps": 100000, "seconds": 1.5}
+    assert endless["budget_used"]["seconds"] == 1.5
+    assert endless["fit"]["seconds"] <= 1.5 * 1.3
+    assert by_label["short already"]["cell"]["budget"] == {"seconds": 0.5}  # under the cap
+    assert main(["run", str(path), "--results", str(res), "--no-report",
+                 "--max-seconds", "1"]) == 0
+    assert len(load_records(res)) == 3  # a different cap makes "endless EM" a cell of its own
+
+
 def test_a_renamed_matrix_finds_its_finished_cells(tmp_path, capsys):
     body = '[matrix]\ndatasets = ["synthetic"]\n[[models]]\nname = "toy-uniform"\n'
     res = tmp_path / "res"
