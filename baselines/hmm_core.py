@@ -208,6 +208,7 @@ def log_prior(params: tuple[np.ndarray, ...], pseudo: tuple[float, ...]) -> floa
 class HMMBase(LanguageModel):
     """An HMM language model with float64 numpy parameters ``startprob_``, ``transmat_``,
     ``emissionprob_``; backends implement ``fit`` (and may override the scoring fast path)."""
+    family = "HMM"
 
     startprob_: np.ndarray | None = None
     transmat_: np.ndarray | None = None

@@ -99,6 +99,7 @@ class NGramLM(LanguageModel):
 
     devices = ("cpu",)
     revision = 1
+    family = "n-gram"
 
     def __init__(self, **config) -> None:
         super().__init__(**config)

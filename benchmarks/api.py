@@ -469,6 +469,9 @@ class LanguageModel(ABC):
     revision:
         Bump when a change alters what the model computes; results keyed on an older revision are
         re-run.
+    family:
+        The rung of the ladder the model belongs to ("n-gram", "HMM", "RNN", "Transformer"):
+        reports colour and group rows by it.
     closed_vocabulary:
         ``True`` when ``step`` returns a full distribution over the dataset vocabulary.  Open-
         vocabulary models (a pretrained model with its own tokenizer) score the dataset's tokens
@@ -478,6 +481,7 @@ class LanguageModel(ABC):
     Config: ClassVar[type]
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     revision: ClassVar[int] = 1
+    family: ClassVar[str] = "other"
     closed_vocabulary: ClassVar[bool] = True
 
     def __init__(self, **config: Any) -> None:

@@ -695,6 +695,7 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         model={
             "class": f"{klass.__module__}:{klass.__qualname__}",
             "revision": klass.revision,
+            "family": klass.family,
             "parameters": int(model.num_parameters()),
         },
         metrics=metrics,

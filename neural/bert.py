@@ -132,6 +132,7 @@ class BertNet(nn.Module):
 class HFBertLM(TorchLM):
     """A small BERT pre-trained with masked LM, answering the causal contract with a trailing
     ``[MASK]`` and offering pseudo-log-likelihood scores (see the module docs)."""
+    family = "Transformer"
 
     Config = HFBertConfig
     batching = "windows"

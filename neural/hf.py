@@ -231,6 +231,7 @@ class HFPretrainedLM(LanguageModel):
     Config = HFPretrainedConfig
     devices = ("cpu", "cuda", "mps")
     revision = 1
+    family = "Transformer"
     closed_vocabulary = False
 
     # -- loading --------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ class RNNNet(nn.Module):
 
 class RNNLM(TorchLM):
     """An RNN/GRU/LSTM language model trained by truncated BPTT (see the module docs)."""
+    family = "RNN"
 
     Config = RNNConfig
     batching = "stream"

@@ -212,6 +212,7 @@ class TransformerLM(TorchLM):
     ``(logits, per-layer KV cache)``, and ``head`` (the output layer, whose ``out_features`` sizes
     scoring batches) -- and the config needs ``context``.
     """
+    family = "Transformer"
 
     Config = TransformerConfig
     batching = "windows"

@@ -162,3 +162,15 @@ def test_register_a_class_at_run_time(data, monkeypatch):
         lmladder.register("kn5", NGramLM)
     with pytest.raises(TypeError, match="not a subclass"):
         lmladder.register("thing", dict)
+
+
+def test_every_built_in_model_names_its_family_and_records_resolve_it():
+    families = {name: registry.model_class(name).family for name in registry.models()
+                if registry.models()[name].origin == registry.BUILT_IN and not name.endswith(":")}
+    assert set(families.values()) <= {"n-gram", "HMM", "RNN", "Transformer"}, families
+    assert families["kn5"] == "n-gram" and families["hmm"] == "HMM"
+    assert families["gru"] == "RNN" and families["hf-gpt2"] == "Transformer"
+    old = {"model": {"class": "lmladder.baselines.ngram:NGramLM"}}  # written before the field
+    assert registry.family_of(old) == "n-gram"
+    assert registry.family_of({"model": {"class": "os:system"}}) == "other"  # never imported
+    assert registry.family_of({"model": {"class": "lmladder.gone:Nothing"}}) == "other"
