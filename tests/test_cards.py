@@ -1,0 +1,275 @@
+"""Model cards and the scoring protocol as prose (lmladder.reports.cards / .protocol).
+
+Cards are built from real records of a tiny in-process run (n-grams without some discounts, a
+small HMM) and from crafted variants; the protocol's worked example is checked against
+lmladder.scoring itself.
+"""
+
+import copy
+import math
+import re
+
+import numpy as np
+import pytest
+from markupsafe import Markup
+
+from lmladder.corpus import Split
+from lmladder.reports.cards import card_data, history_table, model_cards, thin
+from lmladder.reports.protocol import protocol_data, protocol_prose, worked_example
+from lmladder.results import load_records
+from lmladder.run import load_matrix, run_matrix
+from lmladder.scoring import LN2, metrics_from_logprobs
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> dict:
+    """Real records of one tiny run on the synthetic corpus, by label: add-one (no discounts),
+    absolute discounting (D1 only) and a 4-state HMM fitted for 3 EM steps."""
+    path = tmp_path_factory.mktemp("m") / "m.toml"
+    path.write_text(
+        '[matrix]\ndatasets = ["synthetic"]\n'
+        '[[models]]\nname = "laplace2"\nlabel = "Add-one 2"\n'
+        '[[models]]\nname = "ad3"\nlabel = "AD3"\n'
+        '[[models]]\nname = "hmm"\nlabel = "HMM 4"\nbudget = { steps = 3 }\n'
+        'config = { states = 4, threads = 1 }\n')
+    out = tmp_path_factory.mktemp("res")
+    run_matrix(load_matrix(str(path)), out)
+    found = {r["cell"]["label"]: r for r in load_records(out)}
+    assert set(found) == {"Add-one 2", "AD3", "HMM 4"}
+    assert all(r["status"] == "ok" for r in found.values())
+    return found
+
+
+def card(label, recs) -> str:
+    html = model_cards([(label, recs)])
+    assert isinstance(html, Markup)
+    return str(html)
+
+
+# ---- cards -------------------------------------------------------------------------------------
+
+
+def test_a_card_is_collapsed_and_shows_config_and_parameters(records):
+    r = records["AD3"]
+    html = card("AD3", [r])
+    assert html.count('<details class="card"') == 1 and "<details open" not in html
+    assert "<summary><b>AD3</b>" in html
+    params = f"{r['model']['parameters']:,}"
+    assert params in html and "parameters" in html
+    for key, value in r["cell"]["config"].items():
+        assert f"<th>{key}</th><td class=\"text\">" in html, key
+        assert str(value) in html
+    assert "n-gram" in html  # the family, from the record
+    assert r["provenance"]["git_commit"][:10] in html
+
+
+def test_no_none_in_ngram_cards_and_empty_discount_columns_left_out(records):
+    add_one, ad3 = card("Add-one 2", [records["Add-one 2"]]), card("AD3", [records["AD3"]])
+    for html in (add_one, ad3):
+        assert "None" not in html and "null" not in html
+    # add-one has no discounts at all, absolute discounting only D1
+    assert "<th>n-grams</th>" in add_one and "<th>D1</th>" not in add_one
+    assert "<th>D1</th>" in ad3 and "<th>D2</th>" not in ad3 and "<th>D3+</th>" not in ad3
+
+
+def test_a_partly_empty_table_never_prints_none(records):
+    r = copy.deepcopy(records["AD3"])
+    r["inspect"] = [{"title": "t", "columns": ["a", "b", "c"],
+                     "rows": [[1, None, None], [None, None, None], [2, "", 0.5]]}]
+    data = card_data("x", [r])["tables"]["tables"][0]
+    assert data["columns"] == ["a", "c"]  # b is empty in every row
+    assert len(data["rows"]) == 2  # the all-None row is left out
+    assert [c["text"] for c in data["rows"][0]] == ["1", "—"]
+    assert "None" not in card("x", [r])
+
+
+def test_hmm_cards_show_at_most_three_tables_with_text_left_aligned(records):
+    r = copy.deepcopy(records["HMM 4"])
+    assert r["inspect"], "the HMM records its state tables"
+    first = r["inspect"][0]
+    r["inspect"] = [{**first, "title": f"table {i}"} for i in range(5)]
+    html = card("HMM 4", [r])
+    shown = re.findall(r"<h4>table (\d)</h4>", html)
+    assert shown == ["0", "1", "2"]
+    assert "2 more tables in the result record" in html
+    # the top-words column is text: a class that the cards' stylesheet aligns left
+    words = re.findall(r'<td class="text">([^<]*\(0\.\d\d\)[^<]*)</td>', html)
+    assert words, "the top words are text cells"
+    assert re.search(r"\.card th,\.card td\.text\{text-align:left\}", html)
+    assert re.search(r"\.card td\{text-align:right", html)  # numbers stay right-aligned
+
+
+def test_fit_history_is_thinned_to_twenty_rows(records):
+    r = copy.deepcopy(records["HMM 4"])
+    r["fit"]["history"] = [{"step": i, "loss": 5.0 - i / 1000, "valid_nll": 5.1 - i / 1000}
+                           for i in range(500)]
+    table = history_table(r["fit"]["history"])
+    assert len(table["rows"]) == 20
+    steps = [row[0]["text"] for row in table["rows"]]
+    assert steps[0] == "0" and steps[-1] == "499"  # first and last kept
+    assert "20 of 500 validation points" in table["caption"]
+    html = card("HMM 4", [r])
+    body = html.split("Fit history", 1)[1].split("</table>", 1)[0]
+    assert body.count("<tr>") == 21  # header + 20 rows
+    assert thin(5, 20) == [0, 1, 2, 3, 4]
+    assert thin(101, 11) == list(range(0, 101, 10))
+
+
+def test_history_prefers_validation_points_and_moves_constant_columns(records):
+    history = [{"states": 4, "pass": i, "train_nll": 5.0 - i, "valid_nll": None} for i in range(5)]
+    history += [{"states": 4, "pass": 5 + i, "valid_nll": 3.0 - i / 10} for i in range(3)]
+    table = history_table(history)
+    assert len(table["rows"]) == 3  # only the points with a validation score
+    assert "states = 4 in every row" in table["caption"]
+    assert "states" not in table["columns"]
+    assert history_table([]) is None and history_table("not a list") is None
+
+
+def test_training_amount_and_stop_reason(records):
+    r = records["HMM 4"]
+    facts = dict(card_data("HMM 4", [r])["training"])
+    assert facts["budget"] == "3 steps"
+    assert "epoch" in facts["training tokens"]
+    assert facts["stopped by"] == r["fit"]["notes"]["stopped_by"]
+
+
+def test_several_seeds_show_the_first_and_say_how_many(records):
+    a = records["AD3"]
+    b = copy.deepcopy(a)
+    b["cell"]["seed"] = 1
+    html = card("AD3", [a, b])
+    assert "2 seeds (0, 1); the details below are seed 0" in html
+    assert html.count('<details class="card"') == 1
+
+
+def test_task_examples_and_sample_are_shown(records):
+    r = copy.deepcopy(records["AD3"])
+    r["tasks"] = {"translation": {"status": "ok", "bleu": 30.0, "samples": [
+        {"source": f"a man {i}", "reference": f"ein Mann {i}", "output": f"ein {i}"}
+        for i in range(5)]}}
+    html = card("AD3", [r])
+    assert "translation examples" in html and "3 of 5 examples kept" in html
+    assert "ein Mann 2" in html and "ein Mann 3" not in html
+    assert "<th>source</th><th>reference</th><th>output</th>" in html
+    assert "<pre>" in html  # the generated sample
+
+
+def test_everything_in_a_card_is_escaped(records):
+    r = copy.deepcopy(records["AD3"])
+    r["cell"]["config"][SCRIPT] = SCRIPT
+    r["sample"] = SCRIPT
+    r["inspect"][0]["title"] = SCRIPT
+    r["tasks"] = {SCRIPT: {"samples": [{SCRIPT: SCRIPT}]}}
+    html = card(SCRIPT, [r])
+    assert "<script>" not in html
+    assert html.count(ESCAPED) >= 5
+
+
+def test_cards_survive_records_of_unexpected_shape(records):
+    r = copy.deepcopy(records["AD3"])
+    r.update(model=7, fit="x", inspect={"a": 1}, tasks=[1], provenance=None, sample=5)
+    r["cell"]["config"] = "k=v"
+    html = card("odd", [r])
+    assert "odd" in html and "None" not in html
+    assert str(model_cards([])) == ""
+
+
+# ---- protocol prose ----------------------------------------------------------------------------
+
+
+def as_dataset(r, **changes):
+    r = copy.deepcopy(r)
+    r["dataset"].update(changes)
+    return r
+
+
+def test_prose_names_token_boundary_and_unk(records):
+    r = records["AD3"]
+    html = str(protocol_prose([r]))
+    assert "A token is one whitespace-separated word" in html
+    assert "each line ends with one &lt;eos&gt; token, which is predicted and counted" in \
+        html.replace("Each", "each")
+    assert "History carries across line boundaries" in html
+    assert "No &lt;unk&gt;" in html  # the synthetic corpus has none
+    ptb = as_dataset(r, name="ptb", unk="<unk>")
+    html = str(protocol_prose([ptb]))
+    assert "&lt;unk&gt; is an ordinary vocabulary word" in html
+    assert "predicted, scored and counted like any other token" in html
+    assert "first 5,000 tokens of the test split" in html or \
+        f"first {r['protocol']['accuracy_tokens']:,} tokens" in html
+    assert f"{r['dataset']['splits']['test']['tokens']:,}" in html  # split sizes in tokens
+
+
+def test_reset_and_window_are_said_in_words(records):
+    r = copy.deepcopy(records["AD3"])
+    r["protocol"].update(reset_at_boundary=True, window=64, stride=32)
+    html = str(protocol_prose([r]))
+    assert "Every line is scored on its own" in html
+    assert "W = 64" in html and "S = 32" in html and "W − S + 1 = 33" in html
+
+
+def test_worked_example_uses_the_scoring_module():
+    ex = worked_example("word", "<eos>", "<unk>")
+    assert ex["tokens"] == ["the", "<unk>", "sat", "<eos>"]
+    lp = ex["logprobs"]
+    # the same numbers through lmladder.scoring, and by hand
+    m = metrics_from_logprobs(lp, Split("x", np.arange(4), num_chars=14, num_words=4,
+                                        num_lines=1))
+    assert ex["metrics"] == m
+    assert math.isclose(m.ppl, math.exp(-lp.mean()))
+    assert math.isclose(m.bpc, -lp.sum() / LN2 / len("the <unk> sat\n"))
+    html = str(protocol_prose([{"dataset": {"name": "d", "level": "word", "boundary": "<eos>",
+                                            "unk": "<unk>"},
+                                "protocol": {"reset_at_boundary": False}}]))
+    assert f"{m.ppl:.4f}" in html and f"{m.bpc:.4f}" in html
+    assert "metrics_from_logprobs" in html
+    char = worked_example("char", "\n")
+    assert math.isclose(char["metrics"].ppl, math.exp(-char["logprobs"].mean()))
+    assert char["metrics"].bpc == pytest.approx(char["metrics"].bits_per_token)
+
+
+def test_two_levels_are_two_blocks_and_one_protocol_is_stated_once(records):
+    r = records["AD3"]
+    chars = as_dataset(r, name="tiny", level="char", boundary="\n", vocab_size=65)
+    twin = as_dataset(r, name="synthetic-twin")
+    data = protocol_data([r, chars, twin])
+    assert [g["datasets"] for g in data["groups"]] == [["synthetic", "synthetic-twin"],
+                                                        ["tiny"]]
+    html = str(protocol_prose([r, chars, twin]))
+    assert html.count('class="protocol-block"') == 2
+    assert "A token is one character of the text" in html
+    assert html.count("Worked example.") == 2  # one per token unit
+
+
+def test_prose_escapes_and_survives_odd_records(records):
+    r = as_dataset(records["AD3"], name=SCRIPT)
+    html = str(protocol_prose([r]))
+    assert "<script>" not in html and ESCAPED in html
+    odd = str(protocol_prose([{"dataset": [1], "protocol": "p"}, {}, "not a record"]))
+    assert "No result record describes its dataset" in odd
+
+
+def test_the_page_can_include_the_protocol_template_with_its_prose():
+    """render.py includes protocol.html.j2 as a section: ``data.prose`` (markup from
+    protocol_prose) is placed as is, the recorded settings are the fallback."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("lmladder.reports", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.get_template("protocol.html.j2")
+    prose = protocol_prose([{"dataset": {"name": "d", "level": "word", "boundary": "<eos>"},
+                             "protocol": {}}])
+    page = template.render(data={"prose": prose, "rows": [], "doc": ""})
+    assert 'class="protocol-block"' in page and "&amp;lt;" not in page  # not escaped twice
+    page = template.render(data={"prose": None, "rows": [["window = 8", SCRIPT]], "doc": "d"})
+    assert "window = 8" in page and ESCAPED in page and "<pre>d</pre>" in page
+
+
+def test_card_ids_are_unique(records):
+    r = records["AD3"]
+    html = str(model_cards([("AD3", [r]), ("AD3", [r])]))
+    ids = re.findall(r'<details class="card" id="([^"]+)"', html)
+    assert len(ids) == 2 and len(set(ids)) == 2
