@@ -7,7 +7,11 @@
                         [--threads N] [--time-limit S] [--memory-limit MIB] [--max-seconds S]
                         [--in-process]
     lmladder report RESULTS_DIR [-o FILE]
+    lmladder report --compare RUN_A RUN_B [-o FILE]
 
+While a matrix runs, each cell shows one line: its training bar ("12.5 s / 15 s",
+"120k / 500k tokens", "30 / 150 steps"), then the step it is in (scoring valid, scoring test,
+a task ...); where stderr is not a terminal, each step is a line of its own.
 Exit codes: 0 all cells fine, 1 some cell failed (or a forced rerun failed and kept the old
 record), 2 bad input, 130 interrupted (finished cells are kept; run again to continue where it
 stopped).  Every error is one line on stderr; ``-v`` adds the traceback of an unexpected one.
@@ -18,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -30,13 +36,18 @@ from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
 from lmladder.results import RecordError
 from lmladder.run import (
+    MATRIX_DIR,
     Limits,
     MatrixError,
+    Phase,
     ResultsError,
+    cell_budget,
     list_matrices,
     load_matrix,
     prepare_results_dir,
+    read_matrix_section,
     run_matrix,
+    scaled_budget,
     select_cells,
 )
 
@@ -65,34 +76,166 @@ def _list(what: str) -> int:
         for name, help_ in DATASET_HELP.items():
             print(f"{name:<18} {help_}")
     else:
-        for name in list_matrices():
-            print(f"{name:<18} {load_matrix(name).spec.description}")
+        _list_matrices()
     return 0
 
 
-class _FitBar:
-    """A tqdm bar fed by a model's progress callback."""
+def _list_matrices() -> None:
+    """Each shipped matrix with its expected time and description, from the ``[matrix]`` tables
+    alone (no model is imported, so this is instant); a broken file is listed as unreadable."""
+    rows = []
+    for name in list_matrices():
+        try:
+            spec = read_matrix_section(name)
+        except MatrixError as err:
+            reason = _one_line(err).removeprefix(f"{MATRIX_DIR / name}.toml: ")
+            rows.append((name, f"(unreadable: {reason})", ""))
+            continue
+        rows.append((name, spec.expected_time or "(time not stated)", spec.description))
+    name_width = max((len(r[0]) for r in rows), default=0)
+    time_width = max((len(r[1]) for r in rows if r[2]), default=0)
+    for name, expected, description in rows:
+        line = f"{name:<{name_width}}  {expected:<{time_width}}  {description}" if description \
+            else f"{name:<{name_width}}  {expected}"
+        print(line.rstrip())
 
-    def __init__(self, label: str):
-        self.label = label
-        self.bar: tqdm | None = None
 
-    def __call__(self, p: Progress) -> None:
+SECONDS_UNITS = ("s", "sec", "second", "seconds")
+
+
+def format_amount(value: float, unit: str) -> str:
+    """``value`` of ``unit`` for a person: seconds as "12.5 s", "2 min 05 s", "1 h 02 min"; counts
+    as "950 steps", "12.5k tokens", "1.2M tokens" (3 significant digits); ``unit`` "" gives the
+    number alone."""
+    if unit in SECONDS_UNITS:
+        return _duration(value)
+    return f"{_count(value)} {unit}" if unit else _count(value)
+
+
+def format_progress(done: float, total: float | None, unit: str,
+                    elapsed: float | None = None) -> str:
+    """How far a bounded piece of work is, "12.5 s / 15 s" or "120k / 500k tokens"; open-ended
+    work (``total`` None) reads "3.4k tokens, 12.5 s elapsed" (``elapsed`` in seconds)."""
+    seconds = unit in SECONDS_UNITS
+    if total is None:
+        if seconds:
+            return f"{_duration(done)} elapsed"
+        amount = format_amount(done, unit)
+        return amount if elapsed is None else f"{amount}, {_duration(elapsed)} elapsed"
+    if seconds:
+        return f"{_duration(done)} / {_duration(total)}"
+    return f"{_count(done)} / {_count(total)}" + (f" {unit}" if unit else "")
+
+
+def _duration(seconds: float) -> str:
+    """Seconds with one decimal below a minute (a trailing ".0" dropped), then whole seconds or
+    minutes: "12.5 s", "15 s", "2 min 05 s", "3 min", "1 h 02 min"."""
+    seconds = float(seconds)
+    if not math.isfinite(seconds):  # a broken clock or event must not break the bar
+        return "? s"
+    seconds = max(0.0, seconds)
+    tenths = round(seconds, 1)
+    if tenths < 60:
+        return f"{tenths:.1f}".removesuffix(".0") + " s"
+    whole = round(seconds)
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min" + (f" {rest:02d} s" if rest else "")
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h" + (f" {rest // 60:02d} min" if rest // 60 else "")
+
+
+def _count(value: float) -> str:
+    """A count with 3 significant digits and k/M/B above a thousand: "950", "12.5k", "1.2M"."""
+    value = float(value)
+    if not math.isfinite(value):
+        return "?"
+    if abs(value) < 1000:
+        return str(round(value)) if value == round(value) else f"{value:.3g}"
+    for suffix, scale in (("k", 1e3), ("M", 1e6), ("B", 1e9)):
+        text = f"{value / scale:.3g}"
+        if abs(float(text)) < 1000:  # 999,950 is "1M", not "1e+03k"
+            return text + suffix
+    return f"{value / 1e12:,.0f}T"
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` padded to ``width`` characters, or cut to ``width`` with an ellipsis."""
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
+LABEL_CAP = 48  # characters; longer labels are cut with an ellipsis in console columns
+
+
+class _AmountBar(tqdm):
+    """A tqdm bar whose numbers are our own text (``amount``): "12.5 s / 15 s", not floats."""
+
+    amount = ""
+
+    @property
+    def format_dict(self):
+        return {**super().format_dict, "amount": self.amount}
+
+
+BOUNDED = "{desc}: {percentage:3.0f}%|{bar}| {amount}{postfix}"
+OPEN_ENDED = "{desc}: {amount}{postfix}"
+
+
+class _CellBar:
+    """One cell's line while it runs, fed by its callback: the fit's ``Progress`` (a bar with
+    units) and the cell's ``Phase`` events (the step it is in).  Where stderr is no terminal (a
+    log, CI), tqdm draws nothing, so each phase is written as a line instead.
+
+    ``seconds`` is the cell's time budget, if any: a model that reports open-ended progress
+    (EM iterations with no step limit) still gets a time bar, "26 steps, 2.9 s / 3 s"."""
+
+    def __init__(self, label: str, seconds: float | None = None):
+        self.label = clip(label, LABEL_CAP).rstrip()
+        self.seconds = seconds
+        self.bar: _AmountBar | None = None
+        self.start = self.fit_start = time.monotonic()
+
+    def _bar(self) -> _AmountBar:
         if self.bar is None:
-            self.bar = tqdm(
-                total=p.total,
-                desc=f"  fit {self.label}",
-                unit=p.unit,
-                leave=False,
-                dynamic_ncols=True,
-                disable=None,
-            )
-        if p.total is not None and self.bar.total != p.total:
-            self.bar.total = p.total
-        self.bar.n = p.done
-        if p.metrics:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in p.metrics.items()}, refresh=False)
-        self.bar.refresh()
+            self.bar = _AmountBar(desc=f"  {self.label}", leave=False, dynamic_ncols=True,
+                                  disable=None, bar_format=OPEN_ENDED)
+        return self.bar
+
+    def __call__(self, event: Progress | Phase) -> None:
+        bar = self._bar()
+        if isinstance(event, Phase):
+            if event.name == "fit":
+                self.fit_start = time.monotonic()
+            self._phase(bar, event)
+            return
+        elapsed = time.monotonic() - self.fit_start
+        if event.total is None and self.seconds:  # count what it did, bar what the clock allows
+            bar.bar_format = BOUNDED
+            bar.total, bar.n = self.seconds, min(elapsed, self.seconds)
+            bar.amount = (f"{format_amount(event.done, event.unit)}, "
+                          f"{format_progress(elapsed, self.seconds, 'seconds')}")
+        else:
+            bar.bar_format = OPEN_ENDED if event.total is None else BOUNDED
+            bar.total, bar.n = event.total, event.done
+            bar.amount = format_progress(event.done, event.total, event.unit, elapsed)
+        bar.set_description_str(f"  {self.label}: fit", refresh=False)
+        if event.metrics:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in event.metrics.items()}, refresh=False)
+        bar.refresh()
+
+    def _phase(self, bar: _AmountBar, phase: Phase) -> None:
+        in_cell = _duration(time.monotonic() - self.start)
+        if bar.disable:
+            tqdm.write(f"    {self.label}: {phase.name} (step {phase.step + 1} of {phase.steps}, "
+                       f"{in_cell} into the cell)", file=sys.stderr)
+            return
+        bar.bar_format = BOUNDED
+        bar.total = phase.steps
+        bar.n = phase.step
+        bar.set_description_str(f"  {self.label}: {phase.name}", refresh=False)
+        bar.amount = f"step {phase.step + 1} of {phase.steps}, {in_cell} into the cell"
+        bar.set_postfix_str("", refresh=False)
+        bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -113,25 +256,34 @@ def _run(args) -> int:
     limits = Limits(args.threads, args.time_limit, args.memory_limit, args.max_seconds)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise DataError(f"--data-dir {args.data_dir}: no such folder")
-    select_cells(matrix, set(args.only) if args.only else None)
+    todo = select_cells(matrix, set(args.only) if args.only else None)
     results = prepare_results_dir(args.results or Path("results") / matrix.name)
     print(f"lmladder: matrix {matrix.name} ({matrix.path}) -> {results}/", file=sys.stderr)
-    bars: list[_FitBar] = []
+    # columns as wide as the matrix's longest label (capped), so every cell's line aligns
+    label_width = min(LABEL_CAP, max(len(_cell_name(c)) for c in todo))
+    dataset_width = min(LABEL_CAP, max(len(c.dataset) for c in todo))
+    bars: list[_CellBar] = []
+    skipped_cells: dict[str, list[str]] = {}  # skip reason -> the cells it skipped
+    current: dict = {}  # the running cell's time budget, for its bar
     outer = tqdm(desc="cells", unit="cell", dynamic_ncols=True, disable=None)
 
     def start(cell, i, n):
         outer.total = n
         outer.n = i
-        outer.set_postfix_str(f"{cell.label} / {cell.dataset}")
+        outer.set_postfix_str(f"{clip(_cell_name(cell), LABEL_CAP).rstrip()} / {cell.dataset}")
         outer.refresh()
+        budget = scaled_budget(cell_budget(cell, limits), cell.fraction)
+        current["seconds"] = budget.get("seconds")
 
     def end(cell, record):
         for b in bars:
             b.close()
         bars.clear()
         m = record.get("metrics", {}).get("test")
-        share = "" if cell.fraction == 1 else f" ({cell.fraction:g} of train)"
-        what = f"{cell.label + share:<22} {cell.dataset:<16}"
+        what = f"{clip(_cell_name(cell), label_width)} {clip(cell.dataset, dataset_width)}"
+        if record["status"] == "skipped":
+            skipped_cells.setdefault(record["error"]["message"], []).append(
+                f"{_cell_name(cell)} on {cell.dataset}")
         if record["status"] == "ok":
             tasks_done = ", ".join(f"{name} {_headline(t)}"
                                    for name, t in (record.get("tasks") or {}).items())
@@ -142,7 +294,7 @@ def _run(args) -> int:
             tqdm.write(f"  {record['status']:<7} {what} {first}")
 
     def factory(label):
-        bar = _FitBar(label)
+        bar = _CellBar(label, current.get("seconds"))
         bars.append(bar)
         return bar
 
@@ -178,8 +330,7 @@ def _run(args) -> int:
         f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
         file=sys.stderr,
     )
-    for s in summary.skipped:
-        print(f"skipped: {s}", file=sys.stderr)
+    _print_skipped(summary.skipped, skipped_cells)
     for f in summary.failed:
         print(f"FAILED: {f}", file=sys.stderr)
     for k in summary.kept:
@@ -194,12 +345,53 @@ def _run(args) -> int:
     return 1 if summary.failed else 0
 
 
+def _cell_name(cell) -> str:
+    """A cell's label as the console shows it, with its share of the training data."""
+    return cell.label + ("" if cell.fraction == 1 else f" ({cell.fraction:g} of train)")
+
+
+def _print_skipped(lines: list[str], by_reason: dict[str, list[str]]) -> None:
+    """One line per cause of skipped cells (twelve cells skipped for a missing corpus are one
+    line naming them, then the reason once), then the skipped tasks one by one."""
+    for reason, names in by_reason.items():
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        cells_ = "1 cell" if len(names) == 1 else f"{len(names)} cells"
+        print(f"skipped: {cells_} ({shown}): {reason}", file=sys.stderr)
+    for line in lines:
+        if not any(line.endswith(f": {reason}") for reason in by_reason):
+            print(f"skipped: {line}", file=sys.stderr)
+
+
 def _report(args) -> int:
+    if args.compare:
+        return _compare(args)
+    if args.results_dir is None:
+        raise ResultsError("report needs RESULTS_DIR, or --compare RUN_A RUN_B")
     from lmladder.reports.render import render_report
 
     results = Path(args.results_dir)
     out = render_report(results, Path(args.output) if args.output else results / "report.html")
     print(f"report: {out.resolve()}")
+    return 0
+
+
+def _compare(args) -> int:
+    """``report --compare RUN_A RUN_B``: a side-by-side page of two results folders."""
+    if args.results_dir is not None:
+        raise ResultsError("give RESULTS_DIR or --compare RUN_A RUN_B, not both")
+    run_a, run_b = (Path(p) for p in args.compare)
+    for run in (run_a, run_b):
+        if not run.is_dir():
+            raise ResultsError(f"--compare {run}: no such results folder")
+    try:  # only here: a report of one folder never needs it
+        from lmladder.reports.compare import render_compare
+    except ModuleNotFoundError as err:
+        if err.name != "lmladder.reports.compare":
+            raise
+        raise ResultsError("report --compare is not available in this lmladder "
+                           "(lmladder.reports.compare is missing)") from None
+    out = render_compare(run_a, run_b, Path(args.output) if args.output else run_b / "compare.html")
+    print(f"report: {Path(out).resolve()}")
     return 0
 
 
@@ -295,9 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--seconds", type=_positive(float), help="fit budget: wall-clock seconds")
     task.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
-    rep = sub.add_parser("report", help="render the HTML report of a results folder")
-    rep.add_argument("results_dir")
-    rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html)")
+    rep = sub.add_parser("report", help="render the HTML report of a results folder, or "
+                         "compare two")
+    rep.add_argument("results_dir", nargs="?", help="a results folder (lmladder run --results)")
+    rep.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                     help="a side-by-side page of two results folders, with per-metric ratios")
+    rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html, or "
+                     "RUN_B/compare.html with --compare)")
     return p
 
 

@@ -12,6 +12,8 @@ A matrix file::
     memory_limit_mib = 8192     # optional: address-space limit of one cell's process
     tasks = ["cloze"]           # optional: task scores for every cell (lmladder list tasks)
     fractions = [0.25, 1.0]     # optional: a learning curve, each share of the training data
+    expected_time = "5 min on 2 CPU cores"  # optional: how long a whole run takes, as measured
+                                # (or "estimate ..."); shown by ``lmladder list matrices``
 
     [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens (the tokens
                                 # scored for top-k accuracy and a masked LM's pseudo-ppl)
@@ -39,7 +41,12 @@ fitted, scored on valid and test, timed and written as one JSON record (see
 :mod:`lmladder.results`) by a child process of its own (:mod:`lmladder.isolate`), under a lock
 that concurrent runs of the same folder respect.  A cell whose record exists with status ``ok``
 is skipped unless ``force``; a forced rerun that fails keeps the ok record and writes the failed
-attempt beside it.  Failures are recorded and the run goes on.
+attempt beside it.  Failures are recorded and the run goes on.  While a cell runs, its callback
+receives the fit's :class:`~lmladder.api.Progress` events and a :class:`Phase` as each of its
+steps starts (fit, scoring valid and test, accuracy, generation, each task), through the same pipe.
+
+``expected_time`` is read, with the rest of ``[matrix]`` and nothing else, by
+:func:`read_matrix_section`, so ``lmladder list matrices`` imports no model.
 """
 
 from __future__ import annotations
@@ -62,7 +69,14 @@ import numpy as np
 
 from lmladder import isolate, registry, timing
 from lmladder._version import __version__
-from lmladder.api import Budget, ConfigError, ContextPolicy, Progress, build_config
+from lmladder.api import (
+    Budget,
+    ConfigError,
+    ContextPolicy,
+    Progress,
+    build_config,
+    supports_pseudo_logprobs,
+)
 from lmladder.corpus import SPLITS
 from lmladder.data import DATASETS, DataError, DataNotFoundError, load_dataset
 from lmladder.files import remove_orphans
@@ -119,9 +133,11 @@ class MatrixSection:
     memory_limit_mib: int | None = None
     tasks: tuple[str, ...] = ()
     fractions: tuple[float, ...] = (1.0,)
+    expected_time: str | None = None  # free text, one line: "about 5 min on 2 CPU cores"
 
     def __post_init__(self) -> None:
         _check_fractions(self.fractions)
+        _check_expected_time(self.expected_time)
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks lists a task twice: {list(self.tasks)}")
         for key in ("datasets", "seeds", "devices"):
@@ -139,6 +155,18 @@ class MatrixSection:
                     f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps"
                 )
         _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+
+
+def _check_expected_time(text: str | None) -> None:
+    """``expected_time`` is shown on one line of ``lmladder list matrices``: short, printable."""
+    if text is None:
+        return
+    if not text.strip():
+        raise ValueError("expected_time is empty; leave it out if the time is not known")
+    if len(text) > 80:
+        raise ValueError(f"expected_time is {len(text)} characters long; keep it under 80")
+    if not text.isprintable():
+        raise ValueError(f"expected_time {text!r} holds control characters (a newline, a tab, ...)")
 
 
 def _check_fractions(fractions: tuple[float, ...] | None) -> None:
@@ -250,6 +278,20 @@ def resolve_matrix(name_or_path: str) -> Path:
 
 def list_matrices() -> list[str]:
     return sorted(p.stem for p in MATRIX_DIR.glob("*.toml"))
+
+
+def read_matrix_section(name_or_path: str) -> MatrixSection:
+    """Only the ``[matrix]`` table of a matrix file, checked as :func:`load_matrix` checks it.
+
+    Fast and light (no model, dataset or task is looked up, so torch is not imported): for
+    listings such as ``lmladder list matrices``.  A file that cannot be read or parsed, or whose
+    ``[matrix]`` table is wrong, raises :class:`MatrixError` naming the file."""
+    path = resolve_matrix(name_or_path)
+    raw = _read_toml(path)
+    try:
+        return build_config(MatrixSection, _table(raw, "matrix", path), where=f"{path}: [matrix]")
+    except ConfigError as err:
+        raise MatrixError(str(err)) from None
 
 
 def _read_toml(path: Path) -> dict:
@@ -544,7 +586,22 @@ def describe_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> tupl
     return desc, cell_key(keyed, code)
 
 
-FitCallbackFactory = Callable[[str], Callable[[Progress], None] | None]
+@dataclass(frozen=True)
+class Phase:
+    """A cell's progress outside training: it starts ``name`` ("fit", "scoring test",
+    "task cloze", ...), step ``step`` (from 0) of the cell's ``steps``.
+
+    Sent through the same callback as the fit's :class:`~lmladder.api.Progress` events (for an
+    isolated cell, the same pipe), so the command line can say what a cell is doing during the
+    minutes a big cell spends scoring and running tasks."""
+
+    name: str
+    step: int
+    steps: int
+
+
+# The callback of a cell receives the fit's Progress events and the cell's Phase events.
+FitCallbackFactory = Callable[[str], Callable[[Progress | Phase], None] | None]
 
 
 def run_cell(
@@ -655,11 +712,22 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         "token": "word + one <eos> per line" if data.level == "word" else "character",
         "unk": data.vocab.unk,
     }
+    # the cell's steps, announced as each starts (the fit also reports its own progress)
+    steps = ["fit", *(f"scoring {s.name}" for s in (data.valid, data.test)), "top-k accuracy"]
+    steps += ["pseudo-perplexity"] if supports_pseudo_logprobs(model) else []
+    steps += ["generating"] if model.closed_vocabulary else []
+    steps += [f"task {name}" for name in record["cell"]["tasks"]]
+
+    def phase(name: str) -> None:
+        if fit_callback is not None:
+            fit_callback(Phase(name, steps.index(name), len(steps)))
+
     np.random.seed(cell.seed)
     rss_start = timing.rss_mib()
     timing.reset_peak_rss()
     timing.reset_device_peak(device)
 
+    phase("fit")
     t0 = time.perf_counter()
     report = model.fit(
         data.train.ids, data.vocab, budget=budget, valid=data.valid.ids, callback=fit_callback
@@ -670,14 +738,18 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
 
     metrics, times = {}, {"fit_s": fit_s, "valid_in_fit_s": report.valid_seconds}
     for split in (data.valid, data.test):
+        phase(f"scoring {split.name}")
         t0 = time.perf_counter()
         m, _ = score_split(model, split, data.vocab, policy=policy, name=cell.label)
         timing.synchronize(device)
         times[f"score_{split.name}_s"] = time.perf_counter() - t0
         metrics[split.name] = m.to_dict()
+    phase("top-k accuracy")
     metrics["test_accuracy"] = score_accuracy(
         model, data.test, policy=policy, max_tokens=matrix.scoring.accuracy_tokens
     )
+    if "pseudo-perplexity" in steps:
+        phase("pseudo-perplexity")
     metrics["test_pseudo"] = pseudo_perplexity(  # masked LMs only; not comparable with ppl
         model, data.test, data.vocab, policy=policy, name=cell.label,
         max_tokens=matrix.scoring.accuracy_tokens,
@@ -685,6 +757,7 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
 
     sample, gen_tps = None, None
     if model.closed_vocabulary:
+        phase("generating")
         t0 = time.perf_counter()
         ids = model.generate(data.test.ids[:0], GENERATE_TOKENS, seed=cell.seed)
         times["generate_s"] = time.perf_counter() - t0
@@ -715,10 +788,11 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         inspect=model.inspect(),
         sample=sample,
     )
-    record["tasks"] = {
-        name: _run_task(name, model, data, budget, data_dir, cell, overrides, device)
-        for name in record["cell"]["tasks"]
-    }
+    record["tasks"] = {}
+    for name in record["cell"]["tasks"]:
+        phase(f"task {name}")
+        record["tasks"][name] = _run_task(name, model, data, budget, data_dir, cell, overrides,
+                                          device)
 
 
 def _run_task(name, model, data, budget, data_dir, cell, overrides, device) -> dict:
