@@ -1,22 +1,33 @@
-"""Render a folder of result records into one self-contained HTML page.
+"""Render a folder of result records into one self-contained HTML page, with exports beside it.
 
 The report only reads records (:mod:`lmladder.results`) -- it computes nothing but means and
-spreads over seeds.  It is a list of sections; each is a function ``records -> Section | None``
-that returns plain data (strings, numbers, lists, dicts) and names the Jinja template that turns
-it into markup, so a new kind of content is one function appended to :data:`SECTIONS` and one
-template in ``templates/``.  Templates are rendered with autoescape on and nothing that comes
-from a record is ever marked safe.
+spreads over seeds, and ratios between numbers already recorded.  It is a list of sections; each
+is a function ``Context -> Section | None`` that returns plain data (strings, numbers, lists,
+dicts) and names the Jinja template that turns it into markup, so a new kind of content is one
+function appended to :data:`SECTIONS` and one template in ``templates/``.  Templates are rendered
+with autoescape on; the only markup not escaped is what lmladder itself produced (the plots'
+SVG, the model cards and protocol prose of their own modules), wrapped in ``Markup`` here.
 
 Rows are experiments, not labels: records are grouped by :func:`~lmladder.results.identity`
 (model, config, budget, dataset, device, scoring, threads) and by code revision, and only the
 seeds of one group are averaged.  For each identity the revision with the newest record is the
 current one; the others are listed apart as older code.  Two identities that share a label are
 told apart by the settings that differ between them.
+
+Beside the user's rows a leaderboard shows *reference rows* (records shipped under
+``reports/reference/``, same dataset and vocabulary only, never averaged with the user's) and
+*literature rows* (published figures from ``anchors.toml``).  Every row says how much it trained
+and whether it converged (:func:`training`); rows that did not are flagged everywhere.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import json
+import logging
+import math
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -25,8 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from lmladder.files import atomic_write
+from lmladder.registry import family_of
 from lmladder.reports import plots
 from lmladder.reports.plots import finite
 from lmladder.results import (
@@ -65,6 +78,7 @@ COLUMNS = {  # column title -> (path into the record, format)
     "test bpc": (("metrics", "test", "bpc"), "{:.4f}"),
     # a masked LM's pseudo-perplexity (both sides visible): never ranked against causal ppl
     "test pseudo-ppl (MLM)": (("metrics", "test_pseudo", "pseudo_ppl"), "{:.2f}"),
+    "valid nll": (("metrics", "valid", "nll"), "{:.4f}"),
     "top-1": (("metrics", "test_accuracy", "top1"), "{:.1%}"),
     "top-5": (("metrics", "test_accuracy", "top5"), "{:.1%}"),
     "trained tokens": (("fit", "train_tokens"), "{:,.0f}"),
@@ -75,8 +89,18 @@ COLUMNS = {  # column title -> (path into the record, format)
     "valid in fit s": (("fit", "valid_seconds"), "{:.1f}"),
     "peak RSS MiB": (("memory", "rss_peak_mib"), "{:,.0f}"),
 }
-LOWER_IS_BETTER = {"valid ppl", "test ppl", "test word ppl", "test bpc"}
+LOWER_IS_BETTER = {"valid ppl", "test ppl", "test word ppl", "test bpc", "valid nll"}
 HIGHER_IS_BETTER = {"top-1", "top-5", "train tok/s", "score tok/s", "generate tok/s"}
+# Only these measure how good a model is; the best of a speed or size column is not marked.
+QUALITY = {"valid ppl", "test ppl", "test word ppl", "test bpc", "valid nll", "top-1", "top-5"}
+UNITS = {  # column -> what its number counts, shown in the header
+    "parameters": "count", "valid ppl": "per token", "test ppl": "per token",
+    "test word ppl": "per word", "test bpc": "bits/char", "valid nll": "nats/token",
+    "test pseudo-ppl (MLM)": "per token", "top-1": "% of tokens", "top-5": "% of tokens",
+    "trained tokens": "tokens", "train tok/s": "tokens/s", "score tok/s": "tokens/s",
+    "generate tok/s": "tokens/s", "fit s": "seconds", "valid in fit s": "seconds",
+    "peak RSS MiB": "MiB",
+}
 COUNTS = {"parameters", "trained tokens"}  # sizes, not measurements: a range, not a spread
 SPREAD_NOTE = ("Where a row has several seeds, a value reads mean ± sample standard deviation "
                "over its seeds (n − 1 in the denominator); “seeds” counts them.")
@@ -130,6 +154,137 @@ def distinct(records: Iterable[dict]) -> list[dict]:
     return newest_per(records, lambda r: (*_experiment(r), r["status"]))
 
 
+# ---- how much a record trained ---------------------------------------------------------------
+
+CONVERGED_STOPS = {  # fit.notes.stopped_by -> why the fit itself decided to stop
+    "converged": "converged within its tolerance", "patience": "validation stopped improving",
+    "tol": "change below its tolerance"}
+BUDGET_STOPS = {"budget": "budget spent", "max_iterations": "iteration limit reached"}
+STILL_IMPROVING_NATS = 0.002  # a last validation gain above this means training was cut short
+
+
+@dataclass(frozen=True)
+class Training:
+    """How much one record trained and whether it converged.
+
+    ``epochs``: passes over the training split (training tokens / train split tokens);
+    ``steps``: optimizer steps or EM iterations (``fit.steps``); ``verdict`` is one of
+    "converged", "not converged", "closed form", "not trained", "unknown"; ``reason`` says why in
+    a few words; ``budget`` is the cell's budget as text ("12 s", "100,000 tokens") or "".
+    """
+
+    epochs: float | None
+    steps: int | None
+    verdict: str
+    reason: str
+    budget: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict == "not converged"
+
+    @property
+    def amount(self) -> str:
+        """Epochs and steps in a few words, e.g. "0.06 epochs, 90 steps"."""
+        parts = []
+        if self.epochs is not None:
+            count = f"{self.epochs:.2g}" if self.epochs < 10 else f"{self.epochs:,.0f}"
+            parts.append(f"{count} epoch{'' if count == '1' else 's'}")
+        if self.steps is not None and self.verdict != "closed form":
+            parts.append(f"{self.steps:,} steps")
+        return ", ".join(parts)
+
+    @property
+    def flag(self) -> str:
+        """The warning a flagged row carries, else ""."""
+        if not self.flagged:
+            return ""
+        return "⚠ not converged: " + ", ".join(p for p in (self.amount, self.reason) if p)
+
+
+def _family(record: dict) -> str:
+    """:func:`~lmladder.registry.family_of`, "other" for a record whose ``model`` is no dict."""
+    return family_of(record) if isinstance(record.get("model"), dict) else "other"
+
+
+def _budget_text(record: dict) -> str:
+    budget = _get(record, ("budget_used",)) or _get(record, ("cell", "budget"))
+    if not isinstance(budget, dict):
+        return ""
+    parts = []
+    for key, unit in (("seconds", "s"), ("tokens", "tokens"), ("steps", "steps")):
+        value = finite(budget.get(key))
+        if value is not None:
+            parts.append(f"{_count(value)} {unit}")
+    return ", ".join(parts)
+
+
+BUDGET_SPENT = 0.9  # a fit that used this share of its seconds stopped for the clock
+
+
+def _budget_spent(record: dict, fit: dict) -> bool:
+    """The fit stopped because its budget ran out: it used (nearly) all of its seconds, or all
+    of its tokens or steps."""
+    budget = _get(record, ("budget_used",)) or _get(record, ("cell", "budget"))
+    if not isinstance(budget, dict):
+        return False
+    used = {"seconds": finite(fit.get("seconds")) or finite(_get(record, ("timing", "fit_s"))),
+            "tokens": finite(fit.get("train_tokens")), "steps": finite(fit.get("steps"))}
+    for key, share in (("seconds", BUDGET_SPENT), ("tokens", 1.0), ("steps", 1.0)):
+        limit = finite(budget.get(key))
+        if limit and used[key] is not None and used[key] >= share * limit:
+            return True
+    return False
+
+
+def training(record: dict) -> Training:
+    """The training amount and convergence verdict of ``record``, generic across families.
+
+    In order: no training tokens -> "not trained" (zero-shot); ``fit.notes.stopped_by`` in
+    {converged, patience, tol} -> "converged", in {budget, max_iterations} -> "not converged";
+    else at least two validation losses (``valid_nll``, nats/token) in ``fit.history`` ->
+    "not converged" when the last improved on the one before by more than
+    :data:`STILL_IMPROVING_NATS`, else "converged"; a budget used up (seconds, tokens or
+    steps) with nothing else to go by -> "not converged"; no history and at most one step ->
+    "closed form" (counted n-grams); anything else -> "unknown".
+    """
+    fit = record.get("fit") if isinstance(record.get("fit"), dict) else {}
+    notes = fit.get("notes") if isinstance(fit.get("notes"), dict) else {}
+    tokens = finite(fit.get("train_tokens"))
+    split = finite(_get(record, ("dataset", "splits", "train", "tokens")))
+    epochs = finite(notes.get("epochs"))
+    if epochs is None and tokens is not None and split:
+        epochs = tokens / split
+    steps = fit.get("steps") if isinstance(fit.get("steps"), int) and not isinstance(
+        fit.get("steps"), bool) else None
+    budget = _budget_text(record)
+
+    def verdict(v: str, reason: str) -> Training:
+        return Training(epochs, steps, v, reason, budget)
+
+    if tokens == 0:
+        return verdict("not trained", "zero-shot: no training tokens")
+    stopped = notes.get("stopped_by")
+    if stopped in CONVERGED_STOPS:
+        return verdict("converged", CONVERGED_STOPS[stopped])
+    if stopped in BUDGET_STOPS:
+        return verdict("not converged", BUDGET_STOPS[stopped])
+    history = fit.get("history") if isinstance(fit.get("history"), list) else []
+    valid = [v for h in history if isinstance(h, dict)
+             and (v := finite(h.get("valid_nll"))) is not None]
+    if len(valid) >= 2:
+        gain = valid[-2] - valid[-1]
+        if gain > STILL_IMPROVING_NATS:
+            return verdict("not converged",
+                           f"validation still improving ({gain:.3f} nats at the last check)")
+        return verdict("converged", "validation loss flat at the end")
+    if _budget_spent(record, fit):
+        return verdict("not converged", "budget spent")
+    if not history and (steps is None or steps <= 1) and tokens:
+        return verdict("closed form", "counted in one pass")
+    return verdict("unknown", "the record does not say")
+
+
 # ---- rows: one experiment (identity and code revision), its seeds aggregated ------------------
 
 
@@ -143,6 +298,17 @@ class Row:
     records: list[dict]
     current: bool = True
     label: str = ""
+    kind: str = "own"  # "own": the user's records; "reference": a shipped reference run
+
+    @property
+    def family(self) -> str:
+        return _family(self.records[0])
+
+    @functools.cached_property
+    def training(self) -> Training:
+        """How much the row trained: its worst seed (a row is flagged if any seed is)."""
+        verdicts = [training(r) for r in self.records]
+        return next((t for t in verdicts if t.flagged), verdicts[0])
 
     @property
     def settings(self) -> str:
@@ -179,8 +345,9 @@ class Row:
         return text
 
 
-def aggregate(records: list[dict]) -> list[Row]:
-    """The successful records as rows, sorted by dataset, current rows first, then test ppl.
+def aggregate(records: list[dict], kind: str = "own") -> list[Row]:
+    """The successful records as rows, sorted by dataset, current rows first, then test ppl;
+    ``kind`` ("own" or "reference") is given to every row.
 
     Records are grouped by identity and code revision; a seed measured twice (e.g. under two
     matrix names) counts once.  For each identity, the revision with the newest record is
@@ -190,7 +357,7 @@ def aggregate(records: list[dict]) -> list[Row]:
     for r in distinct(r for r in records if r["status"] == "ok"):
         groups[(identity(r), code_revision(r))].append(r)
     rows = [Row(ident, rev, rs[0]["cell"]["dataset"],  # distinct(): one record per seed
-                sorted(rs, key=lambda r: _seed_order(r["cell"]["seed"])))
+                sorted(rs, key=lambda r: _seed_order(r["cell"]["seed"])), kind=kind)
             for (ident, rev), rs in groups.items()]
     newest = {}
     for row in rows:
@@ -247,6 +414,8 @@ def _label(rows: list[Row]) -> None:
         differ = [n for n in names if len({f.get(n) for f in facets.values()}) > 1]
         for row in same:
             f = facets[row.identity]
+            if differ == ["fraction"] and _full(row):
+                continue  # the whole-data row of a learning curve needs no suffix
             shown = ", ".join(f"{n}={_short(f.get(n, '—'))}" for n in differ[:3])
             if not differ or len(shown) > 60:
                 shown = f"identity {row.identity[:8]}"
@@ -269,35 +438,6 @@ def _duplicates(rows: list[Row]) -> list[list[Row]]:
     return [same for same in by_label.values() if len({r.identity for r in same}) > 1]
 
 
-def _table(rows: list[Row], oracle: dict | None = None, mark_best: bool = True) -> dict:
-    """Template data for a results table: the columns any row has a value in, the best mean of
-    each metric column marked (if ``mark_best``), a ``code`` column where rows come from several
-    lmladder versions, and the source's own scores (``oracle``) as a last row."""
-    columns = [c for c in COLUMNS if any(row.values(c) for row in rows)]
-    best = {}
-    for c in columns if mark_best else ():
-        means = [m for m in (row.mean(c) for row in rows) if m is not None]
-        if c in LOWER_IS_BETTER:
-            best[c] = min(means)
-        elif c in HIGHER_IS_BETTER:
-            best[c] = max(means)
-    body = [{"label": row.label, "settings": row.settings, "seeds": len(row.records),
-             "code": row.revision,
-             "cells": [{"text": row.text(c), "best": c in best and row.mean(c) == best[c]}
-                       for c in columns]}
-            for row in rows]
-    oracle_cells = None
-    if isinstance(oracle, dict):  # an oracle holds {"valid": metrics, "test": metrics}
-        oracle_cells = []
-        for c in columns:
-            path, fmt = COLUMNS[c]
-            v = finite(_get(oracle, path[1:])) if path[0] == "metrics" else None
-            oracle_cells.append("—" if v is None else fmt.format(v))
-    return {"columns": columns, "rows": body, "oracle": oracle_cells,
-            # families have revisions of their own: the column matters when lmladder's differ
-            "show_code": len({lmladder_version(row.records[0]) for row in rows}) > 1}
-
-
 def _dataset_note(records: list[dict]) -> str:
     desc = next((r["dataset"] for r in records if isinstance(r.get("dataset"), dict)), {})
     facts = []
@@ -316,6 +456,477 @@ def _dataset_note(records: list[dict]) -> str:
     )
 
 
+def _level(records: list[dict]) -> str:
+    return next((r["dataset"]["level"] for r in records if isinstance(r.get("dataset"), dict)
+                 and isinstance(r["dataset"].get("level"), str)), "")
+
+
+def _quality(rows: list[Row]) -> str:
+    """The column that ranks a dataset's rows: bpc for character data, else test perplexity."""
+    if _level([r for row in rows for r in row.records]) == "char" and any(
+            row.values("test bpc") for row in rows):
+        return "test bpc"
+    return "test ppl"
+
+
+def _full(row: Row) -> bool:
+    """The row trained on the whole training split (not a learning-curve share)."""
+    fraction = finite(row.records[0]["cell"].get("fraction"))
+    return fraction is None or fraction >= 1
+
+
+def _mean_at(row: Row, path: tuple[str, ...]) -> float | None:
+    """Mean over the row's seeds of the number at ``path`` (e.g. an anchor's metric)."""
+    values = [v for v in (finite(_get(r, path)) for r in row.records) if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def _family_colours() -> dict[str, str]:
+    """Family -> hex colour, from the plots so tables and figures agree."""
+    colours = getattr(plots, "FAMILY_COLOURS", None)
+    if not isinstance(colours, dict):  # an older plots module: one neutral colour
+        return {f: "#777777" for f in ("n-gram", "HMM", "RNN", "Transformer", "other")}
+    return dict(colours)
+
+
+def _fmt(column: str, value: float | None) -> str:
+    return "—" if value is None else COLUMNS[column][1].format(value)
+
+
+# ---- literature anchors and reference runs ----------------------------------------------------
+
+PATH_COLUMNS = {".".join(path): name for name, (path, _) in COLUMNS.items()}
+
+
+def shipped_anchors() -> list:
+    """The literature anchors that ship with lmladder (none if the module is unavailable)."""
+    try:
+        from lmladder.reports.anchors import load_anchors
+    except ImportError:
+        return []
+    return load_anchors()
+
+
+def _higher_is_better(metric: str) -> bool:
+    """Direction of a record path such as "metrics.test.ppl" or "tasks.cloze.accuracy"."""
+    parts = metric.split(".")
+    if parts[0] == "tasks" and len(parts) >= 3:
+        spec = next((m for m in _task_metrics(parts[1]) if m.name == parts[2]), None)
+        return bool(spec.higher_is_better) if spec is not None else True
+    return PATH_COLUMNS.get(metric) in HIGHER_IS_BETTER
+
+
+def _cite(anchor) -> str:
+    """An anchor's source up to its year ("Mikolov 2012", "Zaremba et al. 2014"), else its
+    first clause."""
+    found = re.match(r"(.*?\b(?:1[89]|20)\d\d)\b", str(anchor.source))
+    return (found.group(1) if found else str(anchor.source).split(",")[0]).strip()
+
+
+def _match_anchor(row: Row, anchors: list, metric: str):
+    """The comparable anchor of ``metric`` that stands for this row's model: same family and
+    the anchor's first model word (e.g. "KN5", "LSTM") among the label's words.  Of several,
+    the weakest published figure (the smallest published model of that kind)."""
+    words = set(re.findall(r"[\w-]+", row.label.lower()))
+    found = [a for a in anchors if a.comparable and a.metric == metric
+             and a.family == row.family
+             and (re.findall(r"[\w-]+", a.model.lower()) or [""])[0] in words]
+    if not found:
+        return None
+    pick = min if _higher_is_better(metric) else max
+    return pick(found, key=lambda a: a.value)
+
+
+def distance(value: float, anchor) -> str:
+    """How far ``value`` is from ``anchor.value``: a signed percentage within 10 %, a ratio
+    beyond ("−0.01%", "2.3×")."""
+    if anchor.value == 0:
+        return f"{value - anchor.value:+.3g}"
+    ratio = value / anchor.value
+    if abs(ratio - 1) < 0.1:
+        return f"{(ratio - 1) * 100:+.2f}%".replace("-", "−")
+    return f"{ratio:.2g}×" if ratio < 10 else f"{ratio:,.0f}×"
+
+
+def matching_reference(records: list[dict], reference: list[dict]) -> list[dict]:
+    """The reference records of the datasets in ``records`` whose vocabulary hash equals the
+    user's (a different corpus under the same name is never mixed in), without those that
+    are the user's own records (the report of the reference folder itself)."""
+    vocab = defaultdict(set)
+    for r in records:
+        sha = _get(r, ("dataset", "vocab_sha256"))
+        if r["status"] == "ok" and isinstance(sha, str):
+            vocab[r["cell"]["dataset"]].add(sha)
+    mine = {(r.get("key"), record_date(r)) for r in records}
+    return [r for r in reference
+            if r["status"] == "ok" and (r.get("key"), record_date(r)) not in mine
+            and _get(r, ("dataset", "vocab_sha256")) in vocab.get(r["cell"]["dataset"], ())]
+
+
+def _count(value: float) -> str:
+    """A budget figure as people write it: "180", "22.5", "10,000"."""
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.4g}"
+
+
+def reference_caption(records: list[dict]) -> str:
+    """Where reference records come from, in words: "lmladder reference run, commit a77eeff,
+    2 CPU cores, training capped at 180 s per cell"."""
+    provs = [r["provenance"] for r in records if isinstance(r.get("provenance"), dict)]
+    commits = sorted({_text(p.get("git_commit"))[:7] for p in provs if p.get("git_commit")})
+    cores = sorted({p["cpu_count"] for p in provs if isinstance(p.get("cpu_count"), int)})
+    parts = ["lmladder reference run"]
+    if commits:
+        parts.append(f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}")
+    if cores:
+        parts.append(f"{'–'.join(str(c) for c in sorted({cores[0], cores[-1]}))} CPU cores")
+    caps = []
+    for key, unit in (("seconds", "s"), ("tokens", "tokens"), ("steps", "steps")):
+        values = sorted({v for r in records
+                         if (v := finite(_get(r, ("cell", "budget", key)))) is not None})
+        if values:
+            span = _count(values[0]) + (f"–{_count(values[-1])}" if len(values) > 1 else "")
+            caps.append(f"{span} {unit}")
+    if caps:
+        parts.append(f"training capped at {' / '.join(caps)} per cell")
+    return ", ".join(parts)
+
+
+def load_reference(folder: Path | None = None) -> list[dict]:
+    """Every readable record under the shipped ``reports/reference/<matrix>/`` folders (none
+    where the folder is missing or empty)."""
+    folder = Path(__file__).resolve().parent / "reference" if folder is None else Path(folder)
+    if not folder.is_dir():
+        return []
+    return scan_records(folder).records
+
+
+# ---- the data every section reads ---------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """The user's records, the matching reference records and the anchors, with their rows."""
+
+    records: list[dict]
+    reference: list[dict] = field(default_factory=list)
+    anchors: list = field(default_factory=list)
+    exports: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.rows = aggregate(self.records)
+        self.ref_rows = [row for row in aggregate(self.reference, "reference") if row.current]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({row.dataset for row in self.rows})
+
+    def measured(self, ds: str, *, full: bool = False) -> list[Row]:
+        """The current own rows and the reference rows of ``ds`` (whole training split only
+        where ``full``)."""
+        rows = [row for row in self.rows if row.current and row.dataset == ds]
+        rows += [row for row in self.ref_rows if row.dataset == ds]
+        return [row for row in rows if _full(row)] if full else rows
+
+    def anchors_of(self, ds: str) -> list:
+        return [a for a in self.anchors if a.dataset in (ds, "*")]
+
+
+# ---- leaderboards ------------------------------------------------------------------------------
+
+COMPACT = ("parameters", "trained", "train tok/s", "score tok/s")
+
+
+def _header(column: str, quality: bool) -> dict:
+    better = ""
+    if quality:
+        better = "↓ lower is better" if column in LOWER_IS_BETTER else "↑ higher is better"
+    return {"name": column, "unit": UNITS.get(column, ""), "better": better}
+
+
+def _trained_cell(row: Row | None) -> dict:
+    if row is None:
+        return {"text": "—", "value": "", "best": False, "flag": ""}
+    t = row.training
+    text = t.amount or "—"
+    if t.verdict in ("closed form", "not trained", "converged"):
+        text = ", ".join(p for p in (t.amount, t.verdict) if p)
+    if t.budget:
+        text += f" (budget {t.budget})"
+    # the amount is in the cell already: the flag adds only why
+    return {"text": text, "value": "" if t.epochs is None else repr(t.epochs),
+            "best": False, "flag": f"⚠ not converged: {t.reason}" if t.flagged else "",
+            "title": t.reason}
+
+
+def leaderboard(rows: list[Row], anchors: list = (), *, quality: str = "test ppl",
+                oracle: dict | None = None, mark_best: bool = True) -> dict:
+    """Template data for one dataset's leaderboard: ``rows`` (own and reference), the anchors'
+    literature rows, and the source's own scores (``oracle``); sorted by ``quality``.
+
+    Compact columns are the quality metric(s), parameters, training and throughput; every other
+    column carries ``detail`` (hidden until the page's toggle shows it).  Best values are marked
+    only in quality columns, among measured rows.
+    """
+    anchors = [a for a in anchors if a.metric in PATH_COLUMNS]
+    anchor_columns = {PATH_COLUMNS[a.metric] for a in anchors}
+    present = [c for c in COLUMNS if c in anchor_columns or any(row.values(c) for row in rows)]
+    compact = [c for c in present if c == quality or c in anchor_columns]
+    compact += [c for c in COMPACT if c in present or c == "trained"]
+    columns = compact + [c for c in present if c not in compact]
+    best = {}
+    for c in present if mark_best else ():
+        means = [m for m in (row.mean(c) for row in rows) if m is not None]
+        if c in QUALITY and means:
+            best[c] = min(means) if c in LOWER_IS_BETTER else max(means)
+
+    def cell(c: str, value: float | None, text: str | None = None) -> dict:
+        return {"text": _fmt(c, value) if text is None else text,
+                "value": "" if value is None else repr(value), "flag": "",
+                "best": c in best and value is not None and value == best[c]}
+
+    body = []
+    for row in rows:
+        cells = [_trained_cell(row) if c == "trained" else cell(c, row.mean(c), row.text(c))
+                 for c in columns]
+        body.append({"kind": row.kind, "label": row.label, "family": row.family,
+                     "settings": row.settings, "seeds": len(row.records), "code": row.revision,
+                     "cells": cells, "cite": None, "sort": row.mean(quality),
+                     # a learning curve's shares are details: the whole-data row ranks
+                     "share": not _full(row)})
+    for a in anchors:
+        column = PATH_COLUMNS[a.metric]
+        cells = [_trained_cell(None) if c == "trained"
+                 else cell(c, a.value if c == column else None) for c in columns]
+        for c in cells:
+            c["best"] = False
+        body.append({"kind": "literature", "label": a.model, "family": a.family,
+                     "settings": a.note or a.source, "seeds": "", "code": "", "cells": cells,
+                     "cite": {"source": a.source, "short": _cite(a), "url": a.url, "note": a.note,
+                              "comparable": a.comparable},
+                     "sort": a.value if column == quality else None})
+    if isinstance(oracle, dict):  # an oracle holds {"valid": metrics, "test": metrics}
+        cells = [_trained_cell(None) if c == "trained" else cell(
+            c, finite(_get(oracle, COLUMNS[c][0][1:])) if COLUMNS[c][0][0] == "metrics"
+            else None) for c in columns]
+        for c in cells:
+            c["best"] = False
+        body.append({"kind": "oracle", "label": "source (oracle)", "family": "", "settings": "",
+                     "seeds": "", "code": "", "cells": cells, "cite": None, "sort": None})
+    for b in body:
+        b["fam"] = _slug(b["family"]) if b["family"] else ""
+        if b["cite"] is not None and not re.match(r"https?://", b["cite"]["url"] or ""):
+            b["cite"]["url"] = ""  # only web links are ever made clickable
+    higher = quality in HIGHER_IS_BETTER
+    body.sort(key=lambda r: (r["kind"] == "oracle", r["sort"] is None,
+                             -(r["sort"] or 0) if higher else (r["sort"] or 0)))
+    return {"columns": [{**_header(c, c in QUALITY), "detail": c not in compact}
+                        for c in columns],
+            "rows": body,
+            # families have revisions of their own: the column matters when lmladder's differ
+            "show_code": len({lmladder_version(row.records[0]) for row in rows}) > 1,
+            "shares": sum(not _full(row) for row in rows)}
+
+
+# ---- plots -------------------------------------------------------------------------------------
+
+
+def _plot(kind: str, *args, **kwargs) -> Markup | None:
+    """``plots.<kind>(...)`` as markup, or None where it draws nothing or plots lacks it."""
+    draw = getattr(plots, kind, None)
+    if draw is None:
+        return None
+    svg = draw(*args, **kwargs)
+    return Markup(svg) if svg else None  # lmladder's own SVG; record text inside is escaped
+
+
+DRAWABLE = 1e100  # larger magnitudes are corrupt records, not measurements: never drawn
+
+
+def _drawable(value: float | None) -> bool:
+    return value is not None and abs(value) < DRAWABLE
+
+
+def _point(row: Row, x: float | None, y: float):
+    return plots.Point(row.label, row.family, x, y, flagged=row.training.flagged,
+                       reference=row.kind == "reference")
+
+
+MAX_DRAWN = 24  # rows per figure: beyond this, labels become unreadable and figures heavy
+MAX_CURVE_POINTS = 60  # points per training curve (evenly thinned, the last one kept)
+
+
+def _few(points: list, *, front: bool = False, higher: bool = False) -> list:
+    """At most :data:`MAX_DRAWN` of ``points`` (``plots.Point``): those on the Pareto front
+    (where ``front``), then the best by y."""
+    if len(points) <= MAX_DRAWN:
+        return points
+    keep = list(plots.pareto_front(points)) if front and hasattr(plots, "pareto_front") else []
+    for p in sorted(points, key=lambda p: -p.y if higher else p.y):
+        if len(keep) >= MAX_DRAWN:
+            break
+        if p not in keep:
+            keep.append(p)
+    return keep
+
+
+def _thin(points: tuple) -> tuple:
+    """``points`` thinned evenly to at most :data:`MAX_CURVE_POINTS`, the last one kept."""
+    if len(points) <= MAX_CURVE_POINTS:
+        return points
+    step = math.ceil(len(points) / MAX_CURVE_POINTS)
+    kept = points[::step]
+    return kept if kept[-1] == points[-1] else (*kept, points[-1])
+
+
+def _lines(anchors: list, metric: str) -> list:
+    return [plots.Line(a.value, f"{_short(a.model, 28)} {a.value:g} ({_cite(a)})"
+                       + ("" if a.comparable else " — not comparable"))
+            for a in anchors if a.metric == metric]
+
+
+def _compute(row: Row) -> tuple[float | None, float | None]:
+    """(training FLOPs, training seconds) of a row's first record, each None where unknown."""
+    r = row.records[0]
+    per_token = finite(_get(r, ("fit", "notes", "train_flops_per_token")))
+    tokens = finite(_get(r, ("fit", "train_tokens")))
+    flops = per_token * tokens if per_token and tokens else None
+    seconds = finite(_get(r, ("fit", "seconds"))) or finite(_get(r, ("timing", "fit_s")))
+    return flops, seconds
+
+
+def learning_curve_lines(rows: list[Row]) -> dict[str, list[tuple]]:
+    """Dataset -> [(label, row kind, [(train tokens, fit s, test ppl)], flagged)] for
+    experiments run on several shares of the training data (a share grouped with its whole)."""
+    curves = defaultdict(list)
+    for row in rows:
+        first = row.records[0]
+        tokens = finite(_get(first, ("dataset", "splits", "train", "tokens")))
+        ppl, fit_s = finite(row.mean("test ppl")), finite(row.mean("fit s"))
+        if tokens is None or ppl is None:
+            continue
+        whole = {**first, "cell": {**first["cell"], "fraction": 1.0}}
+        curves[(row.dataset, row.kind, identity(whole))].append(
+            (tokens, fit_s, ppl, row.label, row.training.flagged, row.family))
+    out = defaultdict(list)
+    for (ds, kind, _), pts in sorted(curves.items()):
+        if len(pts) < 2:
+            continue
+        pts.sort(key=lambda p: p[0])
+        label = re.sub(r" \[fraction=[^]]*\]$", "", pts[-1][3])
+        out[ds].append((label, kind, [(t, s, p) for t, s, p, *_ in pts], pts[-1][4], pts[-1][5]))
+    return out
+
+
+def _crossings(ds: str, lines: list) -> list[dict]:
+    """Pairs of curves of one dataset whose order flips between two shared training sizes."""
+    out = []
+    for a_label, a_pts in lines:
+        for b_label, b_pts in lines:
+            a = {t: p for t, _, p in a_pts}
+            b = {t: p for t, _, p in b_pts}
+            shared = sorted(set(a) & set(b))
+            for lo, hi in zip(shared, shared[1:], strict=False):
+                if a[lo] > b[lo] and a[hi] < b[hi]:  # a was worse, then better
+                    out.append({"dataset": ds, "winner": a_label, "loser": b_label,
+                                "between": f"{lo:,.0f} and {hi:,.0f}", "x": hi, "y": a[hi]})
+    return out
+
+
+def crossings(ctx: Context) -> list[dict]:
+    """Every learning-curve crossover, own curves and reference curves apart."""
+    out = []
+    for rows in ([row for row in ctx.rows if row.current], ctx.ref_rows):
+        for ds, lines in learning_curve_lines(rows).items():
+            out += _crossings(ds, [(label, pts) for label, _, pts, *_ in lines])
+    return out
+
+
+def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
+    """The figures of one dataset, in reading order; those with nothing to show are left out."""
+    if not hasattr(plots, "pareto"):
+        return []
+    full = ctx.measured(ds, full=True)
+    quality = _quality(full or ctx.measured(ds))
+    metric = ".".join(COLUMNS[quality][0])
+    unit = f"{quality} ({UNITS[quality]}, log scale)"
+    lines = _lines(ctx.anchors_of(ds), metric)
+    figures = []
+    by_params = [_point(row, row.mean("parameters"), y) for row in full
+                 if _drawable(y := row.mean(quality)) and _drawable(row.mean("parameters"))]
+    figures.append(_plot("pareto", _few(by_params, front=True),
+                         title=f"{ds}: {quality} against parameters",
+                         x_label="parameters (log scale)", y_label=unit, lines=lines))
+    compute = {row.identity + row.kind: _compute(row) for row in full}
+    use_flops = all(c[0] for c in compute.values())
+    x_label = ("training compute (FLOPs, log scale)" if use_flops else
+               "training time (seconds, log scale; FLOPs unknown for some rows)")
+    by_compute = [_point(row, x, y) for row in full
+                  if _drawable(y := row.mean(quality))
+                  and _drawable(x := compute[row.identity + row.kind][0 if use_flops else 1])]
+    figures.append(_plot("pareto", _few(by_compute, front=True),
+                         title=f"{ds}: {quality} against training", x_label=x_label,
+                         y_label=unit, lines=lines))
+    series, marks = [], []
+    for rows in ([row for row in ctx.rows if row.current], ctx.ref_rows):
+        found = learning_curve_lines([row for row in rows if row.dataset == ds]).get(ds, [])
+        series += [plots.Series(label, family, tuple((t, p) for t, _, p in pts
+                                                     if _drawable(t) and _drawable(p)),
+                                flagged, kind == "reference")
+                   for label, kind, pts, flagged, family in found]
+        marks += [plots.Mark(c["x"], c["y"], f"{_short(c['winner'], 18)} overtakes")
+                  for c in _crossings(ds, [(label, pts) for label, _, pts, *_ in found])]
+    figures.append(_plot("curves", series, title=f"{ds}: learning curves",
+                         x_label="training tokens (log scale)",
+                         y_label="test ppl (per token, log scale)", marks=marks,
+                         lines=_lines(ctx.anchors_of(ds), "metrics.test.ppl"),
+                         log_x=True, log_y=True))
+    hmm = defaultdict(list)
+    for row in full:
+        states = finite(_get(row.records[0], ("cell", "config", "states")))
+        if row.family == "HMM" and states and _drawable(y := row.mean(quality)):
+            hmm[(row.kind, row.records[0]["cell"]["model"])].append((states, y, row))
+    hmm_series = [plots.Series(f"{model}" + (" (reference)" if kind == "reference" else ""),
+                               "HMM", tuple(sorted((s, y) for s, y, _ in pts)),
+                               any(r.training.flagged for *_, r in pts), kind == "reference")
+                  for (kind, model), pts in sorted(hmm.items()) if len({p[0] for p in pts}) > 1]
+    figures.append(_plot("curves", hmm_series, title=f"{ds}: HMM {quality} against states",
+                         x_label="hidden states (log scale)", y_label=unit, log_x=True,
+                         log_y=True))
+    nats = "nats/char" if _level([r for row in full for r in row.records]) == "char" \
+        else "nats/token"
+    training_series = []
+    for row in _ranked(full, quality)[:MAX_DRAWN // 2]:  # the best rows' curves
+        history = _get(row.records[0], ("fit", "history"))
+        pts = tuple((finite(h.get("step", h.get("steps"))), v) for h in history or ()
+                    if isinstance(h, dict) and _drawable(v := finite(h.get("valid_nll")))
+                    and finite(h.get("step", h.get("steps"))) is not None)
+        if len(pts) > 1:
+            training_series.append(plots.Series(row.label, row.family, _thin(pts),
+                                                row.training.flagged, row.kind == "reference"))
+    figures.append(_plot("curves", training_series, title=f"{ds}: training curves",
+                         x_label="step (optimizer steps or EM iterations)",
+                         y_label=f"validation loss ({nats})",
+                         lines=_lines(ctx.anchors_of(ds), "metrics.valid.nll")))
+    speed, families = {}, {}
+    for row in _ranked(full, quality)[:MAX_DRAWN]:
+        if row.kind != "own":  # speeds compare only within one run, on one machine
+            continue
+        device = row.records[0]["cell"]["device"]
+        values = {f"{what} {device}": v for what, c in (("train tok/s", "train tok/s"),
+                                                         ("score tok/s", "score tok/s"))
+                  if _drawable(v := row.mean(c)) and v > 0}
+        if values:
+            speed[row.label], families[row.label] = values, row.family
+    figures.append(_plot("grouped_bars", speed, families, title=f"{ds}: throughput by model "
+                         "and device", x_label="tokens per second (log scale)")
+                   if speed else None)
+    return [f for f in figures if f is not None]
+
+
 # ---- sections -------------------------------------------------------------------------------
 
 
@@ -323,7 +934,186 @@ def _status_order(status: str) -> tuple[int, str]:
     return (STATUSES.index(status) if status in STATUSES else len(STATUSES), status)
 
 
-def overview(records: list[dict]) -> Section:
+def _value_text(value: float, metric: str) -> str:
+    column = PATH_COLUMNS.get(metric)
+    return _fmt(column, value) if column else f"{value:.4g}"
+
+
+def _ranked(rows: list[Row], column: str) -> list[Row]:
+    have = [row for row in rows if row.mean(column) is not None]
+    return sorted(have, key=lambda row: row.mean(column), reverse=column in HIGHER_IS_BETTER)
+
+
+def _anchor_line(row: Row, anchor, metric: str) -> str:
+    value = _mean_at(row, anchor.path())
+    text = (f"{row.label} {_value_text(value, metric)} — literature {anchor.value:g} "
+            f"({anchor.model}, {_cite(anchor)}): {distance(value, anchor)}")
+    t = row.training
+    if t.flagged:
+        text += f" — trained {t.amount or 'an unknown amount'}, not converged"
+    return text + (" [reference run]" if row.kind == "reference" else "")
+
+
+def _dataset_summary(ctx: Context, ds: str) -> list[str]:
+    rows = ctx.measured(ds, full=True)
+    quality = _quality(rows or ctx.measured(ds))
+    anchors = ctx.anchors_of(ds)
+    lines = []
+    for kind, what in (("own", "best of this run"), ("reference", "best reference row")):
+        ranked = _ranked([row for row in rows if row.kind == kind], quality)
+        if not ranked:
+            continue
+        top = ranked[0]
+        text = f"{what}: {top.label} {quality} {top.text(quality)}"
+        if top.training.flagged:
+            text += f" ({top.training.flag})"
+            steady = next((row for row in ranked if not row.training.flagged), None)
+            if steady is not None:
+                text += (f"; best converged row: {steady.label} "
+                         f"{quality} {steady.text(quality)}")
+        lines.append(text)
+    own = [row for row in rows if row.kind == "own"]
+    for a_metric in sorted({a.metric for a in anchors if a.comparable
+                            and a.metric.startswith("metrics.")}):
+        higher = _higher_is_better(a_metric)
+        path = tuple(a_metric.split("."))
+        scored = sorted(((v, row) for row in own if (v := _mean_at(row, path)) is not None),
+                        key=lambda vr: -vr[0] if higher else vr[0])
+        if not scored:
+            continue
+        pick = max if higher else min
+        top = pick((a for a in anchors if a.comparable and a.metric == a_metric),
+                   key=lambda a: a.value)
+        value, row = scored[0]
+        name = PATH_COLUMNS.get(a_metric, a_metric)
+        lines.append(f"best literature figure ({name}): {top.model} {top.value:g} "
+                     f"({_cite(top)}); this run's best, {row.label} "
+                     f"{_value_text(value, a_metric)}, is {distance(value, top)} of it")
+    seen = set()
+    own_labels = {row.label for row in rows if row.kind == "own"}
+    for row in _ranked(rows, quality) + [r for r in rows if r.mean(quality) is None]:
+        if row.kind == "reference" and row.label in own_labels:
+            continue  # the user's own row of that model speaks for it
+        for a_metric in sorted({a.metric for a in anchors if a.comparable}):
+            anchor = _match_anchor(row, anchors, a_metric)
+            if anchor is not None and _mean_at(row, anchor.path()) is not None \
+                    and (row.identity, row.kind, a_metric) not in seen:
+                seen.add((row.identity, row.kind, a_metric))
+                lines.append(_anchor_line(row, anchor, a_metric))
+    own = [row for row in rows if row.kind == "own"]
+    for column, what in (("score tok/s", "scoring"), ("train tok/s", "training")):
+        ranked = [row for row in _ranked(own, column) if row.mean(column) > 0]
+        if len(ranked) > 1 and ranked[0].mean(column) > ranked[-1].mean(column):
+            fast, slow = ranked[0], ranked[-1]
+            lines.append(f"{what} speed: {fast.label} ({fast.text(column)} tok/s) is "
+                         f"{fast.mean(column) / slow.mean(column):,.0f}× faster than "
+                         f"{slow.label} ({slow.text(column)} tok/s), same run")
+    return lines
+
+
+def _task_summary(ctx: Context, ds: str) -> list[str]:
+    lines = []
+    rows = ctx.measured(ds, full=True)
+    for name in _task_names(rows):
+        specs = _task_metrics(name)
+        if not specs:
+            continue
+        spec = specs[0]
+        scored = [(row, v) for row in rows if (v := _task_mean(row, name, spec.name)) is not None]
+        if not scored:
+            continue
+        scored.sort(key=lambda rv: rv[1], reverse=spec.higher_is_better)
+        row, value = scored[0]
+        text = f"{name} {spec.name}: best {row.label} {value:.4g}"
+        if row.kind == "reference":
+            text += " [reference run]"
+        if row.training.flagged:
+            text += f" ({row.training.flag})"
+        if spec.chance is not None:
+            text += f"; chance {spec.chance:.3g}"
+        metric = f"tasks.{name}.{spec.name}"
+        for a in ctx.anchors_of(ds):
+            if a.metric == metric:
+                text += (f"; literature {a.value:g} ({a.model}, {_cite(a)}"
+                         + (f": {distance(value, a)})" if a.comparable
+                            else "; not comparable)"))
+        lines.append(text)
+    return lines
+
+
+def _first_line(message: str, cell: dict) -> str:
+    """The cause of a failure in one line: the message's first line without the parts that
+    name one cell (its label, model, seed), so cells failing alike share it."""
+    line = (message.strip().splitlines() or [""])[0]
+    for part in (cell.get("label"), cell.get("model")):
+        if isinstance(part, str) and len(part) > 2:
+            line = line.replace(part, "…")
+    return re.sub(r"\bseed \d+\b", "seed …", line)
+
+
+def _hint(message: str) -> str:
+    """What to do about a missing-data message: the files it names and where they go."""
+    files = re.findall(r"^\s+(\S+)\s+sha256", message, re.M)
+    folders = re.search(r"^Folders searched: ([^,\n]+)", message, re.M)
+    if not files:
+        return ""
+    where = f" under {folders.group(1).strip()}" if folders else ""
+    return f"put {', '.join(files)}{where} (or choose the folder with --data-dir)"
+
+
+def problem_causes(records: list[dict]) -> list[dict]:
+    """Failed and skipped cells, one entry per cause (status, error type, first line of the
+    message without cell-specific parts) with the cells it affected."""
+    causes = defaultdict(lambda: defaultdict(set))
+    details = {}
+    for r in distinct(r for r in records if r["status"] != "ok"):
+        error = r.get("error") if isinstance(r.get("error"), dict) else {}
+        message = _text(error.get("message") or "")
+        cause = (r["status"], _text(error.get("type") or "no error type recorded"),
+                 _first_line(message, r["cell"]))
+        details.setdefault(cause, message)
+        c = r["cell"]
+        causes[cause][(c["label"], c["dataset"], c["device"])].add(c["seed"])
+    entries = []
+    for cause, cells in sorted(causes.items(), key=lambda kv: kv[0]):
+        status, kind, line = cause
+        listed = [f"{label} on {ds} ({device}): seed{'s' if len(seeds) > 1 else ''} "
+                  + ", ".join(str(s) for s in sorted(seeds, key=_seed_order))
+                  for (label, ds, device), seeds in sorted(cells.items())]
+        full = details[cause].strip()
+        entries.append({"status": status, "type": kind, "message": line,
+                        "detail": full if full != line else "", "hint": _hint(full),
+                        "count": sum(len(s) for s in cells.values()), "cells": listed})
+    return entries
+
+
+def summary(ctx: Context) -> Section | None:
+    """The page's first screen: best rows, distances to the literature, speed ratios,
+    learning-curve crossovers and one line per cause of failure."""
+    groups = []
+    for ds in ctx.datasets:
+        lines = _dataset_summary(ctx, ds) + _task_summary(ctx, ds)
+        if lines:
+            groups.append({"title": ds, "lines": lines})
+    cross = [f"{c['dataset']}: {c['winner']} overtakes {c['loser']} between {c['between']} "
+             "training tokens" for c in crossings(ctx)]
+    if cross:
+        groups.append({"title": "learning curves", "lines": cross})
+    problem_lines = []
+    for c in problem_causes(ctx.records):
+        text = (f"{c['count']} cell{'s' if c['count'] != 1 else ''} {c['status']}: "
+                f"{c['type']}{': ' + c['message'] if c['message'] else ''}")
+        problem_lines.append(text + (f" — {c['hint']}" if c["hint"] else ""))
+    if problem_lines:
+        groups.append({"title": "failed or skipped", "lines": problem_lines})
+    if not groups:
+        return None
+    flagged = any(row.training.flagged for row in ctx.rows + ctx.ref_rows)
+    return Section("Summary", "summary.html.j2", {"groups": groups, "flagged": flagged})
+
+
+def overview(ctx: Context) -> Section:
+    records = ctx.records
     provs = sorted((r["provenance"] for r in records if isinstance(r.get("provenance"), dict)),
                    key=lambda p: str(p.get("date") or ""))
     last = provs[-1] if provs else {}
@@ -348,70 +1138,61 @@ def overview(records: list[dict]) -> Section:
         ("platform", platform),
         ("versions", ", ".join(f"{k} {_text(v)}" for k, v in versions.items() if v)),
     ]
+    if ctx.reference:
+        items.append(("reference rows", reference_caption(ctx.reference)))
     return Section("Overview", "overview.html.j2", {"items": items})
 
 
-def per_dataset(records: list[dict]) -> Section | None:
-    rows = aggregate(records)
-    if not rows:
+def _cards(groups: list[tuple[str, list[dict]]]) -> Markup | None:
+    try:
+        from lmladder.reports import cards
+    except ImportError:  # model cards are optional: the page is whole without them
         return None
-    tables, panels, oracle_ppl = [], {}, {}
-    for ds in sorted({row.dataset for row in rows}):
-        mine = [row for row in rows if row.dataset == ds]
+    if not groups:
+        return None
+    try:
+        return Markup(cards.model_cards(groups))
+    except (ArithmeticError, ValueError, TypeError) as err:  # a malformed record's card
+        logging.getLogger(__name__).warning("model cards left out: %s", err)
+        return Markup("<p class=\"note\">Model cards left out: {}</p>").format(
+            f"{type(err).__name__}: {err}")
+
+
+def per_dataset(ctx: Context) -> Section | None:
+    """One part per dataset: its leaderboard (own, reference and literature rows), older code
+    apart, its figures and its model cards."""
+    if not ctx.rows:
+        return None
+    parts = []
+    for ds in ctx.datasets:
+        mine = [row for row in ctx.rows if row.dataset == ds]
         current = [row for row in mine if row.current]
         older = [row for row in mine if not row.current]
+        refs = [row for row in ctx.ref_rows if row.dataset == ds]
         recs = [r for row in current + older for r in row.records]
         oracle = next((r["oracle"] for r in recs if isinstance(r.get("oracle"), dict)), None)
+        quality = _quality(current + refs)
         note = _dataset_note(recs)
         if any(len(row.records) > 1 for row in mine):
             note += " " + SPREAD_NOTE
-        tables.append({"name": ds, "note": note, "table": _table(current, oracle),
-                       "older": _table(older, mark_best=False) if older else None})
-        panels[ds] = [(row.label, ppl) for row in current
-                      if (ppl := finite(row.mean("test ppl"))) is not None and ppl > 0]
-        if (ppl := finite(_get(oracle, ("test", "ppl")))) is not None and ppl > 0:
-            oracle_ppl[ds] = ppl
-    png = (plots.png_base64(plots.perplexity_bars(panels, oracle_ppl))
-           if any(panels.values()) else None)
+        shown = current + refs
+        parts.append({
+            "name": ds, "anchor": "ds-" + _slug(ds), "note": note,
+            "reference": reference_caption([r for row in refs for r in row.records])
+            if refs else "",
+            "table": leaderboard(shown, ctx.anchors_of(ds), quality=quality, oracle=oracle),
+            "older": leaderboard(older, quality=quality, mark_best=False) if older else None,
+            "flagged": sum(row.training.flagged for row in shown),
+            "plots": dataset_plots(ctx, ds),
+            "cards": _cards([(row.label, row.records) for row in shown]),
+        })
     return Section("Results by dataset", "results.html.j2",
-                   {"datasets": tables, "png": png,
-                    "older": any(not row.current for row in rows)})
+                   {"datasets": parts, "older": any(not row.current for row in ctx.rows)})
 
 
-def sweeps(records: list[dict]) -> Section | None:
-    """Curves for a registry model run with several values of one numeric hyperparameter."""
-    current = [r for row in aggregate(records) if row.current for r in row.records]
-    found = plots.find_sweeps(current)
-    if not found:
-        return None
-    return Section("Scaling curves", "sweeps.html.j2",
-                   {"png": plots.png_base64(plots.sweep_curves(found))})
-
-
-def task_scores(records: list[dict]) -> Section | None:
-    """Every task's metrics per dataset: one row per experiment (seeds averaged), "n/a" where
-    the task cannot use the model, the chance level of each metric as a last row."""
-    rows = [row for row in aggregate(records) if row.current]
-    names = sorted({t for row in rows for r in row.records
-                    for t in (r.get("tasks") if isinstance(r.get("tasks"), dict) else {})})
-    if not names:
-        return None
-    specs = {name: _task_metrics(name) for name in names}
-    columns = [(name, spec) for name in names for spec in specs[name]]
-    tables = []
-    for ds in sorted({row.dataset for row in rows}):
-        body = []
-        for row in (row for row in rows if row.dataset == ds):
-            cells = [_task_cell(row, name, spec) for name, spec in columns]
-            if any(c != "" for c in cells):
-                body.append({"label": row.label, "settings": row.settings,
-                             "seeds": len(row.records), "cells": cells})
-        chance = ["" if spec.chance is None else f"{spec.chance:.3g}" for _, spec in columns]
-        if body:
-            tables.append({"name": ds, "rows": body, "chance": chance})
-    heads = [{"task": name, "metric": spec.name,
-              "better": "higher" if spec.higher_is_better else "lower"} for name, spec in columns]
-    return Section("Task scores", "tasks.html.j2", {"heads": heads, "datasets": tables})
+def _task_names(rows: list[Row]) -> list[str]:
+    return sorted({t for row in rows for r in row.records
+                   for t in (r.get("tasks") if isinstance(r.get("tasks"), dict) else {})})
 
 
 def _task_metrics(name: str) -> tuple:
@@ -423,137 +1204,149 @@ def _task_metrics(name: str) -> tuple:
         return ()
 
 
-def _task_cell(row: Row, name: str, spec) -> str:
+def _task_mean(row: Row, name: str, metric: str) -> float | None:
+    values = [v for r in row.records if isinstance(t := (r.get("tasks") or {}).get(name), dict)
+              and (v := finite(t.get(metric))) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _task_cell(row: Row, name: str, spec) -> dict:
+    """A task score as ``{"text", "value"}``: mean ± std over seeds, "n/a" where the task
+    cannot use the model, the task's status where it did not run, "" where not run at all."""
     results = [(r.get("tasks") or {}).get(name) for r in row.records]
     results = [t for t in results if isinstance(t, dict)]
     if not results:
-        return ""
+        return {"text": "", "value": ""}
     values = [v for t in results if (v := finite(t.get(spec.name))) is not None]
     if not values:
-        return "n/a" if results[0].get("status") == "not applicable" else _text(
+        text = "n/a" if results[0].get("status") == "not applicable" else _text(
             results[0].get("status", "—"))
+        return {"text": text, "value": ""}
     text = f"{sum(values) / len(values):.4g}"
     if len(values) > 1:
         text += f" ± {statistics.stdev(values):.2g}"
-    return text
+    return {"text": text, "value": repr(sum(values) / len(values))}
 
 
-def learning_curves(records: list[dict]) -> Section | None:
-    """Test perplexity against training tokens and training time for experiments run on several
-    shares of the training data, and where one curve overtakes another."""
-    curves = defaultdict(list)  # (dataset, label) -> [(train tokens, fit s, test ppl)]
-    for row in aggregate(records):
-        if not row.current:
-            continue
-        first = row.records[0]
-        tokens = finite(_get(first, ("dataset", "splits", "train", "tokens")))
-        ppl, fit_s = finite(row.mean("test ppl")), finite(row.mean("fit s"))
-        if tokens is None or ppl is None:
-            continue
-        whole = {**first, "cell": {**first["cell"], "fraction": 1.0}}
-        curves[(row.dataset, identity(whole))].append((tokens, fit_s, ppl, row.label))
-    curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
-    if not curves:
-        return None
-    panels = defaultdict(list)
-    for (ds, _), pts in curves.items():
-        label = re.sub(r" \[fraction=[^]]*\]$", "", pts[-1][3])
-        panels[ds].append((label, [(t, s, p) for t, s, p, _ in pts]))
-    crossings = [c for ds, lines in panels.items() for c in _crossings(ds, lines)]
-    return Section("Learning curves", "curves.html.j2",
-                   {"png": plots.png_base64(plots.learning_curves(panels)),
-                    "crossings": crossings})
-
-
-def _crossings(ds: str, lines: list) -> list[dict]:
-    """Pairs of curves of one dataset whose order flips between two shared training sizes."""
-    out = []
-    for a_label, a_pts in lines:
-        for b_label, b_pts in lines:
-            a = {t: p for t, _, p in a_pts}
-            b = {t: p for t, _, p in b_pts}
-            shared = sorted(set(a) & set(b))
-            for lo, hi in zip(shared, shared[1:], strict=False):
-                if a[lo] > b[lo] and a[hi] < b[hi]:  # a was worse, then better
-                    out.append({"dataset": ds, "winner": a_label, "loser": b_label,
-                                "between": f"{lo:,.0f} and {hi:,.0f}"})
-    return out
-
-
-def _cell_text(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return _text(value)
-
-
-def _inspect_table(table) -> dict | None:
-    """Template data for one ``inspect`` entry ``{"title", "columns", "rows"}``, or None."""
-    if not isinstance(table, dict):
-        return None
-    columns = table.get("columns") if isinstance(table.get("columns"), list) else []
-    rows = table.get("rows") if isinstance(table.get("rows"), list) else []
-    return {"title": _text(table.get("title", "")),
-            "columns": [_text(c) for c in columns],
-            "rows": [[_cell_text(v) for v in (row if isinstance(row, list) else [row])]
-                     for row in rows]}
-
-
-def _heading(row: Row, record: dict) -> str:
-    seed = f", seed {record['cell']['seed']}" if len(row.records) > 1 else ""
-    return f"{row.label} on {row.dataset}{seed}"
-
-
-def inspections(records: list[dict]) -> Section | None:
+def task_scores(ctx: Context) -> Section | None:
+    """One leaderboard per dataset and task: rows (own and reference) by the task's first
+    metric, its other metrics as details, chance level and literature rows, and one bar chart
+    of the first metric."""
     parts = []
-    for row in aggregate(records):
-        for r in row.records:
-            inspect = r.get("inspect")
-            for table in inspect if isinstance(inspect, list) else []:
-                if (t := _inspect_table(table)) is not None:
-                    parts.append({**t, "title": f"{_heading(row, r)}: {t['title']}"})
-    return Section("Inside the models", "inspect.html.j2", {"tables": parts}) if parts else None
-
-
-def samples(records: list[dict]) -> Section | None:
-    parts = [{"title": _heading(row, r), "text": r["sample"]}
-             for row in aggregate(records) for r in row.records
-             if isinstance(r.get("sample"), str) and r["sample"]]
-    return Section("Generated samples", "samples.html.j2", {"samples": parts}) if parts else None
-
-
-def problems(records: list[dict]) -> Section | None:
-    """Failed and skipped cells, one entry per cause (status, error type and message) with the
-    cells it affected as a compact list."""
-    causes = defaultdict(lambda: defaultdict(set))
-    for r in distinct(r for r in records if r["status"] != "ok"):
-        error = r.get("error") if isinstance(r.get("error"), dict) else {}
-        cause = (r["status"], _text(error.get("type") or "no error type recorded"),
-                 _text(error.get("message") or ""))
-        c = r["cell"]
-        causes[cause][(c["label"], c["dataset"], c["device"])].add(c["seed"])
-    if not causes:
+    for ds in ctx.datasets:
+        rows = ctx.measured(ds)
+        for name in _task_names(rows):
+            specs = _task_metrics(name)
+            if not specs:
+                continue
+            body = []
+            for row in rows:
+                cells = [_task_cell(row, name, spec) for spec in specs]
+                if any(c["text"] != "" for c in cells):
+                    body.append({"kind": row.kind, "label": row.label, "family": row.family,
+                                 "settings": row.settings, "seeds": len(row.records),
+                                 "trained": _trained_cell(row), "cells": cells, "cite": None,
+                                 "sort": _task_mean(row, name, specs[0].name),
+                                 "share": not _full(row)})
+            if not body:
+                continue
+            first = specs[0]
+            best = [b["sort"] for b in body if b["sort"] is not None]
+            best = (max if first.higher_is_better else min)(best) if best else None
+            for b in body:
+                b["cells"][0]["best"] = best is not None and b["sort"] == best
+            anchors = [a for a in ctx.anchors_of(ds) if a.metric.startswith(f"tasks.{name}.")]
+            for a in anchors:
+                metric = a.metric.split(".", 2)[2]
+                cells = [{"text": f"{a.value:.4g}" if s.name == metric else "—",
+                          "value": repr(a.value) if s.name == metric else ""} for s in specs]
+                body.append({"kind": "literature", "label": a.model, "family": a.family,
+                             "settings": a.note or a.source, "seeds": "",
+                             "trained": _trained_cell(None), "cells": cells,
+                             "cite": {"source": a.source, "short": _cite(a), "url": a.url,
+                                      "note": a.note, "comparable": a.comparable},
+                             "sort": a.value if metric == first.name else None})
+            for b in body:
+                b["fam"] = _slug(b["family"]) if b["family"] else ""
+                if b["cite"] is not None and not re.match(r"https?://", b["cite"]["url"] or ""):
+                    b["cite"]["url"] = ""
+            body.sort(key=lambda b: (b["sort"] is None,
+                                     -(b["sort"] or 0) if first.higher_is_better
+                                     else (b["sort"] or 0)))
+            heads = [{"name": s.name, "unit": "",
+                      "better": "↑ higher is better" if s.higher_is_better
+                      else "↓ lower is better", "detail": i > 0}
+                     for i, s in enumerate(specs)]
+            chance = [{"text": "" if s.chance is None else f"{s.chance:.3g}",
+                       "value": "" if s.chance is None else repr(s.chance)} for s in specs]
+            figure = None
+            if hasattr(plots, "bars"):
+                scored = [row for row in rows if _drawable(_task_mean(row, name, first.name))]
+                points = [plots.Point(row.label, row.family, None,
+                                      _task_mean(row, name, first.name),
+                                      flagged=row.training.flagged,
+                                      reference=row.kind == "reference") for row in scored]
+                shown = _few([p for p, row in zip(points, scored, strict=True) if _full(row)],
+                             higher=first.higher_is_better)
+                figure = _plot("bars", shown, title=f"{ds}: {name} {first.name}",
+                               y_label=first.name, higher_is_better=first.higher_is_better,
+                               chance=first.chance,
+                               lines=_lines(anchors, f"tasks.{name}.{first.name}"))
+            parts.append({"dataset": ds, "task": name, "heads": heads, "rows": body,
+                          "chance": chance, "plot": figure})
+    if not parts:
         return None
-    entries = []
-    for (status, kind, message), cells in sorted(causes.items(), key=lambda kv: kv[0]):
-        listed = [f"{label} on {ds} ({device}): seed{'s' if len(seeds) > 1 else ''} "
-                  + ", ".join(str(s) for s in sorted(seeds, key=_seed_order))
-                  for (label, ds, device), seeds in sorted(cells.items())]
-        entries.append({"status": status, "type": kind, "message": message,
-                        "count": sum(len(s) for s in cells.values()), "cells": listed})
-    return Section("Failed and skipped cells", "problems.html.j2", {"causes": entries})
+    return Section("Task scores", "tasks.html.j2", {"tables": parts})
 
 
-def protocol(records: list[dict]) -> Section:
+def sweeps(ctx: Context) -> Section | None:
+    """Curves for a registry model run with several values of one numeric hyperparameter."""
+    current = [r for row in ctx.rows if row.current for r in row.records]
+    found = plots.find_sweeps(current)
+    if not found:
+        return None
+    figures = []
+    if hasattr(plots, "curves"):
+        by_key = defaultdict(list)
+        for (model, ds, key), pts in found.items():
+            family = next((row.family for row in ctx.rows if row.dataset == ds
+                           and row.records[0]["cell"]["model"] == model), "other")
+            by_key[key].append(plots.Series(f"{model} on {ds}", family, tuple(pts)))
+        for key, series in sorted(by_key.items()):
+            figures.append(_plot("curves", series, title=f"test ppl against {key}",
+                                 x_label=key, y_label="test ppl (per token)"))
+    lines = [f"{model} on {ds}: " + ", ".join(f"{key}={x:g} → {y:.2f}" for x, y in pts)
+             for (model, ds, key), pts in found.items()]
+    return Section("Scaling curves", "sweeps.html.j2",
+                   {"plots": [f for f in figures if f is not None], "lines": lines})
+
+
+def problems(ctx: Context) -> Section | None:
+    """Failed and skipped cells, one entry per cause with the cells it affected collapsed."""
+    causes = problem_causes(ctx.records)
+    return Section("Failed and skipped cells", "problems.html.j2",
+                   {"causes": causes}) if causes else None
+
+
+def protocol(ctx: Context) -> Section:
+    """The scoring protocol as prose per dataset (from ``reports/protocol.py``), else the
+    recorded settings and the scoring module's documentation."""
+    try:
+        from lmladder.reports.protocol import protocol_prose
+    except ImportError:
+        protocol_prose = None
+    if protocol_prose is not None:
+        return Section("Scoring protocol", "protocol.html.j2",
+                       {"prose": Markup(protocol_prose(ctx.records)), "rows": [], "doc": ""})
     from lmladder import scoring
 
     seen = {}
-    for r in records:
+    for r in ctx.records:
         if isinstance(r.get("protocol"), dict) and r["protocol"]:
             seen[_text(r["protocol"])] = [f"{k} = {_text(v)}" for k, v in r["protocol"].items()]
     return Section("Scoring protocol", "protocol.html.j2",
-                   {"rows": list(seen.values()), "doc": (scoring.__doc__ or "").strip()})
+                   {"prose": None, "rows": list(seen.values()),
+                    "doc": (scoring.__doc__ or "").strip()})
 
 
 def unreadable_files(lines: list[str]) -> Section | None:
@@ -563,16 +1356,14 @@ def unreadable_files(lines: list[str]) -> Section | None:
     return Section("Files that could not be read", "unreadable.html.j2", {"lines": list(lines)})
 
 
-SECTIONS: list[Callable[[list[dict]], Section | None]] = [
+SECTIONS: list[Callable[[Context], Section | None]] = [
+    summary,
     overview,
     per_dataset,
     task_scores,
-    learning_curves,
     sweeps,
-    inspections,
-    samples,
-    problems,
     protocol,
+    problems,
 ]
 
 
@@ -582,31 +1373,118 @@ def _environment() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True)
 
 
+EXPORTS = ("results.csv", "results.md", "results.json")
+
+
 def render_html(records: list[dict], title: str = "lmladder report",
-                unreadable: Iterable[str] = ()) -> str:
-    """The report page for ``records``; ``unreadable`` lines (see
-    :func:`~lmladder.results.scan_records`) are listed in a section of their own."""
+                unreadable: Iterable[str] = (), *, reference_records: list[dict] | None = None,
+                anchors: list | None = None, exports: Iterable[str] = ()) -> str:
+    """The report page for ``records``.
+
+    ``unreadable`` lines (see :func:`~lmladder.results.scan_records`) are listed in a section
+    of their own; ``reference_records`` are offered as reference rows (only those of a dataset
+    and vocabulary of ``records`` are shown); ``anchors`` are the literature figures (None:
+    the shipped ones; ``[]``: none); ``exports`` are file names beside the page to link to.
+    """
     unreadable = [_text(line) for line in unreadable]
     records = [_normalise(r) for r in records]
     if not records and not unreadable:
         raise ValueError("no result records to report")
-    sections = [s for s in (f(records) for f in SECTIONS) if s is not None]
+    ctx = _context(records, reference_records, anchors, exports)
+    sections = [s for s in (f(ctx) for f in SECTIONS) if s is not None]
     if (section := unreadable_files(unreadable)) is not None:
         sections.insert(1 if records else 0, section)
     matrices = sorted({r["cell"]["matrix"] for r in records})
+    colours = [(_slug(f), c) for f, c in _family_colours().items()
+               if re.fullmatch(r"#[0-9a-fA-F]{3,8}", str(c))]
     return _environment().get_template("report.html.j2").render(
         title=title,
         subtitle=f"matrix: {', '.join(matrices)} — {len(distinct(records))} cells",
-        sections=sections,
+        sections=sections, colours=colours, exports=list(ctx.exports),
+        datasets=[(ds, "ds-" + _slug(ds)) for ds in ctx.datasets] if ctx.rows else [],
     )
 
 
-def render_report(results_dir: str | Path, output: str | Path) -> Path:
-    """Render every record under ``results_dir`` into the HTML file ``output``.
+def _context(records, reference_records, anchors, exports) -> Context:
+    reference = [_normalise(r) for r in reference_records or ()]
+    return Context(records, matching_reference(records, reference),
+                   shipped_anchors() if anchors is None else list(anchors), list(exports))
 
-    The file is replaced atomically (an interrupted render leaves the previous report, and no
-    temporary file) and is created with the permissions of any new file (``0666 & ~umask``).
-    Raises :class:`ReportError` when ``output`` is a folder, :class:`FileNotFoundError` when
+
+# ---- exports ------------------------------------------------------------------------------------
+
+EXPORT_METRICS = ("test ppl", "test bpc", "test word ppl", "valid ppl", "parameters",
+                  "trained tokens", "train tok/s", "score tok/s")
+
+
+def export_rows(records: list[dict], reference_records: list[dict] | None = None,
+                anchors: list | None = None) -> list[dict]:
+    """The leaderboard rows of every dataset as flat dicts (dataset, model, family, source
+    ("own", "reference", "literature"), the metrics in :data:`EXPORT_METRICS`, epochs, steps,
+    converged verdict, citation), as the CSV and Markdown exports write them."""
+    ctx = _context([_normalise(r) for r in records], reference_records, anchors, ())
+    out = []
+    for ds in ctx.datasets:
+        for row in ctx.measured(ds):
+            t = row.training
+            out.append({"dataset": ds, "model": row.label, "family": row.family,
+                        "source": row.kind, **{c: row.mean(c) for c in EXPORT_METRICS},
+                        "epochs": t.epochs, "steps": t.steps, "converged": t.verdict,
+                        "citation": "",
+                        # each task's first metric, under the anchors' record path
+                        **{f"tasks.{name}.{specs[0].name}": _task_mean(row, name, specs[0].name)
+                           for name in _task_names([row])
+                           if (specs := _task_metrics(name))}})
+        for a in ctx.anchors_of(ds):
+            column = PATH_COLUMNS.get(a.metric, a.metric)
+            out.append({"dataset": ds, "model": a.model, "family": a.family,
+                        "source": "literature",
+                        **{c: a.value if c == column else None for c in EXPORT_METRICS},
+                        **({} if column in EXPORT_METRICS else {column: a.value}),
+                        "epochs": None, "steps": None,
+                        "converged": "" if a.comparable else "not comparable",
+                        "citation": a.source + (f" <{a.url}>" if a.url else "")})
+    return out
+
+
+def _csv(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _markdown(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(name: str, value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return str(value)
+            if name in COLUMNS and not name.startswith("top-"):
+                return COLUMNS[name][1].format(value)
+            return f"{value:,.3g}" if name == "epochs" else f"{value:,.4g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cell(k, row.get(k)) for k in names) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_report(results_dir: str | Path, output: str | Path, *, reference: bool = True) -> Path:
+    """Render every record under ``results_dir`` into the HTML file ``output``, and write
+    ``results.csv``, ``results.md`` (the leaderboard rows) and ``results.json`` (the merged
+    records: the user's and the reference rows shown, a JSON list) beside it.
+
+    ``reference``: show the shipped reference runs beside the user's rows.  Every file is
+    replaced atomically (an interrupted render leaves the previous report, and no temporary
+    file) and is created with the permissions of any new file (``0666 & ~umask``).  Raises
+    :class:`ReportError` when ``output`` is a folder, :class:`FileNotFoundError` when
     ``results_dir`` holds no readable record.
     """
     output = Path(output)
@@ -618,11 +1496,24 @@ def render_report(results_dir: str | Path, output: str | Path) -> Path:
         why = f"; {len(scan.unreadable)} could not be read: {scan.unreadable[0]}" \
             if scan.unreadable else ""
         raise FileNotFoundError(f"{results_dir}: no readable result records{why}")
-    page = render_html(scan.records, unreadable=scan.unreadable)
+    shipped = load_reference() if reference else []
+    anchors = shipped_anchors()
+    page = render_html(scan.records, unreadable=scan.unreadable, reference_records=shipped,
+                       anchors=anchors, exports=EXPORTS)
+    rows = export_rows(scan.records, shipped, anchors)
+    merged = scan.records + matching_reference([_normalise(r) for r in scan.records],
+                                               [_normalise(r) for r in shipped])
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"{output.parent}: cannot create the report's folder "
                           f"({err.strerror or err})") from None
+    atomic_write(output.parent / "results.csv", _csv(rows))
+    atomic_write(output.parent / "results.md", _markdown(rows))
+    # Python's json reads back the NaN a failed metric may hold; strict readers see null-free
+    # records everywhere else
+    atomic_write(output.parent / "results.json",
+                 json.dumps(merged, indent=1, sort_keys=True, default=str))
     atomic_write(output, page)
     return output
+
