@@ -17,6 +17,12 @@ could escape the figure are shortened (:func:`shorten`), and after layout every 
 against the figure's bounds (:func:`texts_outside`); a text still outside is shrunk, then
 shortened.
 
+A report draws dozens of figures, so each is drawn once: the layout (:func:`_fit_axes`) and
+the checks measure texts with the canvas's cached Agg renderer without rendering anything, the
+label placement computes each label's box at every place it tries from one measurement, and
+scatter points of one look share one artist.  At most :data:`POINT_LABELS` points and
+:data:`MARK_LABELS` marks are labelled per figure.
+
 matplotlib is imported inside the functions, so ``import lmladder.reports`` stays light, and no
 pyplot state is used: figures are plain :class:`matplotlib.figure.Figure` objects that are
 dropped when the function returns.
@@ -30,6 +36,7 @@ import json
 import logging
 import math
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +63,8 @@ TITLE_CHARS = 70  # characters: a title longer than this would not fit the figur
 AXIS_CHARS = (55, 45)  # characters: the longest x and y axis labels that fit beside the axes
 LINE_CHARS = 40  # characters: a literature line's text, drawn inside the axes
 POINT_CHARS = 22  # characters: a label written beside a point
+POINT_LABELS = 12  # labels written beside scatter points: the Pareto front's, then the best
+MARK_LABELS = 6  # annotated marks (e.g. crossovers) whose text is written
 
 _REFERENCE_MARKER = "D"  # a diamond: lmladder reference-run rows
 _MARKERS = ("o", "s", "^", "v", "P", "X", "<", ">")  # series of one family told apart
@@ -86,6 +95,8 @@ _STYLE = {
     "axes.grid": True,
     "grid.color": _GRID,
     "grid.linewidth": 0.6,
+    "figure.autolayout": False,  # figures choose their layout (and then freeze it)
+    "figure.constrained_layout.use": False,
     "svg.fonttype": "none",
     "svg.hashsalt": "lmladder",
 }
@@ -286,42 +297,76 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
 def texts_outside(fig) -> list:
     """The visible, non-empty text artists of ``fig`` whose extent leaves the figure's box.
 
-    The figure is drawn first (with its own canvas's renderer, so layout engines run), and tick
-    labels of ticks that fall outside their axis's view are skipped (matplotlib does not draw
-    them).  A tolerance of half a pixel absorbs rounding.
+    The figure is laid out first (as a draw would lay it out, but nothing is rendered), and
+    tick labels of ticks that fall outside their axis's view are skipped (matplotlib does
+    not draw them).  A tolerance of half a pixel absorbs rounding.
     """
+    _layout(fig)
+    return _outside(fig)
+
+
+def _outside(fig) -> list:
+    """:func:`texts_outside` on the figure's current layout (which is not run again).
+
+    Texts are measured with the canvas's cached Agg renderer: text metrics are cached per
+    renderer, so measuring a text that was measured before costs no font work."""
     from matplotlib.text import Text
 
-    _draw(fig)
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
-    hidden = set()
+
+    def escapes(extent) -> bool:
+        return (extent.x0 < box.x0 - 0.5 or extent.y0 < box.y0 - 0.5
+                or extent.x1 > box.x1 + 0.5 or extent.y1 > box.y1 + 0.5)
+
+    skip = set()  # ids of texts not to check
+    for legend in list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        if not escapes(legend.get_window_extent(renderer)):
+            # The whole legend is inside, so are its texts (measuring them one by one would
+            # mean laying the legend out: matplotlib places its entries only when drawing it).
+            skip.update(id(text) for text in [*legend.get_texts(), legend.get_title()])
+        else:
+            _draw_legend(legend, renderer)
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
+            # Brings the ticks and their labels up to date with the axes' final size, as a
+            # draw would (an automatic locator picks its ticks from the axis's length).
+            axis.get_tightbbox(renderer)
             lo, hi = sorted(axis.get_view_interval())
             tol = 1e-9 * max(abs(lo), abs(hi), 1e-300)
             for locs, ticks in ((axis.get_majorticklocs(), axis.get_major_ticks),
                                 (axis.get_minorticklocs(), axis.get_minor_ticks)):
                 for loc, tick in zip(locs, ticks(len(locs)), strict=False):
                     if not lo - tol <= loc <= hi + tol:
-                        hidden.update((id(tick.label1), id(tick.label2)))
+                        skip.update((id(tick.label1), id(tick.label2)))
     outside = []
     for text in fig.findobj(Text):
-        if id(text) in hidden or not text.get_visible() or not text.get_text():
+        if id(text) in skip or not text.get_visible() or not text.get_text():
             continue
-        extent = text.get_window_extent(renderer)
-        if (extent.x0 < box.x0 - 0.5 or extent.y0 < box.y0 - 0.5
-                or extent.x1 > box.x1 + 0.5 or extent.y1 > box.y1 + 0.5):
+        if escapes(text.get_window_extent(renderer)):
             outside.append(text)
     return outside
 
 
-def _fit_texts(fig, rounds: int = 4) -> None:
+def _draw_legend(legend, renderer) -> None:
+    """Draw ``legend`` without output (which places its entries), or the whole figure where
+    matplotlib lacks output-free drawing."""
+    disabled = getattr(renderer, "_draw_disabled", None)
+    if disabled is None:
+        legend.figure.canvas.draw()
+        return
+    with disabled():
+        legend.draw(renderer)
+
+
+def _fit_texts(fig, rounds: int = 4, *, laid_out: bool = False) -> None:
     """Bring every text inside the figure: shrink fonts above MIN_FONT by 15%, shorten texts
     already at MIN_FONT by a quarter, and lay out again; the layout is then frozen so that the
-    SVG is drawn exactly as checked."""
+    SVG is drawn exactly as checked.  ``laid_out``: the layout is current (it is not run again
+    unless a text had to change)."""
     for _ in range(rounds):
-        outside = texts_outside(fig)
+        outside = _outside(fig) if laid_out else texts_outside(fig)
+        laid_out = False
         if not outside:
             break
         for text in outside:
@@ -334,18 +379,52 @@ def _fit_texts(fig, rounds: int = 4) -> None:
         if outside := texts_outside(fig):
             log.warning("plots: %d text(s) still outside the figure: %s", len(outside),
                         [shorten(t.get_text(), 30) for t in outside])
-    fig.set_layout_engine("none")
+    # No engine at all (not "none", which leaves a placeholder engine): savefig then draws the
+    # figure once, instead of a first draw to run a layout engine.  _STYLE keeps the rc
+    # defaults from bringing one back.
+    fig.set_layout_engine(None)
+    _FITTED.discard(fig)
 
 
-def _draw(fig) -> None:
-    """Draw ``fig`` on its canvas (running its layout) to measure it."""
+def _layout(fig) -> None:
+    """Lay ``fig`` out as a draw would, without rendering anything: a figure made by
+    :func:`_new_figure` with :func:`_fit_axes`, any other with its layout engine.
+
+    Texts are measured with the canvas's cached Agg renderer, whose text metrics are cached;
+    a full draw would also rasterise every artist, and the SVG is drawn once at the end."""
     import warnings
 
-    with warnings.catch_warnings():
-        # Constrained layout warns when decorations leave no room for the axes: texts then
-        # fall outside the figure, which _fit_texts repairs or logs.
-        warnings.filterwarnings("ignore", "constrained_layout not applied", UserWarning)
-        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    engine = fig.get_layout_engine()
+    if fig in _FITTED:
+        _fit_axes(fig, renderer)
+    elif engine is not None:
+        with warnings.catch_warnings():
+            # Constrained layout warns when decorations leave no room for the axes: texts
+            # then fall outside the figure, which _fit_texts repairs or logs.
+            warnings.filterwarnings("ignore", "constrained_layout not applied", UserWarning)
+            engine.execute(fig)
+
+
+# (x, y) fractions of a text's width and height from its anchor to its box's lower left corner
+_H_SHIFT = {"left": 0.0, "center": 0.5, "right": 1.0}
+_V_SHIFT = {"bottom": 0.0, "center": 0.5, "top": 1.0}
+
+
+def _anchor_pixels(text, x: float, y: float, anchor: list) -> tuple[float, float]:
+    """Where a placement (x, y[, anchor]) puts ``text``'s anchor, in display pixels.
+
+    For an annotation (whose text coordinates are "offset points"), (x, y) is the offset in
+    points from its data point: ``anchor[0]`` where given, else its current one; for any other
+    text, (x, y) is its position in its own transform."""
+    from matplotlib.text import Annotation
+
+    if isinstance(text, Annotation):
+        px, py = text.axes.transData.transform(anchor[0] if anchor else text.xy)
+        scale = text.axes.figure.dpi / 72.0  # points to pixels
+        return px + x * scale, py + y * scale
+    px, py = text.get_transform().transform((x, y))
+    return px, py
 
 
 def _declutter(ax, texts: list, renderer, obstacles=()) -> None:
@@ -355,43 +434,54 @@ def _declutter(ax, texts: list, renderer, obstacles=()) -> None:
     a placement is (x, y, ha, va), or (x offset, y offset, ha, va, anchor point) for an
     annotation; ``obstacles`` are data points in display pixels.  The first placement that lies
     inside the axes and covers no kept label and no obstacle is used; a label with none is
-    shortened, then hidden (its row is still in the page's tables)."""
+    shortened, then hidden (its row is still in the page's tables).
+
+    Each text is measured once per length tried (a text's size does not depend on where it
+    goes); its box at every placement is then computed, not drawn."""
+    from matplotlib.transforms import Bbox
+
     box = ax.get_window_extent(renderer)
     pad = 3.0  # pixels kept clear around a data point
     kept = []
+    points = [(px, py) for px, py in obstacles
+              if box.x0 - pad <= px <= box.x1 + pad and box.y0 - pad <= py <= box.y1 + pad]
 
-    def fits(extent) -> bool:
-        return (extent.x0 >= box.x0 and extent.x1 <= box.x1
-                and extent.y0 >= box.y0 and extent.y1 <= box.y1
-                and not any(extent.overlaps(other) for other in kept)
-                and not any(extent.x0 - pad <= px <= extent.x1 + pad
-                            and extent.y0 - pad <= py <= extent.y1 + pad
-                            for px, py in obstacles))
+    def fits(x0: float, y0: float, x1: float, y1: float) -> bool:
+        return (x0 >= box.x0 and x1 <= box.x1 and y0 >= box.y0 and y1 <= box.y1
+                and not any(x0 < k.x1 and k.x0 < x1 and y0 < k.y1 and k.y0 < y1 for k in kept)
+                and not any(x0 - pad <= px <= x1 + pad and y0 - pad <= py <= y1 + pad
+                            for px, py in points))
 
     for text, placements in texts:
         # A label that fits nowhere is shortened (down to a dozen characters) before it is hidden.
         full = text.get_text()
         lengths = [len(full)] + [n for n in (len(full) * 3 // 4, len(full) // 2, 12)
                                  if 12 <= n < len(full)]
-        placed = False
+        anchors = [_anchor_pixels(text, x, y, anchor) for x, y, _, _, *anchor in placements]
+        chosen = None
         for n in lengths:
             text.set_text(shorten(full, n) if n < len(full) else full)
-            for x, y, ha, va, *anchor in placements:
-                if anchor:
-                    text.xy = anchor[0]
-                text.set_position((x, y))
-                text.set_horizontalalignment(ha)
-                text.set_verticalalignment(va)
-                extent = text.get_window_extent(renderer)
-                if fits(extent):
-                    kept.append(extent)
-                    placed = True
+            extent = text.get_window_extent(renderer)
+            width, height = extent.width, extent.height
+            for (px, py), placement in zip(anchors, placements, strict=True):
+                x0 = px - _H_SHIFT[placement[2]] * width
+                y0 = py - _V_SHIFT[placement[3]] * height
+                if fits(x0, y0, x0 + width, y0 + height):
+                    kept.append(Bbox.from_extents(x0, y0, x0 + width, y0 + height))
+                    chosen = placement
                     break
-            if placed:
+            if chosen:
                 break
-        if not placed:
+        if chosen is None:
             text.set_text(full)
             text.set_visible(False)
+            continue
+        x, y, ha, va, *anchor = chosen
+        if anchor:
+            text.xy = anchor[0]
+        text.set_position((x, y))
+        text.set_horizontalalignment(ha)
+        text.set_verticalalignment(va)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,15 +489,58 @@ def _declutter(ax, texts: list, renderer, obstacles=()) -> None:
 
 
 def _new_figure(size: tuple[float, float] = FIGSIZE):
-    """A figure with an Agg canvas (for measuring text) and constrained layout; no pyplot."""
+    """A figure with an Agg canvas (for measuring text), laid out by :func:`_fit_axes`; no
+    pyplot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size, layout="constrained")
+    fig = Figure(figsize=size, layout=None)
     FigureCanvasAgg(fig)
+    _FITTED.add(fig)
     return fig
 
 
+# Figures made by _new_figure whose layout is not frozen yet: _layout lays them out itself.
+_FITTED: weakref.WeakSet = weakref.WeakSet()
+_PAD = 3 / 72  # inches: the margin around the figure's content (constrained layout's default)
+
+
+def _fit_axes(fig, renderer) -> None:
+    """Lay out a figure of one axes and a legend on its right: the axes take all the room that
+    their decorations (tick labels, axis labels, title) and the legend leave.
+
+    What constrained layout does for this one shape (within its padding), at a fraction of its
+    cost: two passes, as an automatic tick locator may pick other ticks once the axes' size
+    changed (one where both axes have fixed ticks).
+    Texts left out of the layout (point labels) and the x extent of the title and x label are
+    not counted (they are fitted by :func:`_fit_texts`), as with constrained layout."""
+    from matplotlib.ticker import FixedLocator
+
+    (ax,) = fig.axes
+    width, height = fig.bbox.width, fig.bbox.height
+    pad = _PAD * fig.dpi
+    right_room = 0.0
+    for legend in fig.legends:
+        right_room = max(right_room, legend.get_window_extent(renderer).width + pad)
+    for _ in range(2):
+        box = ax.get_window_extent(renderer)
+        tight = ax.get_tightbbox(renderer, for_layout_only=True)
+        left = pad + max(box.x0 - tight.x0, 0.0)
+        bottom = pad + max(box.y0 - tight.y0, 0.0)
+        right = width - pad - right_room - max(tight.x1 - box.x1, 0.0)
+        top = height - pad - max(tight.y1 - box.y1, 0.0)
+        # A figure too small for its decorations keeps a sliver of axes; _fit_texts then
+        # shrinks or shortens what is outside.
+        right, top = max(right, left + 0.1 * width), max(top, bottom + 0.1 * height)
+        ax.set_position([left / width, bottom / height, (right - left) / width,
+                         (top - bottom) / height])
+        if all(isinstance(axis.get_major_locator(), FixedLocator)
+               for axis in (ax.xaxis, ax.yaxis)):
+            break  # fixed ticks (log axes, bar rows): the decorations did not change
+
+
+# Figures whose layout is current: laid out by _place_labels, nothing in the layout changed since.
+_LAID_OUT: weakref.WeakSet = weakref.WeakSet()
 _TAG = re.compile(r"<[^>]+>")  # a tag: text content has its "<" and ">" escaped
 _ID = re.compile(r'\sid="([^"]+)"')
 _REF = re.compile(r'(url\(#|href="#)([^)"]+)')
@@ -424,7 +557,8 @@ def _svg(fig, title: str) -> str:
     this figure's content (a figure drawn twice gives the same string)."""
     from xml.sax.saxutils import quoteattr
 
-    _fit_texts(fig)
+    _fit_texts(fig, laid_out=fig in _LAID_OUT)
+    _LAID_OUT.discard(fig)
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
@@ -453,7 +587,9 @@ def _set_log_axis(axis, lo: float, hi: float) -> None:
 
     axis.set_major_locator(ticker.FixedLocator(log_ticks(lo, hi)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: tick_text(v)))
-    axis.set_minor_formatter(ticker.NullFormatter())
+    # No unlabelled minor ticks: the labelled 1-2-5 ticks and their grid lines read the axis,
+    # and matplotlib lays out and draws every tick as four artists (dozens per log axis).
+    axis.set_minor_locator(ticker.NullLocator())
 
 
 def _set_linear_axis(axis) -> None:
@@ -546,7 +682,8 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
     (lower is better on both).
 
     Colour is the family; hollow markers are flagged (not converged) rows; diamonds are
-    reference-run rows.  The front's points are labelled, then others where room is left.
+    reference-run rows.  The front's points are labelled, then the best others where room is
+    left, at most :data:`POINT_LABELS` in all (the page's tables name every row).
     ``lines`` are literature values of y.  Points without a usable x or y are left out; returns
     "" when none is left.
     """
@@ -568,16 +705,23 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
                     color=_FRONT_COLOUR, lw=1.0, alpha=0.7, zorder=2)
         # Plotted in a fixed order (sorted by family, then label) so the output does not
         # depend on the order of the input list beyond ties.
+        # One artist per look (family, hollow, diamond), not per point: fewer artists to lay
+        # out and draw, and one SVG marker definition per look.
+        looks: dict[tuple, list[Point]] = defaultdict(list)
         for p in sorted(usable, key=lambda p: (_family_rank(p.family), p.label, p.x, p.y)):
-            ax.plot([p.x], [p.y], ls="none", zorder=3,
-                    marker=_REFERENCE_MARKER if p.reference else "o",
-                    markersize=6 if p.reference else 7, color=colour(p.family),
-                    markerfacecolor="white" if p.flagged else colour(p.family),
-                    markeredgewidth=1.5 if p.flagged else 0.8,
-                    markeredgecolor=colour(p.family) if p.flagged else "white")
+            looks[(_family_rank(p.family), colour(p.family), p.flagged, p.reference)].append(p)
+        for (_, fill, flagged, reference), group in sorted(looks.items()):
+            ax.plot([p.x for p in group], [p.y for p in group], ls="none", zorder=3,
+                    marker=_REFERENCE_MARKER if reference else "o",
+                    markersize=6 if reference else 7, color=fill,
+                    markerfacecolor="white" if flagged else fill,
+                    markeredgewidth=1.5 if flagged else 0.8,
+                    markeredgecolor=fill if flagged else "white")
         on_front = {id(p) for p in front}
         ranked = front + sorted((p for p in usable if id(p) not in on_front), key=lambda p: p.y)
-        for p in ranked:
+        # More labels would not fit a half-slide figure (and each costs a measurement); the
+        # unlabelled points are in the legend's families and in the page's tables.
+        for p in ranked[:POINT_LABELS]:
             text = ax.annotate(shorten(p.label, POINT_CHARS), (p.x, p.y),
                                textcoords="offset points", xytext=(5, 4), fontsize=MIN_FONT,
                                color="#333333", zorder=5)
@@ -600,12 +744,15 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
 def _place_labels(fig, ax, texts: list, points=()) -> None:
     """Lay the figure out, then place point and line labels (see :func:`_declutter`).
 
-    An annotation's position is its offset from its point, so its placements are offsets."""
-    if not texts:
-        return
+    An annotation's position is its offset from its point, so its placements are offsets.
+    The labels are left out of the layout, so placing them keeps it current: :func:`_svg`
+    then checks the texts without running it again."""
     for text, _ in texts:
         text.set_in_layout(False)  # placed inside the axes; the layout must not make room
-    _draw(fig)  # runs the layout, so the axes' final box is known
+    _layout(fig)  # the axes' final box
+    _LAID_OUT.add(fig)
+    if not texts:
+        return
     obstacles = ax.transData.transform(list(points)) if len(points) else ()
     _declutter(ax, texts, fig.canvas.get_renderer(), [tuple(p) for p in obstacles])
 
@@ -660,9 +807,14 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
                                 markeredgewidth=1.2, zorder=3)
             handles.append(handle)
             labels.append(s.label)
-        for m in marks:
-            ax.plot([m.x], [m.y], ls="none", marker="*", markersize=12, color="#111111",
-                    markeredgecolor="white", markeredgewidth=0.6, zorder=4)
+        if marks:
+            # One artist for every star: one SVG marker definition, used at each point.
+            ax.plot([m.x for m in marks], [m.y for m in marks], ls="none", marker="*",
+                    markersize=12, color="#111111", markeredgecolor="white",
+                    markeredgewidth=0.6, zorder=4)
+        # The first MARK_LABELS marks are written (more would cover the curves); the rest are
+        # stars only.  Inserted in front: they are placed before the literature lines' texts.
+        for m in reversed(marks[:MARK_LABELS]):
             text = ax.annotate(shorten(m.text, LINE_CHARS), (m.x, m.y), textcoords="offset points",
                                xytext=(7, 7), fontsize=MIN_FONT, color="#111111", zorder=5)
             texts.insert(0, (text, [(7, 7, "left", "bottom"), (-7, 7, "right", "bottom"),
@@ -807,15 +959,14 @@ def grouped_bars(groups: dict[str, dict[str, float]], families: dict[str, str], 
             _set_linear_axis(ax.xaxis)
             base = 0.0
         height = 0.8 / per
-        for row, label in enumerate(order):
-            fill = colour(families.get(label, "other"))
-            for k, name in enumerate(names):
-                if name not in kept[label]:
-                    continue
-                ax.barh(row - 0.4 + height * (k + 0.5), kept[label][name] - base, left=base,
-                        height=height * 0.92, color=_shade(fill, _SHADES[k % len(_SHADES)]),
-                        hatch=_HATCHES[k % len(_HATCHES)] or None, edgecolor="white",
-                        linewidth=0.0, zorder=2)
+        for k, name in enumerate(names):  # one call per series: its bars in every row
+            rows = [row for row, label in enumerate(order) if name in kept[label]]
+            ax.barh([row - 0.4 + height * (k + 0.5) for row in rows],
+                    [kept[order[row]][name] - base for row in rows], left=base,
+                    height=height * 0.92, hatch=_HATCHES[k % len(_HATCHES)] or None,
+                    color=[_shade(colour(families.get(order[row], "other")),
+                                  _SHADES[k % len(_SHADES)]) for row in rows],
+                    edgecolor="white", linewidth=0.0, zorder=2)
         ax.set_yticks(range(len(order)), labels=[shorten(label, LABEL_CHARS) for label in order])
         ax.set_ylim(len(order) - 0.5, -0.5)
         handles, labels = _family_handles(families.get(label, "other") for label in order)

@@ -316,3 +316,76 @@ def test_no_text_is_smaller_than_nine_points(figures):
     for name, svg in figures.items():
         sizes = [float(s) for s in re.findall(r"font-size: ([0-9.]+)px", svg)]
         assert sizes and min(sizes) >= plots.MIN_FONT == 9, name
+
+
+def capture_figures(monkeypatch) -> list:
+    """Make every figure function hand its matplotlib figure (after fitting) to the list."""
+    figures = []
+    original = plots._svg
+
+    def keep(fig, title):
+        svg = original(fig, title)
+        figures.append(fig)
+        return svg
+
+    monkeypatch.setattr(plots, "_svg", keep)
+    return figures
+
+
+def test_placed_labels_are_inside_the_axes_and_off_each_other(monkeypatch):
+    # The label placement computes each label's box instead of drawing it at every place it
+    # tries: the boxes matplotlib gives for the labels as finally placed must agree.
+    figures = capture_figures(monkeypatch)
+    points = [Point(f"model number {i}", ("RNN", "HMM", "n-gram")[i % 3], 10.0 ** (3 + i / 4),
+                    300.0 / (1 + i / 5) + 15 * (i % 4)) for i in range(20)]
+    plots.pareto(points, title="t", x_label="x", y_label="y",
+                 lines=[Line(120.0, "KN5 141.2 (Mikolov 2012)"), Line(90.0, "LSTM 82.7")])
+    plots.curves(sample_series(4, 5), title="t", x_label="x", y_label="y", lines=LINES,
+                 marks=[Mark(10.0 ** (3 + k), 500.0 - 40 * k, f"mark {k}") for k in range(4)],
+                 log_x=True, log_y=True)
+    plots.bars(points[:6], title="t", y_label="y", higher_is_better=False, chance=200.0,
+               lines=LINES)
+    for fig in figures:
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        box = ax.get_window_extent(renderer)
+        placed = [t.get_window_extent(renderer) for t in ax.texts
+                  if t.get_visible() and t.get_text() and not t.get_in_layout()]
+        assert len(placed) >= 2  # line labels, and point or mark labels
+        for extent in placed:
+            assert (box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5
+                    and box.y0 - 0.5 <= extent.y0 and extent.y1 <= box.y1 + 0.5), extent
+        for i, a in enumerate(placed):
+            for b in placed[i + 1:]:
+                overlap = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+                assert min(overlap) <= 0.5, (a, b)
+
+
+def test_scatter_and_mark_labels_are_capped(monkeypatch):
+    figures = capture_figures(monkeypatch)
+    points = sample_points(40)
+    svg = plots.pareto(points, title="t", x_label="x", y_label="y")
+    written = [t for t in texts(svg) if t.startswith("model ")]
+    assert 1 <= len(written) <= plots.POINT_LABELS
+    # the front is labelled first
+    front = [p.label for p in plots.pareto_front(points)][:plots.POINT_LABELS]
+    assert set(front[:3]) <= set(written)
+    marks = [Mark(10.0 ** (3 + k / 4), 300.0 + 10 * k, f"crossing {k}") for k in range(12)]
+    svg = plots.curves(sample_series(3, 5), title="t", x_label="x", y_label="y", marks=marks,
+                       log_x=True, log_y=True)
+    assert sum(t.startswith("crossing") for t in texts(svg)) <= plots.MARK_LABELS
+    stars = [line for line in figures[-1].axes[0].lines if line.get_marker() == "*"]
+    assert sum(len(line.get_xdata()) for line in stars) == len(marks)  # every mark is drawn
+
+
+def test_layout_keeps_the_legend_beside_the_axes(monkeypatch):
+    figures = capture_figures(monkeypatch)
+    every_figure()
+    for fig in figures:
+        renderer = fig.canvas.get_renderer()
+        assert fig.get_layout_engine() is None  # frozen: the SVG is drawn as it was checked
+        (legend,) = fig.legends
+        axes = fig.axes[0].get_tightbbox(renderer)
+        beside = legend.get_window_extent(renderer)
+        assert axes.x1 <= beside.x0 + 0.5  # the legend never covers the data or ticks
+        assert fig.axes[0].get_window_extent(renderer).width > 0.4 * fig.bbox.width
