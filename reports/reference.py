@@ -4,9 +4,10 @@
 
 runs the full matrices (``ptb``, ``shakespeare``, ``wikitext2``: their tasks and learning curves
 included) with every cell's training capped at ``--max-seconds``, one folder of result records
-per matrix under ``reports/reference/`` (or ``--out DIR``).  Every report shows these records
-beside the user's own rows for the datasets they share, marked with their commit, machine and
-cap.  Like any run it resumes where it stopped; ``--force`` recomputes.
+per matrix under ``reports/reference/`` (or ``--out DIR``), then renders them into
+``report.html`` there (with ``results.csv`` and ``results.md``).  Every report shows these
+records beside the user's own rows for the datasets they share, marked with their commit,
+machine and cap.  Like any run it resumes where it stopped; ``--force`` recomputes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lmladder.cli import main as lmladder
+from lmladder.reports.render import render_report
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
 MATRICES = ("ptb", "shakespeare", "wikitext2")
@@ -34,6 +36,8 @@ def regenerate(out: Path = REFERENCE, *, max_seconds: float = 180, threads: int 
         if code == 130:
             return code
         worst = max(worst, code)
+    out = render_report(out, out / "report.html")
+    print(f"report: {out.resolve()}")
     return worst
 
 

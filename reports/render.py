@@ -764,7 +764,7 @@ def _few(points: list, *, front: bool = False, higher: bool = False) -> list:
     (where ``front``), then the best by y."""
     if len(points) <= MAX_DRAWN:
         return points
-    keep = list(plots.pareto_front(points)) if front and hasattr(plots, "pareto_front") else []
+    keep = list(plots.pareto_front(points)) if front else []
     for p in sorted(points, key=lambda p: -p.y if higher else p.y):
         if len(keep) >= MAX_DRAWN:
             break
@@ -847,8 +847,6 @@ def crossings(ctx: Context) -> list[dict]:
 
 def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
     """The figures of one dataset, in reading order; those with nothing to show are left out."""
-    if not hasattr(plots, "pareto"):
-        return []
     full = ctx.measured(ds, full=True)
     quality = _quality(full or ctx.measured(ds))
     metric = ".".join(COLUMNS[quality][0])
@@ -873,10 +871,14 @@ def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
     series, marks = [], []
     for rows in ([row for row in ctx.rows if row.current], ctx.ref_rows):
         found = learning_curve_lines([row for row in rows if row.dataset == ds]).get(ds, [])
+        # the curves ending lowest (crossovers are still found among all of them)
+        drawn = sorted(found, key=lambda f: min((p for *_, p in f[2] if _drawable(p)),
+                                                 default=math.inf))
+        drawn = drawn[:MAX_DRAWN // 2]
         series += [plots.Series(label, family, tuple((t, p) for t, _, p in pts
                                                      if _drawable(t) and _drawable(p)),
                                 flagged, kind == "reference")
-                   for label, kind, pts, flagged, family in found]
+                   for label, kind, pts, flagged, family in drawn]
         marks += [plots.Mark(c["x"], c["y"], f"{_short(c['winner'], 18)} overtakes")
                   for c in _crossings(ds, [(label, pts) for label, _, pts, *_ in found])]
     figures.append(_plot("curves", series, title=f"{ds}: learning curves",
@@ -1279,19 +1281,17 @@ def task_scores(ctx: Context) -> Section | None:
                      for i, s in enumerate(specs)]
             chance = [{"text": "" if s.chance is None else f"{s.chance:.3g}",
                        "value": "" if s.chance is None else repr(s.chance)} for s in specs]
-            figure = None
-            if hasattr(plots, "bars"):
-                scored = [row for row in rows if _drawable(_task_mean(row, name, first.name))]
-                points = [plots.Point(row.label, row.family, None,
-                                      _task_mean(row, name, first.name),
-                                      flagged=row.training.flagged,
-                                      reference=row.kind == "reference") for row in scored]
-                shown = _few([p for p, row in zip(points, scored, strict=True) if _full(row)],
-                             higher=first.higher_is_better)
-                figure = _plot("bars", shown, title=f"{ds}: {name} {first.name}",
-                               y_label=first.name, higher_is_better=first.higher_is_better,
-                               chance=first.chance,
-                               lines=_lines(anchors, f"tasks.{name}.{first.name}"))
+            scored = [row for row in rows if _drawable(_task_mean(row, name, first.name))]
+            points = [plots.Point(row.label, row.family, None,
+                                  _task_mean(row, name, first.name),
+                                  flagged=row.training.flagged,
+                                  reference=row.kind == "reference") for row in scored]
+            shown = _few([p for p, row in zip(points, scored, strict=True) if _full(row)],
+                         higher=first.higher_is_better)
+            figure = _plot("bars", shown, title=f"{ds}: {name} {first.name}",
+                           y_label=first.name, higher_is_better=first.higher_is_better,
+                           chance=first.chance,
+                           lines=_lines(anchors, f"tasks.{name}.{first.name}"))
             parts.append({"dataset": ds, "task": name, "heads": heads, "rows": body,
                           "chance": chance, "plot": figure})
     if not parts:
@@ -1306,15 +1306,16 @@ def sweeps(ctx: Context) -> Section | None:
     if not found:
         return None
     figures = []
-    if hasattr(plots, "curves"):
-        by_key = defaultdict(list)
-        for (model, ds, key), pts in found.items():
-            family = next((row.family for row in ctx.rows if row.dataset == ds
-                           and row.records[0]["cell"]["model"] == model), "other")
-            by_key[key].append(plots.Series(f"{model} on {ds}", family, tuple(pts)))
-        for key, series in sorted(by_key.items()):
-            figures.append(_plot("curves", series, title=f"test ppl against {key}",
-                                 x_label=key, y_label="test ppl (per token)"))
+    by_key = defaultdict(list)
+    for (model, ds, key), pts in found.items():
+        family = next((row.family for row in ctx.rows if row.dataset == ds
+                       and row.records[0]["cell"]["model"] == model), "other")
+        by_key[key].append(plots.Series(f"{model} on {ds}", family, tuple(pts)))
+    for key, series in sorted(by_key.items()):
+        # the sweeps reaching the lowest perplexity; every one is listed in text below
+        series = sorted(series, key=lambda s: min(y for _, y in s.points))[:MAX_DRAWN // 2]
+        figures.append(_plot("curves", series, title=f"test ppl against {key}",
+                             x_label=key, y_label="test ppl (per token)"))
     lines = [f"{model} on {ds}: " + ", ".join(f"{key}={x:g} → {y:.2f}" for x, y in pts)
              for (model, ds, key), pts in found.items()]
     return Section("Scaling curves", "sweeps.html.j2",

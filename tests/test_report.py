@@ -297,13 +297,6 @@ def test_labels_with_dollars_do_not_crash_the_plots(record, label):
     assert "Scaling curves" in html and "<svg" in html
 
 
-def test_plain_escapes_every_dollar():
-    assert plots.plain("a$b$") == r"a\$b\$" and plots.plain(r"\$") == r"\\$"
-
-
-# ---- writing the page -------------------------------------------------------------------------
-
-
 def test_report_is_written_atomically_and_readable(record, tmp_path):
     results = tmp_path / "results"
     save(results, variant(record, label="A", config={}, ppl=1.5))

@@ -33,7 +33,7 @@ MODELS = {
             1_250_000),
     "laplace2": ("lmladder.baselines.ngram:NGramLM", {"order": 2, "smoothing": "add-k", "k": 1.0},
                  16_288),
-    "hmm": ("lmladder.baselines.hmm_torch:TorchHMM", {"states": 64, "threads": 1}, 644_160),
+    "hmm": ("lmladder.baselines.hmm:HMM", {"states": 64, "threads": 1}, 644_160),
     "lstm": ("lmladder.neural.rnn:RNNLM", {"cell": "lstm", "hidden": 128, "layers": 1,
                                            "bptt": 20, "batch_size": 32, "lr": 5e-3}, 183_696),
     "gru": ("lmladder.neural.rnn:RNNLM", {"cell": "gru", "hidden": 128, "layers": 1,
@@ -41,6 +41,8 @@ MODELS = {
     "transformer": ("lmladder.neural.transformer:TransformerLM",
                     {"layers": 2, "heads": 2, "width": 64, "context": 32, "lr": 5e-3}, 162_048),
 }
+FAMILIES = {"kn3": "n-gram", "kn5": "n-gram", "laplace2": "n-gram", "hmm": "HMM", "lstm": "RNN",
+            "gru": "RNN", "transformer": "Transformer"}
 DATASETS = {  # name -> (level, vocabulary size, train tokens)
     "synthetic": ("word", 400, 200_000),
     "ptb": ("word", 10_000, 929_589),
@@ -160,7 +162,8 @@ def make_record(index: int, rng: random.Random) -> dict:
         "protocol": {"reset_at_boundary": False, "window": None, "stride": None,
                      "accuracy_tokens": 5000, "first_context": "one boundary token '<eos>'",
                      "token": "word + one <eos> per line", "unk": None},
-        "model": {"class": klass, "revision": 1, "parameters": parameters},
+        "model": {"class": klass, "revision": 1, "family": FAMILIES[model],
+                  "parameters": parameters},
         "metrics": {"valid": _split(20_000, ppl * 0.97), "test": _split(20_000, ppl),
                     "test_accuracy": {"accuracy_tokens": 5000, "top1": rng.uniform(0.05, 0.4),
                                       "top5": rng.uniform(0.2, 0.7)},
