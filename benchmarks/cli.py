@@ -6,7 +6,7 @@
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
                         [--threads N] [--time-limit S] [--memory-limit MIB] [--max-seconds S]
                         [--in-process]
-    lmladder report RESULTS_DIR [-o FILE]
+    lmladder report RESULTS_DIR [-o FILE] [--no-reference]
     lmladder report --compare RUN_A RUN_B [-o FILE]
 
 While a matrix runs, each cell shows one line: its training bar ("12.5 s / 15 s",
@@ -370,7 +370,8 @@ def _report(args) -> int:
     from lmladder.reports.render import render_report
 
     results = Path(args.results_dir)
-    out = render_report(results, Path(args.output) if args.output else results / "report.html")
+    out = render_report(results, Path(args.output) if args.output else results / "report.html",
+                        reference=not args.no_reference)
     print(f"report: {out.resolve()}")
     return 0
 
@@ -383,13 +384,7 @@ def _compare(args) -> int:
     for run in (run_a, run_b):
         if not run.is_dir():
             raise ResultsError(f"--compare {run}: no such results folder")
-    try:  # only here: a report of one folder never needs it
-        from lmladder.reports.compare import render_compare
-    except ModuleNotFoundError as err:
-        if err.name != "lmladder.reports.compare":
-            raise
-        raise ResultsError("report --compare is not available in this lmladder "
-                           "(lmladder.reports.compare is missing)") from None
+    from lmladder.reports.compare import render_compare
     out = render_compare(run_a, run_b, Path(args.output) if args.output else run_b / "compare.html")
     print(f"report: {Path(out).resolve()}")
     return 0
@@ -490,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render the HTML report of a results folder, or "
                          "compare two")
     rep.add_argument("results_dir", nargs="?", help="a results folder (lmladder run --results)")
+    rep.add_argument("--no-reference", action="store_true",
+                     help="leave out lmladder's shipped reference rows")
     rep.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                      help="a side-by-side page of two results folders, with per-metric ratios")
     rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html, or "
