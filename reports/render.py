@@ -41,7 +41,10 @@ from markupsafe import Markup
 from lmladder.files import atomic_write
 from lmladder.registry import family_of
 from lmladder.reports import plots
+from lmladder.reports.anchors import load_anchors
+from lmladder.reports.cards import model_cards
 from lmladder.reports.plots import finite
+from lmladder.reports.protocol import protocol_prose
 from lmladder.results import (
     STATUSES,
     code_revision,
@@ -503,11 +506,7 @@ PATH_COLUMNS = {".".join(path): name for name, (path, _) in COLUMNS.items()}
 
 
 def shipped_anchors() -> list:
-    """The literature anchors that ship with lmladder (none if the module is unavailable)."""
-    try:
-        from lmladder.reports.anchors import load_anchors
-    except ImportError:
-        return []
+    """The literature anchors that ship with lmladder (``reports/anchors.toml``)."""
     return load_anchors()
 
 
@@ -1146,14 +1145,10 @@ def overview(ctx: Context) -> Section:
 
 
 def _cards(groups: list[tuple[str, list[dict]]]) -> Markup | None:
-    try:
-        from lmladder.reports import cards
-    except ImportError:  # model cards are optional: the page is whole without them
-        return None
     if not groups:
         return None
     try:
-        return Markup(cards.model_cards(groups))
+        return Markup(model_cards(groups))
     except (ArithmeticError, ValueError, TypeError) as err:  # a malformed record's card
         logging.getLogger(__name__).warning("model cards left out: %s", err)
         return Markup("<p class=\"note\">Model cards left out: {}</p>").format(
@@ -1330,24 +1325,9 @@ def problems(ctx: Context) -> Section | None:
 
 
 def protocol(ctx: Context) -> Section:
-    """The scoring protocol as prose per dataset (from ``reports/protocol.py``), else the
-    recorded settings and the scoring module's documentation."""
-    try:
-        from lmladder.reports.protocol import protocol_prose
-    except ImportError:
-        protocol_prose = None
-    if protocol_prose is not None:
-        return Section("Scoring protocol", "protocol.html.j2",
-                       {"prose": Markup(protocol_prose(ctx.records)), "rows": [], "doc": ""})
-    from lmladder import scoring
-
-    seen = {}
-    for r in ctx.records:
-        if isinstance(r.get("protocol"), dict) and r["protocol"]:
-            seen[_text(r["protocol"])] = [f"{k} = {_text(v)}" for k, v in r["protocol"].items()]
+    """The scoring protocol as prose per dataset, with a worked example (reports/protocol.py)."""
     return Section("Scoring protocol", "protocol.html.j2",
-                   {"prose": None, "rows": list(seen.values()),
-                    "doc": (scoring.__doc__ or "").strip()})
+                   {"prose": Markup(protocol_prose(ctx.records))})
 
 
 def unreadable_files(lines: list[str]) -> Section | None:

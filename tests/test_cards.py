@@ -254,7 +254,7 @@ def test_prose_escapes_and_survives_odd_records(records):
 
 def test_the_page_can_include_the_protocol_template_with_its_prose():
     """render.py includes protocol.html.j2 as a section: ``data.prose`` (markup from
-    protocol_prose) is placed as is, the recorded settings are the fallback."""
+    protocol_prose) is placed as is, not escaped a second time."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("lmladder.reports", "templates"),
@@ -262,10 +262,8 @@ def test_the_page_can_include_the_protocol_template_with_its_prose():
     template = env.get_template("protocol.html.j2")
     prose = protocol_prose([{"dataset": {"name": "d", "level": "word", "boundary": "<eos>"},
                              "protocol": {}}])
-    page = template.render(data={"prose": prose, "rows": [], "doc": ""})
+    page = template.render(data={"prose": prose})
     assert 'class="protocol-block"' in page and "&amp;lt;" not in page  # not escaped twice
-    page = template.render(data={"prose": None, "rows": [["window = 8", SCRIPT]], "doc": "d"})
-    assert "window = 8" in page and ESCAPED in page and "<pre>d</pre>" in page
 
 
 def test_card_ids_are_unique(records):
