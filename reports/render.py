@@ -529,6 +529,7 @@ def _cite(anchor) -> str:
 def _match_anchor(row: Row, anchors: list, metric: str):
     """The comparable anchor of ``metric`` that stands for this row's model: same family and
     the anchor's first model word (e.g. "KN5", "LSTM") among the label's words.  Of several,
+    the one sharing most words with the label ("LSTM medium …" → Zaremba's medium LSTM), then
     the weakest published figure (the smallest published model of that kind)."""
     words = set(re.findall(r"[\w-]+", row.label.lower()))
     found = [a for a in anchors if a.comparable and a.metric == metric
@@ -536,8 +537,9 @@ def _match_anchor(row: Row, anchors: list, metric: str):
              and (re.findall(r"[\w-]+", a.model.lower()) or [""])[0] in words]
     if not found:
         return None
-    pick = min if _higher_is_better(metric) else max
-    return pick(found, key=lambda a: a.value)
+    sign = 1 if _higher_is_better(metric) else -1
+    return min(found, key=lambda a: (-len(words & set(re.findall(r"[\w-]+", a.model.lower()))),
+                                     sign * a.value))
 
 
 def distance(value: float, anchor) -> str:

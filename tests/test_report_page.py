@@ -143,10 +143,13 @@ def test_summary_names_the_best_row_and_the_distance_to_its_anchor():
     assert "best of this run: KN5 test ppl 141.19" in top
     assert ("KN5 141.19 — literature 141.2 (KN5 (interpolated Kneser-Ney 5-gram), KN5 2012): "
             "−0.01%") in top
-    # the weakest published LSTM stands for a small one; the row is flagged as under-trained
+    # the published LSTM of the row's size; the row is flagged as under-trained
     assert ("LSTM small 260.30 — literature 114.5 (LSTM small 2x200, LSTM 2012): 2.3× — "
             "trained 0.6 epochs, 20 steps, not converged") in top
     assert "is 100× faster than LSTM small" in top
+    medium = make("LSTM medium 2x650", ppl=95.0, model="lstm-medium", fit=neural_fit(2.0))
+    top = section(render_html([medium], anchors=ANCHORS), "summary")
+    assert "LSTM medium 2x650 95.00 — literature 82.7 (LSTM medium 2x650" in top  # its own size
 
 
 def test_a_flagged_best_row_is_never_ranked_first_silently():
