@@ -88,8 +88,13 @@ def test_wheel_installs_exactly_one_top_level_package(tmp_path):
     for expected in ("lmladder/api.py", "lmladder/baselines/ngram.py", "lmladder/neural/rnn.py",
                      "lmladder/reports/render.py", "lmladder/perf/ngram.py",
                      "lmladder/tasks/cloze.py",
-                     "lmladder/matrices/quick.toml", "lmladder/reports/templates/report.html.j2"):
+                     "lmladder/matrices/quick.toml", "lmladder/reports/templates/report.html.j2",
+                     "lmladder/reports/anchors.toml"):
         assert expected in names
+    shipped = {n for n in names if n.startswith("lmladder/reports/reference/")}
+    records = {f"lmladder/reports/reference/{p.parent.name}/{p.name}"
+               for p in (ROOT / "reports" / "reference").glob("*/*__*.json")}
+    assert records and shipped == records  # every reference record, and nothing else
 
 
 def test_only_lmladder_names_outside_the_checkout(tmp_path):
