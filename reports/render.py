@@ -1104,7 +1104,8 @@ def summary(ctx: Context) -> Section | None:
         groups.append({"title": "learning curves", "lines": cross})
     problem_lines = []
     for c in problem_causes(ctx.records):
-        text = (f"{c['count']} cell{'s' if c['count'] != 1 else ''} {c['status']}: "
+        which = f" ({'; '.join(c['cells'])})" if len(c["cells"]) <= 2 else ""  # few: name them
+        text = (f"{c['count']} cell{'s' if c['count'] != 1 else ''} {c['status']}{which}: "
                 f"{c['type']}{': ' + c['message'] if c['message'] else ''}")
         problem_lines.append(text + (f" — {c['hint']}" if c["hint"] else ""))
     if problem_lines:

@@ -181,6 +181,10 @@ def test_failed_cells_are_one_summary_line_per_cause():
     assert problems.count("<li>") == 1 and "12 affected cells" in problems
     assert "Model 3 on ptb (cpu): seeds 0, 1" in problems
     assert problems.count("Folders searched") == 1  # the whole message once, collapsed
+    one = make("LSTM large", ppl=1.0, model="lstm-large")
+    one.update(status="failed", error={"type": "TimeLimit", "message": "exceeded 1800 s"})
+    top = section(render_html(records[:1] + [one], anchors=[]), "summary")
+    assert "1 cell failed (LSTM large on ptb (cpu): seed 0): TimeLimit: exceeded 1800 s" in top
 
 
 # ---- leaderboards --------------------------------------------------------------------------------
