@@ -7,7 +7,9 @@ included) with every cell's training capped at ``--max-seconds``, one folder of 
 per matrix under ``reports/reference/`` (or ``--out DIR``), then renders them into
 ``report.html`` there (with ``results.csv`` and ``results.md``).  Every report shows these
 records beside the user's own rows for the datasets they share, marked with their commit,
-machine and cap.  Like any run it resumes where it stopped; ``--force`` recomputes.
+machine and cap.  The shipped records name no path of the machine that made them: the data
+folder reads ``<data dir>`` (:func:`make_portable`).  Like any run it resumes where it stopped;
+``--force`` recomputes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 
 from lmladder.cli import main as lmladder
 from lmladder.reports.render import render_report
+from lmladder.results import is_record_name, read_record, write_record
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
 MATRICES = ("ptb", "shakespeare", "wikitext2")
+DATA_DIR = "<data dir>"  # stands for the folder the corpora were read from
+COMMAND = "python -m lmladder.reports.reference"
 
 
 def regenerate(out: Path = REFERENCE, *, max_seconds: float = 180, threads: int = 1,
@@ -36,9 +41,32 @@ def regenerate(out: Path = REFERENCE, *, max_seconds: float = 180, threads: int 
         if code == 130:
             return code
         worst = max(worst, code)
+    make_portable(out)
     out = render_report(out, out / "report.html")
     print(f"report: {out.resolve()}")
     return worst
+
+
+def make_portable(folder: Path) -> int:
+    """Rewrite the records under ``folder`` so that they name no path of this machine: the
+    dataset's ``source.root`` and the ``--data-dir`` value in ``provenance.argv`` become
+    ``<data dir>``, the program in ``argv[0]`` becomes the command.  Returns the number of
+    records rewritten."""
+    changed = 0
+    for path in sorted(p for p in folder.rglob("*.json") if is_record_name(p)):
+        record = read_record(path)
+        source = (record.get("dataset") or {}).get("source") or {}
+        argv = list(record["provenance"].get("argv") or [])
+        portable = [COMMAND, *(DATA_DIR if before == "--data-dir" else a
+                               for before, a in zip(argv, argv[1:], strict=False))] \
+            if argv else []
+        if source.get("root") not in (None, DATA_DIR) or portable != argv:
+            if "root" in source:
+                source["root"] = DATA_DIR
+            record["provenance"]["argv"] = portable
+            write_record(path, record)
+            changed += 1
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
