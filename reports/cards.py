@@ -25,10 +25,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from lmladder.registry import family_of
+from lmladder.reports.jinja import environment
 
 MAX_HISTORY_ROWS = 20
 MAX_TABLES = 3
@@ -63,7 +63,7 @@ def model_cards(groups: Sequence[tuple[str, list[dict]]]) -> Markup:
         seen[card["anchor"]] = seen.get(card["anchor"], 0) + 1
         if seen[card["anchor"]] > 1:
             card["anchor"] += f"-{seen[card['anchor']]}"
-    return Markup(_environment().get_template("cards.html.j2").render(cards=cards))
+    return Markup(environment().get_template("cards.html.j2").render(cards=cards))
 
 
 def card_data(label: str, records: list[dict]) -> dict[str, Any]:
@@ -364,9 +364,3 @@ def _join(*values: Any) -> str | None:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
-
-
-def _environment() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("lmladder.reports", "templates")
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)

@@ -39,10 +39,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from lmladder.files import atomic_write
 from lmladder.registry import family_of
+from lmladder.reports.jinja import environment
 from lmladder.reports.render import ReportError
 from lmladder.results import (
     IDENTITY,
@@ -468,12 +467,6 @@ def _namesake_note(record: dict, namesakes: list[dict]) -> str:
     return f"the other folder has this label with another {', '.join(differ)}"
 
 
-def _environment() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("lmladder.reports", "templates")
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
-
-
 def compare_html(a: Folder, b: Folder, thresholds: Mapping[str, float] | None = None) -> str:
     """The comparison page of two read folders (see :func:`read_folder`) as HTML text."""
     limits = thresholds_with(thresholds)
@@ -481,7 +474,7 @@ def compare_html(a: Folder, b: Folder, thresholds: Mapping[str, float] | None = 
     totals = Counter()
     for t in tables:
         totals.update(t["counts"])
-    return _environment().get_template("compare.html.j2").render(
+    return environment().get_template("compare.html.j2").render(
         title=f"lmladder comparison: {a.path.name or a.path} vs {b.path.name or b.path}",
         folders=[("A", folder_summary(a)), ("B", folder_summary(b))],
         tables=tables,

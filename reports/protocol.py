@@ -22,12 +22,12 @@ import json
 from collections import defaultdict
 from typing import Any
 
-import jinja2
 import numpy as np
 from markupsafe import Markup
 
 from lmladder.corpus import Split
 from lmladder.registry import family_of
+from lmladder.reports.jinja import environment
 from lmladder.scoring import metrics_from_logprobs
 
 # Made-up ln-probabilities of the worked examples (natural log, one per token).  Word level:
@@ -43,7 +43,7 @@ def protocol_prose(records: list[dict]) -> Markup:
     per distinct protocol (the datasets it covers named), each with its split sizes and a worked
     example.  Records without a dataset and protocol description are ignored; if none has one,
     the markup says so."""
-    return Markup(_environment().get_template("protocol.html.j2").render(
+    return Markup(environment().get_template("protocol.html.j2").render(
         **protocol_data(records)))
 
 
@@ -336,9 +336,3 @@ def _running_text(level: str | None, tokens: list[str]) -> str:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
-
-
-def _environment() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("lmladder.reports", "templates")
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)

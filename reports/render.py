@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 from markupsafe import Markup
 
 from lmladder.files import atomic_write
@@ -43,6 +42,7 @@ from lmladder.registry import family_of
 from lmladder.reports import plots
 from lmladder.reports.anchors import load_anchors
 from lmladder.reports.cards import model_cards
+from lmladder.reports.jinja import environment
 from lmladder.reports.plots import finite
 from lmladder.reports.protocol import protocol_prose
 from lmladder.results import (
@@ -1351,12 +1351,6 @@ SECTIONS: list[Callable[[Context], Section | None]] = [
 ]
 
 
-def _environment() -> jinja2.Environment:
-    loader = jinja2.PackageLoader("lmladder.reports", "templates")
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
-
-
 EXPORTS = ("results.csv", "results.md", "results.json")
 
 
@@ -1381,7 +1375,7 @@ def render_html(records: list[dict], title: str = "lmladder report",
     matrices = sorted({r["cell"]["matrix"] for r in records})
     colours = [(_slug(f), c) for f, c in _family_colours().items()
                if re.fullmatch(r"#[0-9a-fA-F]{3,8}", str(c))]
-    return _environment().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         title=title,
         subtitle=f"matrix: {', '.join(matrices)} — {len(distinct(records))} cells",
         sections=sections, colours=colours, exports=list(ctx.exports),
