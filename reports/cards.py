@@ -102,10 +102,14 @@ def _dict(value) -> dict:
 
 
 def _number(value) -> float | None:
-    """``value`` as a float if it is a real number (not a bool), else None."""
+    """``value`` as a float if it is a real number (not a bool) that a float can hold, else
+    None (a record may hold an integer too large for a float)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _missing(value) -> bool:

@@ -26,7 +26,6 @@ import csv
 import functools
 import io
 import json
-import logging
 import math
 import re
 import statistics
@@ -1148,14 +1147,7 @@ def overview(ctx: Context) -> Section:
 
 
 def _cards(groups: list[tuple[str, list[dict]]]) -> Markup | None:
-    if not groups:
-        return None
-    try:
-        return Markup(model_cards(groups))
-    except (ArithmeticError, ValueError, TypeError) as err:  # a malformed record's card
-        logging.getLogger(__name__).warning("model cards left out: %s", err)
-        return Markup("<p class=\"note\">Model cards left out: {}</p>").format(
-            f"{type(err).__name__}: {err}")
+    return Markup(model_cards(groups)) if groups else None
 
 
 def per_dataset(ctx: Context) -> Section | None:
