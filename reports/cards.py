@@ -20,7 +20,6 @@ from a record is marked safe.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from markupsafe import Markup
 
 from lmladder.registry import family_of
 from lmladder.reports.jinja import environment
+from lmladder.reports.values import as_text, clip
 
 MAX_HISTORY_ROWS = 20
 MAX_TABLES = 3
@@ -74,11 +74,11 @@ def card_data(label: str, records: list[dict]) -> dict[str, Any]:
     seeds = [_show(_dict(_dict(r).get("cell")).get("seed")) or "?" for r in records]
     parameters = _number(model.get("parameters"))
     return {
-        "label": _text(label),
+        "label": as_text(label),
         "anchor": "card-" + _slug(f"{label}-{cell.get('dataset', '')}"),
-        "dataset": _text(cell.get("dataset", "")),
+        "dataset": as_text(cell.get("dataset", "")),
         "family": family_of(record) if isinstance(record.get("model"), dict) else "other",
-        "model_class": _text(model.get("class") or cell.get("model") or "unknown"),
+        "model_class": as_text(model.get("class") or cell.get("model") or "unknown"),
         "revision": _show(model.get("revision")),
         "parameters": f"{parameters:,.0f}" if parameters is not None else None,
         "seeds": len(records),
@@ -117,13 +117,6 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, (str, list, dict, tuple)) and len(value) == 0)
 
 
-def _text(value) -> str:
-    """Any record value as one line of text (JSON for containers)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-
-
 def _show(value) -> str | None:
     """A short display text for ``value``, or None where it is missing.  Integers get thousands
     separators, floats four significant digits, booleans read ``true``/``false``."""
@@ -139,7 +132,7 @@ def _show(value) -> str | None:
         if value.is_integer() and abs(value) < 1e15:  # a count stored as float: 1,093,632
             return f"{value:,.0f}"
         return f"{value:.4g}"
-    return _text(value)
+    return as_text(value)
 
 
 def _cell(value) -> dict[str, str]:
@@ -261,7 +254,7 @@ def history_table(history, limit: int = MAX_HISTORY_ROWS) -> dict | None:
     keys = list(dict.fromkeys(k for k in keys if any(not _missing(p.get(k)) for p in shown)))
     constant = []
     if len(shown) > 1:
-        constant = [k for k in keys if len({_text(p.get(k)) for p in shown}) == 1]
+        constant = [k for k in keys if len({as_text(p.get(k)) for p in shown}) == 1]
     columns = [k for k in keys if k not in constant]
     what = "validation points" if chosen is validated else "points"
     caption = (f"{len(shown)} of {len(chosen)} {what}" if len(shown) < len(chosen)
@@ -299,7 +292,7 @@ def inspect_tables(inspect, limit: int = MAX_TABLES) -> dict:
         rows = entry.get("rows") if isinstance(entry.get("rows"), list) else []
         columns, rows = prune_table(columns, rows)
         if rows:
-            tables.append({"title": _text(entry.get("title", "")),
+            tables.append({"title": as_text(entry.get("title", "")),
                            "columns": [_show(c) or "" for c in columns],
                            "rows": [[_cell(v) for v in row] for row in rows]})
     return {"tables": tables, "left_out": max(0, len(entries) - limit)}
@@ -308,16 +301,12 @@ def inspect_tables(inspect, limit: int = MAX_TABLES) -> dict:
 # ---- samples and task examples -----------------------------------------------------------------
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _sample(sample) -> dict | None:
     if not isinstance(sample, str) or not sample:
         return None
     note = (f"the first {MAX_SAMPLE_CHARS:,} of {len(sample):,} characters"
             if len(sample) > MAX_SAMPLE_CHARS else "")
-    return {"text": _shorten(sample, MAX_SAMPLE_CHARS), "note": note}
+    return {"text": clip(sample, MAX_SAMPLE_CHARS), "note": note}
 
 
 def task_examples(tasks, limit: int = MAX_TASK_EXAMPLES) -> list[dict]:
@@ -338,7 +327,7 @@ def task_examples(tasks, limit: int = MAX_TASK_EXAMPLES) -> list[dict]:
 
 def _example_cell(value) -> dict[str, str]:
     cell = _cell(value)
-    return {**cell, "text": _shorten(cell["text"], MAX_EXAMPLE_CHARS)}
+    return {**cell, "text": clip(cell["text"], MAX_EXAMPLE_CHARS)}
 
 
 # ---- provenance ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from lmladder.files import atomic_write
 from lmladder.registry import family_of
 from lmladder.reports.jinja import environment
 from lmladder.reports.render import ReportError
+from lmladder.reports.values import value_at
 from lmladder.results import (
     IDENTITY,
     code_revision,
@@ -242,15 +243,6 @@ def _is_number(value) -> bool:
         and math.isfinite(value)
 
 
-def _get(record: Mapping, path: Iterable[str]):
-    node = record
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
 def _task_result(record: dict, task: str) -> dict:
     tasks = record.get("tasks")
     result = tasks.get(task) if isinstance(tasks, dict) else None
@@ -301,7 +293,7 @@ def _values(records: list[dict], metric: Metric) -> list[float]:
             continue
         if metric.task is not None and _task_result(r, metric.task).get("status") != "ok":
             continue
-        value = _get(r, metric.path)
+        value = value_at(r, metric.path)
         if _is_number(value):
             out.append(float(value))
     return out

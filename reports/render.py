@@ -44,6 +44,7 @@ from lmladder.reports.cards import model_cards
 from lmladder.reports.jinja import environment
 from lmladder.reports.plots import finite
 from lmladder.reports.protocol import protocol_prose
+from lmladder.reports.values import as_text, clip, value_at
 from lmladder.results import (
     STATUSES,
     code_revision,
@@ -108,22 +109,6 @@ SPREAD_NOTE = ("Where a row has several seeds, a value reads mean ± sample stan
                "over its seeds (n − 1 in the denominator); “seeds” counts them.")
 
 
-def _get(record, path: Iterable[str]):
-    """The value at ``path`` in nested dicts, or None where any step is missing or not a dict."""
-    for key in path:
-        if not isinstance(record, dict) or record.get(key) is None:
-            return None
-        record = record[key]
-    return record
-
-
-def _text(value) -> str:
-    """A record value as one short line of text (JSON for containers)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-
-
 def _normalise(record) -> dict:
     """``record`` with the fields every section relies on made safe to use: ``status`` and the
     cell's model, label, dataset, device and matrix as text, its seed an int or text.  Records
@@ -133,10 +118,10 @@ def _normalise(record) -> dict:
     cell = record.get("cell") if isinstance(record.get("cell"), dict) else {}
     seed = cell.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        seed = _text(seed)
-    fixed = {k: _text(cell[k]) if k in cell else "?"
+        seed = as_text(seed)
+    fixed = {k: as_text(cell[k]) if k in cell else "?"
              for k in ("model", "label", "dataset", "device", "matrix")}
-    return {**record, "status": _text(record.get("status")), "cell": {**cell, **fixed,
+    return {**record, "status": as_text(record.get("status")), "cell": {**cell, **fixed,
                                                                        "seed": seed}}
 
 
@@ -210,7 +195,7 @@ def _family(record: dict) -> str:
 
 
 def _budget_text(record: dict) -> str:
-    budget = _get(record, ("budget_used",)) or _get(record, ("cell", "budget"))
+    budget = value_at(record, ("budget_used",)) or value_at(record, ("cell", "budget"))
     if not isinstance(budget, dict):
         return ""
     parts = []
@@ -227,10 +212,10 @@ BUDGET_SPENT = 0.9  # a fit that used this share of its seconds stopped for the 
 def _budget_spent(record: dict, fit: dict) -> bool:
     """The fit stopped because its budget ran out: it used (nearly) all of its seconds, or all
     of its tokens or steps."""
-    budget = _get(record, ("budget_used",)) or _get(record, ("cell", "budget"))
+    budget = value_at(record, ("budget_used",)) or value_at(record, ("cell", "budget"))
     if not isinstance(budget, dict):
         return False
-    used = {"seconds": finite(fit.get("seconds")) or finite(_get(record, ("timing", "fit_s"))),
+    used = {"seconds": finite(fit.get("seconds")) or finite(value_at(record, ("timing", "fit_s"))),
             "tokens": finite(fit.get("train_tokens")), "steps": finite(fit.get("steps"))}
     for key, share in (("seconds", BUDGET_SPENT), ("tokens", 1.0), ("steps", 1.0)):
         limit = finite(budget.get(key))
@@ -253,7 +238,7 @@ def training(record: dict) -> Training:
     fit = record.get("fit") if isinstance(record.get("fit"), dict) else {}
     notes = fit.get("notes") if isinstance(fit.get("notes"), dict) else {}
     tokens = finite(fit.get("train_tokens"))
-    split = finite(_get(record, ("dataset", "splits", "train", "tokens")))
+    split = finite(value_at(record, ("dataset", "splits", "train", "tokens")))
     epochs = finite(notes.get("epochs"))
     if epochs is None and tokens is not None and split:
         epochs = tokens / split
@@ -320,7 +305,7 @@ class Row:
 
     def values(self, column: str) -> list[float]:
         path = COLUMNS[column][0]
-        return [v for v in (finite(_get(r, path)) for r in self.records) if v is not None]
+        return [v for v in (finite(value_at(r, path)) for r in self.records) if v is not None]
 
     def mean(self, column: str) -> float | None:
         values = self.values(column)
@@ -383,20 +368,16 @@ def _facets(record: dict) -> dict[str, str]:
     for part in ("budget", "scoring", "threads", "fraction"):
         value = cell.get(part)
         if isinstance(value, dict):
-            out.update({f"{part}.{k}": _text(v) for k, v in value.items()})
+            out.update({f"{part}.{k}": as_text(v) for k, v in value.items()})
         elif value is not None:
-            out[part] = _text(value)
+            out[part] = as_text(value)
     config = cell.get("config")
     if isinstance(config, dict):
         for k, v in config.items():
-            out.setdefault(str(k), _text(v))
+            out.setdefault(str(k), as_text(v))
     elif config is not None:
-        out["config"] = _text(config)
+        out["config"] = as_text(config)
     return out
-
-
-def _short(text: str, limit: int = 20) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _label(rows: list[Row]) -> None:
@@ -418,7 +399,7 @@ def _label(rows: list[Row]) -> None:
             f = facets[row.identity]
             if differ == ["fraction"] and _full(row):
                 continue  # the whole-data row of a learning curve needs no suffix
-            shown = ", ".join(f"{n}={_short(f.get(n, '—'))}" for n in differ[:3])
+            shown = ", ".join(f"{n}={clip(f.get(n, '—'))}" for n in differ[:3])
             if not differ or len(shown) > 60:
                 shown = f"identity {row.identity[:8]}"
             elif len(differ) > 3:
@@ -448,7 +429,7 @@ def _dataset_note(records: list[dict]) -> str:
     vocab = finite(desc.get("vocab_size"))
     if vocab is not None:
         facts.append(f"vocabulary {vocab:,.0f}")
-    tokens, chars = (finite(_get(desc, ("splits", "test", k))) for k in ("tokens", "chars"))
+    tokens, chars = (finite(value_at(desc, ("splits", "test", k))) for k in ("tokens", "chars"))
     if tokens is not None:
         facts.append(f"test {tokens:,.0f} tokens"
                      + (f" ({chars:,.0f} characters)" if chars is not None else ""))
@@ -479,7 +460,7 @@ def _full(row: Row) -> bool:
 
 def _mean_at(row: Row, path: tuple[str, ...]) -> float | None:
     """Mean over the row's seeds of the number at ``path`` (e.g. an anchor's metric)."""
-    values = [v for v in (finite(_get(r, path)) for r in row.records) if v is not None]
+    values = [v for v in (finite(value_at(r, path)) for r in row.records) if v is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -558,13 +539,13 @@ def matching_reference(records: list[dict], reference: list[dict]) -> list[dict]
     are the user's own records (the report of the reference folder itself)."""
     vocab = defaultdict(set)
     for r in records:
-        sha = _get(r, ("dataset", "vocab_sha256"))
+        sha = value_at(r, ("dataset", "vocab_sha256"))
         if r["status"] == "ok" and isinstance(sha, str):
             vocab[r["cell"]["dataset"]].add(sha)
     mine = {(r.get("key"), record_date(r)) for r in records}
     return [r for r in reference
             if r["status"] == "ok" and (r.get("key"), record_date(r)) not in mine
-            and _get(r, ("dataset", "vocab_sha256")) in vocab.get(r["cell"]["dataset"], ())]
+            and value_at(r, ("dataset", "vocab_sha256")) in vocab.get(r["cell"]["dataset"], ())]
 
 
 def _count(value: float) -> str:
@@ -576,7 +557,7 @@ def reference_caption(records: list[dict]) -> str:
     """Where reference records come from, in words: "lmladder reference run, commit a77eeff,
     2 CPU cores, training capped at 180 s per cell"."""
     provs = [r["provenance"] for r in records if isinstance(r.get("provenance"), dict)]
-    commits = sorted({_text(p.get("git_commit"))[:7] for p in provs if p.get("git_commit")})
+    commits = sorted({as_text(p.get("git_commit"))[:7] for p in provs if p.get("git_commit")})
     cores = sorted({p["cpu_count"] for p in provs if isinstance(p.get("cpu_count"), int)})
     parts = ["lmladder reference run"]
     if commits:
@@ -586,7 +567,7 @@ def reference_caption(records: list[dict]) -> str:
     caps = []
     for key, unit in (("seconds", "s"), ("tokens", "tokens"), ("steps", "steps")):
         values = sorted({v for r in records
-                         if (v := finite(_get(r, ("cell", "budget", key)))) is not None})
+                         if (v := finite(value_at(r, ("cell", "budget", key)))) is not None})
         if values:
             span = _count(values[0]) + (f"–{_count(values[-1])}" if len(values) > 1 else "")
             caps.append(f"{span} {unit}")
@@ -710,7 +691,7 @@ def leaderboard(rows: list[Row], anchors: list = (), *, quality: str = "test ppl
                      "sort": a.value if column == quality else None})
     if isinstance(oracle, dict):  # an oracle holds {"valid": metrics, "test": metrics}
         cells = [_trained_cell(None) if c == "trained" else cell(
-            c, finite(_get(oracle, COLUMNS[c][0][1:])) if COLUMNS[c][0][0] == "metrics"
+            c, finite(value_at(oracle, COLUMNS[c][0][1:])) if COLUMNS[c][0][0] == "metrics"
             else None) for c in columns]
         for c in cells:
             c["best"] = False
@@ -783,7 +764,7 @@ def _thin(points: tuple) -> tuple:
 
 
 def _lines(anchors: list, metric: str) -> list:
-    return [plots.Line(a.value, f"{_short(a.model, 28)} {a.value:g} ({_cite(a)})"
+    return [plots.Line(a.value, f"{clip(a.model, 28)} {a.value:g} ({_cite(a)})"
                        + ("" if a.comparable else " — not comparable"))
             for a in anchors if a.metric == metric]
 
@@ -791,10 +772,10 @@ def _lines(anchors: list, metric: str) -> list:
 def _compute(row: Row) -> tuple[float | None, float | None]:
     """(training FLOPs, training seconds) of a row's first record, each None where unknown."""
     r = row.records[0]
-    per_token = finite(_get(r, ("fit", "notes", "train_flops_per_token")))
-    tokens = finite(_get(r, ("fit", "train_tokens")))
+    per_token = finite(value_at(r, ("fit", "notes", "train_flops_per_token")))
+    tokens = finite(value_at(r, ("fit", "train_tokens")))
     flops = per_token * tokens if per_token and tokens else None
-    seconds = finite(_get(r, ("fit", "seconds"))) or finite(_get(r, ("timing", "fit_s")))
+    seconds = finite(value_at(r, ("fit", "seconds"))) or finite(value_at(r, ("timing", "fit_s")))
     return flops, seconds
 
 
@@ -804,7 +785,7 @@ def learning_curve_lines(rows: list[Row]) -> dict[str, list[tuple]]:
     curves = defaultdict(list)
     for row in rows:
         first = row.records[0]
-        tokens = finite(_get(first, ("dataset", "splits", "train", "tokens")))
+        tokens = finite(value_at(first, ("dataset", "splits", "train", "tokens")))
         ppl, fit_s = finite(row.mean("test ppl")), finite(row.mean("fit s"))
         if tokens is None or ppl is None:
             continue
@@ -879,7 +860,7 @@ def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
                                                      if _drawable(t) and _drawable(p)),
                                 flagged, kind == "reference")
                    for label, kind, pts, flagged, family in drawn]
-        marks += [plots.Mark(c["x"], c["y"], f"{_short(c['winner'], 18)} overtakes")
+        marks += [plots.Mark(c["x"], c["y"], f"{clip(c['winner'], 18)} overtakes")
                   for c in _crossings(ds, [(label, pts) for label, _, pts, *_ in found])]
     figures.append(_plot("curves", series, title=f"{ds}: learning curves",
                          x_label="training tokens (log scale)",
@@ -888,7 +869,7 @@ def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
                          log_x=True, log_y=True))
     hmm = defaultdict(list)
     for row in full:
-        states = finite(_get(row.records[0], ("cell", "config", "states")))
+        states = finite(value_at(row.records[0], ("cell", "config", "states")))
         if row.family == "HMM" and states and _drawable(y := row.mean(quality)):
             hmm[(row.kind, row.records[0]["cell"]["model"])].append((states, y, row))
     hmm_series = [plots.Series(f"{model}" + (" (reference)" if kind == "reference" else ""),
@@ -902,7 +883,7 @@ def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
         else "nats/token"
     training_series = []
     for row in _ranked(full, quality)[:MAX_DRAWN // 2]:  # the best rows' curves
-        history = _get(row.records[0], ("fit", "history"))
+        history = value_at(row.records[0], ("fit", "history"))
         pts = tuple((finite(h.get("step", h.get("steps"))), v) for h in history or ()
                     if isinstance(h, dict) and _drawable(v := finite(h.get("valid_nll")))
                     and finite(h.get("step", h.get("steps"))) is not None)
@@ -1070,8 +1051,8 @@ def problem_causes(records: list[dict]) -> list[dict]:
     details = {}
     for r in distinct(r for r in records if r["status"] != "ok"):
         error = r.get("error") if isinstance(r.get("error"), dict) else {}
-        message = _text(error.get("message") or "")
-        cause = (r["status"], _text(error.get("type") or "no error type recorded"),
+        message = as_text(error.get("message") or "")
+        cause = (r["status"], as_text(error.get("type") or "no error type recorded"),
                  _first_line(message, r["cell"]))
         details.setdefault(cause, message)
         c = r["cell"]
@@ -1120,7 +1101,7 @@ def overview(ctx: Context) -> Section:
     provs = sorted((r["provenance"] for r in records if isinstance(r.get("provenance"), dict)),
                    key=lambda p: str(p.get("date") or ""))
     last = provs[-1] if provs else {}
-    commits = sorted({_text(p.get("git_commit") or "unknown")[:10]
+    commits = sorted({as_text(p.get("git_commit") or "unknown")[:10]
                       + (" (dirty)" if p.get("git_dirty") is True else "") for p in provs})
     dates = sorted(str(p["date"]) for p in provs if p.get("date"))
     status = Counter(r["status"] for r in distinct(records))
@@ -1129,7 +1110,7 @@ def overview(ctx: Context) -> Section:
     if isinstance(cores, int) and not isinstance(cores, bool):
         devices += f" ({cores} CPU cores)"
     versions = last.get("versions") if isinstance(last.get("versions"), dict) else {}
-    platform = ", ".join(_text(last[k]) if k == "platform" else f"Python {_text(last[k])}"
+    platform = ", ".join(as_text(last[k]) if k == "platform" else f"Python {as_text(last[k])}"
                          for k in ("platform", "python") if last.get(k))
     items = [
         ("cells", ", ".join(f"{status[s]} {s}" for s in sorted(status, key=_status_order))),
@@ -1139,7 +1120,7 @@ def overview(ctx: Context) -> Section:
         ("lmladder commit", ", ".join(commits)),
         ("code revisions", "; ".join(sorted({code_revision(r) for r in records}))),
         ("platform", platform),
-        ("versions", ", ".join(f"{k} {_text(v)}" for k, v in versions.items() if v)),
+        ("versions", ", ".join(f"{k} {as_text(v)}" for k, v in versions.items() if v)),
     ]
     if ctx.reference:
         items.append(("reference rows", reference_caption(ctx.reference)))
@@ -1211,7 +1192,7 @@ def _task_cell(row: Row, name: str, spec) -> dict:
         return {"text": "", "value": ""}
     values = [v for t in results if (v := finite(t.get(spec.name))) is not None]
     if not values:
-        text = "n/a" if results[0].get("status") == "not applicable" else _text(
+        text = "n/a" if results[0].get("status") == "not applicable" else as_text(
             results[0].get("status", "—"))
         return {"text": text, "value": ""}
     text = f"{sum(values) / len(values):.4g}"
@@ -1356,7 +1337,7 @@ def render_html(records: list[dict], title: str = "lmladder report",
     and vocabulary of ``records`` are shown); ``anchors`` are the literature figures (None:
     the shipped ones; ``[]``: none); ``exports`` are file names beside the page to link to.
     """
-    unreadable = [_text(line) for line in unreadable]
+    unreadable = [as_text(line) for line in unreadable]
     records = [_normalise(r) for r in records]
     if not records and not unreadable:
         raise ValueError("no result records to report")
