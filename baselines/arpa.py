@@ -22,6 +22,10 @@ Boundary and unknown-word mapping
   renamed, say to ``<unk>_``, also lists its own zero-count ``<unk>``: read it with
   ``aliases={"<unk>_": "<unk>", "<unk>": None}``.)
 * Tokens containing whitespace (character-level vocabularies) cannot be written.
+* Reading onto a vocabulary that lacks some words of the file drops those words with their
+  n-grams, then renormalises: the unigrams are rescaled to sum to one over the vocabulary and every
+  backoff weight is recomputed (:func:`lmladder.baselines.ngram_prune.recompute_backoffs`, as
+  SRILM's ``ngram -limit-vocab -renorm``), so every next-token distribution sums to one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 
 from lmladder.api import Vocab
 from lmladder.baselines.ngram_backoff import BackoffTables
+from lmladder.baselines.ngram_prune import recompute_backoffs
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +106,10 @@ def write_arpa(tables: BackoffTables, vocab: Vocab, path: str | Path, *,
     return path
 
 
-def _parse(path: Path) -> list[list[list[str]]]:
-    """The fields of every n-gram line, per order (index j - 1)."""
+def parse_arpa(path: str | Path) -> list[list[list[str]]]:
+    """The fields of every n-gram line of an ARPA file, per order (index j - 1); ValueError
+    naming the file and line for anything that is not ARPA."""
+    path = Path(path)
     sections: list[list[list[str]]] = []
     declared: list[int] = []
     current = None
@@ -147,16 +154,19 @@ def _values(fields: list[list[str]], col: int) -> np.ndarray:
 
 
 def read_arpa(path: str | Path, vocab: Vocab, *, aliases: Mapping[str, str | None] | None = None,
-              ) -> tuple[BackoffTables, bool]:
+              sections: list[list[list[str]]] | None = None) -> tuple[BackoffTables, bool]:
     """Read an ARPA file onto ``vocab``; returns (tables, cross_boundary).
 
-    ``aliases`` maps ARPA words to vocabulary tokens (``None``: drop the word).  N-grams with a
-    word outside the vocabulary are dropped (counted in a log warning); every vocabulary token
-    must have a unigram.  The file must be suffix- and prefix-closed (every listed n-gram's last
-    and first ``j - 1`` words listed), as files from ``lmplz`` and unpruned SRILM models are.
+    ``aliases`` maps ARPA words to vocabulary tokens (``None``: drop the word).  Words outside
+    the vocabulary are dropped with their n-grams and the model renormalised over the vocabulary
+    (module docstring; a log warning counts them); every vocabulary token must have a unigram.
+    The file must be suffix- and prefix-closed (every listed n-gram's last and first ``j - 1``
+    words listed), as files from ``lmplz``, SRILM and :func:`write_arpa` are.  ``sections`` is
+    :func:`parse_arpa`'s result when the caller has parsed the file already.
     """
     path = Path(path)
-    sections = _parse(path)
+    if sections is None:
+        sections = parse_arpa(path)
     v, b = len(vocab), vocab.boundary_id
     aliases = dict(aliases or {})
     unigram_words = {f[1] for f in sections[0]}
@@ -185,6 +195,7 @@ def read_arpa(path: str | Path, vocab: Vocab, *, aliases: Mapping[str, str | Non
             uni_p[ids[word]], uni_b[ids[word]] = p, w
         else:
             dropped += 1
+    dropped_words = dropped
     missing = [vocab.tokens[i] for i in np.nonzero(np.isnan(uni_p))[0][:10]]
     if missing:
         raise ValueError(f"{path}: no unigram for vocabulary token(s) {missing}; map them with "
@@ -220,9 +231,12 @@ def read_arpa(path: str | Path, vocab: Vocab, *, aliases: Mapping[str, str | Non
         keys.append(k)
         logp.append(_values(fields, 0)[keep][order])
         bow.append(_values(fields, j + 1)[keep][order] if j < n else np.zeros(len(k)))
-    if dropped:
-        log.warning("%s: dropped %d n-grams with words outside the vocabulary", path, dropped)
     bow[-1] = np.zeros(len(keys[-1]))
     for j in range(2, n + 1):
         tables.context_index(j)  # checks prefix closure now rather than at the first query
+    if dropped_words:
+        log.warning("%s: dropped %d words outside the vocabulary (%d n-grams in all) and "
+                    "renormalised over the vocabulary", path, dropped_words, dropped)
+        logp[0] -= np.logaddexp.reduce(logp[0])
+        tables = recompute_backoffs(tables)
     return tables, cross

@@ -19,6 +19,14 @@ counts as preceded by one boundary.  Counting, adjusted counts and discounts fol
 ``lmplz`` (Heafield et al. 2013), so ``kn5`` on PTB lands near ``lmplz -o 5`` (141.19).  With
 ``cross_boundary=True`` the boundary is an ordinary token and histories run across lines.
 
+Pruning
+-------
+``prune > 0`` prunes the fitted backoff model by relative entropy (Stolcke 1998, as SRILM's
+``ngram -prune``; :mod:`lmladder.baselines.ngram_prune`): n-grams whose removal raises the
+perplexity by a relative amount below ``prune`` go, backoff weights are recomputed, and the pruned
+model is what is scored, saved and exported to ARPA.  ``inspect()`` shows the n-grams per order
+before and after.
+
 Smoothings: ``mle``, ``add-k`` (Lidstone, ``k``), ``witten-bell``, ``absolute-discounting``,
 ``kneser-ney`` and ``modified-kneser-ney`` (Chen & Goodman 1998), all interpolated; see
 :mod:`lmladder.baselines.ngram_smoothing` for the formulas.  ``mle`` gives unseen events
@@ -54,8 +62,10 @@ from lmladder.api import (
     rank_counts,
     require,
 )
+from lmladder.baselines.arpa import BOS, EOS, parse_arpa, read_arpa, write_arpa
 from lmladder.baselines.ngram_backoff import BackoffTables
 from lmladder.baselines.ngram_counts import count_ngrams, history_lengths
+from lmladder.baselines.ngram_prune import prune
 from lmladder.baselines.ngram_smoothing import compile_tables, make_smoothing
 
 SmoothingName = Literal[
@@ -79,6 +89,8 @@ class NGramLM(LanguageModel):
         discount: a fixed discount in (0, 1] for every order (and, for modified Kneser-Ney,
             every count class), overriding the estimates from count-of-counts.
         cross_boundary: let histories run across the boundary token (see module docstring).
+        prune: Stolcke's relative-entropy pruning threshold (see module docstring); 0 keeps
+            every n-gram.  Needs a smoothing that reserves backoff mass (not ``mle``/``add-k``).
         """
 
         order: int = 3
@@ -86,10 +98,16 @@ class NGramLM(LanguageModel):
         k: float = 1.0
         discount: float | None = None
         cross_boundary: bool = False
+        prune: float = 0.0
 
         def __post_init__(self) -> None:
             require(self, "order", 1 <= self.order <= MAX_ORDER, f"in [1, {MAX_ORDER}]")
             require(self, "k", self.k > 0, "> 0")
+            require(self, "prune", self.prune >= 0, ">= 0")
+            if self.prune > 0 and self.smoothing in ("mle", "add-k"):
+                raise ValueError(f"prune needs a smoothing with backoff mass, not "
+                                 f"{self.smoothing!r}: {self.smoothing} has no backoff form "
+                                 "that pruned n-grams could fall back to")
             if self.discount is not None:
                 if self.smoothing not in _DISCOUNTED:
                     raise ValueError(f"discount applies to {', '.join(_DISCOUNTED)}, "
@@ -105,6 +123,7 @@ class NGramLM(LanguageModel):
         super().__init__(**config)
         self.tables_: BackoffTables | None = None
         self.discounts_: np.ndarray | None = None
+        self.unpruned_sizes_: list[int] | None = None  # n-grams per order before pruning
 
     # -- training -------------------------------------------------------------------------------
 
@@ -129,7 +148,9 @@ class NGramLM(LanguageModel):
         if callback:
             callback(Progress(1, 2, "stage", {"ngrams": float(sum(map(len, counts.keys)))}))
         smoothing = make_smoothing(cfg.smoothing, k=cfg.k, discount=cfg.discount)
-        self.tables_ = compile_tables(counts, smoothing)
+        tables = compile_tables(counts, smoothing)
+        self.unpruned_sizes_ = tables.sizes() if cfg.prune > 0 else None
+        self.tables_ = prune(tables, cfg.prune)
         used = smoothing.discounts()
         self.discounts_ = np.full((cfg.order, 3), np.nan)
         for j, d in enumerate(used):
@@ -139,6 +160,8 @@ class NGramLM(LanguageModel):
         if callback:
             callback(Progress(2, 2, "stage", {}))
         notes = {"ngrams_per_order": self.tables_.sizes()}
+        if self.unpruned_sizes_ is not None:
+            notes["ngrams_per_order_unpruned"] = self.unpruned_sizes_
         if used:
             notes["discounts"] = [[float(x) for x in d] for d in used]
         return FitReport(train_tokens=len(train), steps=1, seconds=seconds, notes=notes)
@@ -188,19 +211,26 @@ class NGramLM(LanguageModel):
         """``(g, e)`` of each token, int64 ``(N, 2)`` (see ``LanguageModel.next_token_ranks``);
         full next-token distributions are built for ``chunk`` positions at a time (default: ~4M
         floats)."""
+        tokens = self._checked_ids(tokens)
+        out = np.empty((len(tokens), 2), dtype=np.int64)
+        for rows, logp in self.distribution_chunks(tokens, context, chunk):
+            out[rows] = rank_counts(logp, tokens[rows])
+        return out
+
+    def distribution_chunks(self, tokens: np.ndarray, context: ContextPolicy, chunk: int = 0):
+        """Yield ``(rows, logp)``: the float64 ``(len(rows), V)`` next-token ln-distributions
+        before ``tokens[rows]``, ``chunk`` positions at a time (default: ~4M floats)."""
         tables = self._require_tables()
         seq, hist = self._history(tokens, context)
         n, v = self.cfg.order, len(self.vocab_)
         chunk = chunk or max(1, (1 << 22) // v)
-        out = np.empty((len(hist), 2), dtype=np.int64)
         for lo in range(0, len(hist), chunk):
             t = np.arange(lo + 1, min(lo + chunk, len(hist)) + 1)
             h = np.full((len(t), n - 1), -1, dtype=np.int64)
             for lvl in range(1, n):
                 ok = hist[t - 1] >= lvl
                 h[ok, n - 1 - lvl] = seq[t[ok] - lvl]
-            out[t - 1] = rank_counts(tables.distributions(h), seq[t])
-        return out
+            yield t - 1, tables.distributions(h)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -209,15 +239,19 @@ class NGramLM(LanguageModel):
         return self._require_tables().num_parameters()
 
     def inspect(self) -> list[dict]:
+        """One table: n-grams per order (and before pruning, if pruned) and the discounts."""
         tables = self._require_tables()
+        before = self.unpruned_sizes_
         rows = []
         for j in range(1, self.cfg.order + 1):
             d = [] if self.discounts_ is None else self.discounts_[j - 1]
-            rows.append([j, tables.sizes()[j - 1],
+            rows.append([j, *([] if before is None else [before[j - 1]]), tables.sizes()[j - 1],
                          *[None if not np.isfinite(x) else round(float(x), 4) for x in d]])
+        pruned = "" if before is None else f", pruned at {self.cfg.prune:g}"
         return [{
-            "title": f"{self.cfg.smoothing} {self.cfg.order}-gram: n-grams and discounts",
-            "columns": ["order", "n-grams", "D1", "D2", "D3+"],
+            "title": f"{self.cfg.smoothing} {self.cfg.order}-gram{pruned}: n-grams and discounts",
+            "columns": ["order", *([] if before is None else ["n-grams before pruning"]),
+                        "n-grams", "D1", "D2", "D3+"],
             "rows": rows,
         }]
 
@@ -230,6 +264,8 @@ class NGramLM(LanguageModel):
         t = self._require_tables()
         arrays = {"discounts": self.discounts_ if self.discounts_ is not None
                   else np.full((self.cfg.order, 3), np.nan)}
+        if self.unpruned_sizes_ is not None:
+            arrays["unpruned_sizes"] = np.array(self.unpruned_sizes_, dtype=np.int64)
         for j in range(1, t.order + 1):
             arrays[f"keys_{j}"] = t.keys[j - 1]
             arrays[f"logp_{j}"] = t.logp[j - 1]
@@ -260,13 +296,15 @@ class NGramLM(LanguageModel):
             raise ValueError(f"the arrays hold more orders than the config's order={n}")
         self.tables_ = BackoffTables(v, keys, logp, bow, flat=self.cfg.smoothing == "add-k")
         self.discounts_ = check_state_array(arrays, "discounts", (n, 3)).astype(np.float64)
+        self.unpruned_sizes_ = None
+        if "unpruned_sizes" in arrays:  # written for pruned models only
+            sizes = check_state_array(arrays, "unpruned_sizes", (n,), "i")
+            self.unpruned_sizes_ = [int(x) for x in sizes]
 
     # -- ARPA -----------------------------------------------------------------------------------
 
     def to_arpa(self, path: str | Path) -> Path:
         """Write the model as an ARPA file (log10 probabilities; :mod:`lmladder.baselines.arpa`)."""
-        from lmladder.baselines.arpa import write_arpa
-
         if self.cfg.smoothing == "add-k":
             raise ValueError("add-k interpolates every order with the uniform distribution, which "
                              "an ARPA backoff chain cannot express; export another smoothing")
@@ -290,13 +328,185 @@ class NGramLM(LanguageModel):
         ``aliases`` renames ARPA words to vocabulary tokens (``None`` drops the word); see
         :func:`lmladder.baselines.arpa.read_arpa`.
         """
-        from lmladder.baselines.arpa import read_arpa
-
         if smoothing == "add-k":
             raise ValueError("an ARPA file is a backoff chain; it cannot be an add-k model")
         tables, cross = read_arpa(path, vocab, aliases=aliases)
-        model = cls(order=tables.order, smoothing=smoothing, cross_boundary=cross)
+        return cls.from_tables(tables, vocab, cross_boundary=cross, smoothing=smoothing)
+
+    @classmethod
+    def from_tables(cls, tables: BackoffTables, vocab: Vocab, *, cross_boundary: bool,
+                    smoothing: SmoothingName = "modified-kneser-ney") -> NGramLM:
+        """A fitted model over ``vocab`` that scores with ``tables`` (``smoothing``: a label)."""
+        model = cls(order=tables.order, smoothing=smoothing, cross_boundary=cross_boundary)
         model.tables_ = tables
         model.discounts_ = np.full((tables.order, 3), np.nan)
         model.vocab_ = vocab
         return model
+
+
+class ArpaLM(LanguageModel):
+    """A backoff LM read from an ARPA file (``arpa:PATH``: KenLM, SRILM, ``lmladder export-arpa``).
+
+    ``fit`` reads the file onto the dataset's vocabulary and trains nothing (0 training tokens).
+    The file's model is taken as it is; only the words are matched, so that every next-token
+    distribution sums to one over the dataset's vocabulary:
+
+    * A dataset token the file lists is that word; the boundary token is ``<s>``/``</s>`` (or its
+      own name in a file without them; :mod:`lmladder.baselines.arpa`).
+    * Dataset tokens the file lacks are the file's ``<unk>``, as in KenLM and SRILM: in a history
+      they are ``<unk>``, and predicted, the ``k`` dataset tokens that are ``<unk>`` (the file's
+      own ``<unk>`` among them, when the dataset has a token of that name) share its probability,
+      ``p(<unk> | h) / k`` each.  A file without ``<unk>`` that lacks a dataset token is refused.
+    * Words of the file that are not dataset tokens are dropped with their n-grams and the model
+      renormalised over the rest (unigrams rescaled, backoff weights recomputed; SRILM's
+      ``ngram -limit-vocab -renorm``).
+
+    The saved model holds the tables read, so it scores without the file; like ``hf:``, its config
+    still names the file, which must exist to build or load it.
+    """
+
+    @dataclass(frozen=True)
+    class Config:
+        """source: the ARPA file (log10 probabilities, as KenLM and SRILM write them)."""
+
+        source: str
+
+        def __post_init__(self) -> None:
+            require(self, "source", Path(self.source).expanduser().is_file(),
+                    "an existing ARPA file")
+
+    family = "n-gram"
+    UNK = "<unk>"
+
+    def __init__(self, **config) -> None:
+        super().__init__(**config)
+        self.ngram_: NGramLM | None = None  # the file's model over its words the dataset shares
+        self.table_ids_: np.ndarray | None = None  # int64 (V,): dataset id -> id in ngram_
+        self.share_: np.ndarray | None = None  # float64 (V,): -ln k for the k tokens of a table id
+
+    def fit(
+        self,
+        train: np.ndarray,
+        vocab: Vocab,
+        *,
+        budget: Budget = Budget(),
+        valid: np.ndarray | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> FitReport:
+        """Read the file onto ``vocab`` (see the class docstring); ``train`` is not used."""
+        clock = Stopwatch()
+        path = Path(self.cfg.source).expanduser()
+        sections = parse_arpa(path)
+        table_ids, unk = _table_ids(vocab, {f[1] for f in sections[0]}, path)
+        table_vocab = _table_vocabulary(vocab, table_ids, unk)
+        tables, cross = read_arpa(path, table_vocab, sections=sections)
+        self._attach(vocab, NGramLM.from_tables(tables, table_vocab, cross_boundary=cross),
+                     table_ids)
+        shared = int((self.share_ < 0).sum())
+        return FitReport(train_tokens=0, steps=0, seconds=clock(), notes={
+            "source": str(path), "ngrams_per_order": tables.sizes(), "tokens_as_unk": shared})
+
+    def _attach(self, vocab: Vocab, ngram: NGramLM, table_ids: np.ndarray) -> None:
+        self.vocab_, self.ngram_, self.table_ids_ = vocab, ngram, table_ids
+        self.share_ = -np.log(np.bincount(table_ids)[table_ids].astype(np.float64))
+
+    def _inner(self) -> NGramLM:
+        self._require_fitted()
+        assert self.ngram_ is not None
+        return self.ngram_
+
+    # -- the contract, through the word mapping ----------------------------------------------
+
+    def init_state(self, batch: int) -> np.ndarray:
+        return self._inner().init_state(batch)
+
+    def step(self, state: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logp, state = self._inner().step(state, self.table_ids_[np.asarray(tokens)])
+        return logp[:, self.table_ids_] + self.share_, state
+
+    def token_logprobs(
+        self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
+    ) -> np.ndarray:
+        """ln p(w_i | history), float64 ``(N,)``: the file's model, vectorized."""
+        tokens = self._checked_ids(tokens)
+        inner = self._inner().token_logprobs(self.table_ids_[tokens], context=context)
+        return inner + self.share_[tokens]
+
+    def next_token_ranks(
+        self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy(), chunk: int = 0
+    ) -> np.ndarray:
+        """``(g, e)`` of each token, int64 ``(N, 2)``, over the dataset's vocabulary."""
+        tokens = self._checked_ids(tokens)
+        out = np.empty((len(tokens), 2), dtype=np.int64)
+        chunks = self._inner().distribution_chunks(self.table_ids_[tokens], context, chunk)
+        for rows, logp in chunks:
+            out[rows] = rank_counts(logp[:, self.table_ids_] + self.share_, tokens[rows])
+        return out
+
+    def num_parameters(self) -> int:
+        return self._inner().num_parameters()
+
+    def inspect(self) -> list[dict]:
+        inner = self._inner()
+        shared = int((self.share_ < 0).sum())
+        return [{
+            "title": f"ARPA {inner.cfg.order}-gram {Path(self.cfg.source).name}: n-grams read "
+                     f"({shared} dataset tokens share <unk>)",
+            "columns": ["order", "n-grams"],
+            "rows": [[j, size] for j, size in enumerate(inner.tables_.sizes(), 1)],
+        }]
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        inner = self._inner()
+        return {**inner._state_arrays(), "table_ids": self.table_ids_,
+                "cross_boundary": np.array([inner.cfg.cross_boundary], dtype=np.int64)}
+
+    def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Rebuild the file's model from its tables and the word mapping, refusing a mapping that
+        does not fit the vocabulary (one table id per dataset token, ids ``0..T-1`` all used)."""
+        vocab = self._require_fitted()
+        ids = check_state_array(arrays, "table_ids", (len(vocab),), "i").astype(np.int64)
+        if len(ids) and not np.array_equal(np.unique(ids), np.arange(ids.max() + 1)):
+            raise ValueError("array 'table_ids' must use every table id 0..T-1")
+        cross = check_state_array(arrays, "cross_boundary", (1,), "i")
+        order = sum(1 for k in arrays if k.startswith("keys_"))
+        table_vocab = _table_vocabulary(vocab, ids)
+        inner = NGramLM(order=max(order, 1), cross_boundary=bool(cross[0]))
+        inner.vocab_ = table_vocab
+        inner._load_state_arrays(arrays)
+        self._attach(vocab, inner, ids)
+
+
+def _table_ids(vocab: Vocab, words: set[str], path: Path) -> tuple[np.ndarray, int | None]:
+    """The table id of each dataset token (class docstring), int64 ``(V,)``, numbered in dataset
+    order with the tokens that are ``<unk>`` sharing one id; and that id (None if no token is)."""
+    sentence_marks = BOS in words or EOS in words
+
+    def listed(token: str) -> bool:
+        return token in words and token not in (BOS, EOS) or (
+            token == vocab.boundary and sentence_marks)
+
+    if not listed(vocab.boundary):
+        raise ValueError(f"{path}: neither <s>/</s> nor the boundary token {vocab.boundary!r} "
+                         "is listed; the file cannot mark line ends of this dataset")
+    missing = [t for t in vocab.tokens if not listed(t)]
+    if missing and ArpaLM.UNK not in words:
+        raise ValueError(f"{path}: no unigram for {len(missing)} dataset token(s) "
+                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}) and "
+                         f"no {ArpaLM.UNK} to score them as; use a file made with this "
+                         "vocabulary or one with <unk>")
+    names: dict[str, int] = {}
+    for t in vocab.tokens:
+        names.setdefault(t if listed(t) else ArpaLM.UNK, len(names))
+    ids = np.array([names[t if listed(t) else ArpaLM.UNK] for t in vocab.tokens], dtype=np.int64)
+    return ids, names.get(ArpaLM.UNK)
+
+
+def _table_vocabulary(vocab: Vocab, table_ids: np.ndarray, unk: int | None = None) -> Vocab:
+    """The file's words as a vocabulary over table ids: id ``unk`` is named ``<unk>`` (so that
+    :func:`read_arpa` finds it), every other id after its first dataset token (the names are not
+    used once the tables are read)."""
+    first = np.zeros(int(table_ids.max()) + 1, dtype=np.int64)
+    first[table_ids[::-1]] = np.arange(len(table_ids))[::-1]
+    tokens = [ArpaLM.UNK if i == unk else vocab.tokens[d] for i, d in enumerate(first)]
+    return Vocab(tokens, boundary=vocab.boundary)

@@ -102,6 +102,26 @@ class BackoffTables:
             self._index[j] = ContextIndex(grams, offsets, toks[:, -1].copy())
         return self._index[j]
 
+    def select(self, keep: list[np.ndarray]) -> BackoffTables:
+        """The tables with only the n-grams where ``keep[j - 1]`` (bool, one per n-gram of order
+        ``j``) is True; unigrams are always kept.  ``keep`` must keep the suffix of every kept
+        n-gram (keys name their suffix's row, renumbered here).  Probabilities and backoff
+        weights are copied as they are: recompute the weights to renormalise."""
+        v = self.vocab_size
+        keys, logp, bow = [self.keys[0]], [self.logp[0]], [self.bow[0]]
+        new_row = np.arange(v, dtype=np.int64)  # old row -> new row of the order below, or -1
+        for j in range(2, self.order + 1):
+            k, m = self.keys[j - 1], np.asarray(keep[j - 1], dtype=bool)
+            suffix = new_row[k[m] // v]
+            if (suffix < 0).any():
+                raise ValueError(f"a kept {j}-gram has a dropped suffix; keep must be "
+                                 "suffix-closed")
+            keys.append(suffix * v + k[m] % v)
+            logp.append(self.logp[j - 1][m])
+            bow.append(self.bow[j - 1][m])
+            new_row = np.where(m, np.cumsum(m) - 1, -1)
+        return BackoffTables(v, keys, logp, bow, flat=self.flat)
+
     # -- queries ------------------------------------------------------------------------------
 
     def _chains(self, seq: np.ndarray, hist: np.ndarray):

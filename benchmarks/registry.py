@@ -95,6 +95,8 @@ _add("laplace2", _NGRAM, summary="add-one bigram",
      order=2, smoothing="add-k", k=1.0)
 _add("unigram", _NGRAM, summary="add-one unigram (one per class: multinomial Naive Bayes)",
      order=1, smoothing="add-k", k=1.0)
+_add("arpa:", "lmladder.baselines.ngram:ArpaLM",
+     summary="backoff LM read from an ARPA file (KenLM, SRILM): arpa:<path>")
 
 # ---- HMM family (baselines/hmm.py) ----
 _add("hmm", "lmladder.baselines.hmm:HMM", summary="HMM, batched torch EM (CPU/CUDA)",
@@ -159,6 +161,10 @@ _add("hf-bert", "lmladder.neural.bert:HFBertLM",
                 lr=3e-3, dropout=0.0, max_epochs=None),
      n_layer=4, n_head=4, n_embd=256, context=128, dropout=0.1, batch_size=32, lr=1e-3,
      weight_decay=0.1, warmup_steps=100, eval_tokens=2000)
+
+# ---- a model saved by another run (benchmarks/saved.py) ----
+_add("saved:", "lmladder.saved:SavedLM",
+     summary="a saved model folder (lmladder run --save-models), scored as is: saved:<folder>")
 # fmt: on
 
 
@@ -326,6 +332,12 @@ def load_model(directory: str | Path) -> LanguageModel:
     The class named in ``model.json`` must be one this registry knows (built-in or an installed
     plugin); anything else is refused *before* it is imported.
     """
+    return checkpoint_class(directory).load(directory)
+
+
+def checkpoint_class(directory: str | Path) -> type[LanguageModel]:
+    """The class a checkpoint folder's ``model.json`` names, imported only if this registry
+    knows it (built-in or an installed plugin); otherwise :class:`UnknownNameError`."""
     meta = read_checkpoint(directory)
     known = {e.target for e in models().values()}
     if meta["class"] not in known:
@@ -334,4 +346,4 @@ def load_model(directory: str | Path) -> LanguageModel:
             "knows (built-in or from an installed lmladder.models plugin), so it is not loaded; "
             "install the package that provides it"
         )
-    return import_target(meta["class"]).load(directory)
+    return import_target(meta["class"])
