@@ -4,7 +4,9 @@
     A ``transformers`` GPT-2 built from a config on the dataset vocabulary and trained from
     scratch by the shared loop of :mod:`lmladder.neural.train`: the library's network beside our
     own :mod:`lmladder.neural.transformer` at the same size, under the same training and scoring
-    protocol.
+    protocol.  ``save_pretrained(folder)`` exports it for the Hugging Face ecosystem: the network
+    and a tokenizer of the dataset vocabulary (:func:`dataset_tokenizer`), which plain
+    ``transformers`` and ``hf:FOLDER`` load.
 
 ``hf:<id-or-path>`` -- :class:`HFPretrainedLM`
     A pretrained causal LM (``AutoModelForCausalLM`` + its fast ``AutoTokenizer``) evaluated
@@ -60,6 +62,7 @@ Running one: ``hf:gpt2`` (a hub id; needs the network or the Hugging Face cache)
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import re
@@ -503,8 +506,67 @@ class HFGPT2LM(TransformerLM):
         d, v = cfg.n_embd, len(self._require_fitted())
         return 2.0 * (cfg.n_layer * 12 * d * d + v * d) + 2.0 * cfg.n_layer * cfg.context * d
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the network and a tokenizer of the dataset vocabulary as ``transformers``'
+        ``save_pretrained`` does, so that plain ``transformers`` (``AutoModelForCausalLM``,
+        ``AutoTokenizer``) and ``hf:FOLDER`` load them; returns ``folder``.
+
+        The tokenizer is :func:`dataset_tokenizer`; BOS and EOS (in the tokenizer, the config and
+        the generation config) are the vocabulary's boundary token, which ``hf:`` reads before
+        the first token of a stream just as this model does.  ``hf:FOLDER`` therefore gives every
+        dataset token this model's ln-probability (to float rounding) for texts that fit one
+        window; longer texts are windowed differently (see ``window_plan``): an ``hf:`` window of
+        ``W`` tokens scores as a :class:`~lmladder.api.ContextPolicy` window of ``W - 1`` here.
+        A pruned model exports as it is (its zeros are ordinary weights); an int8-quantized one
+        is refused.
+        """
+        from transformers import GenerationConfig
+
+        if self.cfg.quantize != "none":
+            raise ValueError(f"save_pretrained: a {type(self).__name__} with quantize="
+                             f"{self.cfg.quantize!r} has torch int8 layers that transformers "
+                             "cannot load; export a model trained with quantize='none'")
+        vocab = self._require_fitted()
+        gpt = self._require_module().gpt
+        gpt.save_pretrained(folder)
+        # the network's own config leaves BOS/EOS unset (GPT-2's ids would name other tokens);
+        # the saved copies name the boundary token
+        config = copy.deepcopy(gpt.config)
+        config.bos_token_id = config.eos_token_id = vocab.boundary_id
+        config.save_pretrained(folder)
+        GenerationConfig.from_model_config(config).save_pretrained(folder)
+        dataset_tokenizer(vocab, max_length=self.cfg.context).save_pretrained(folder)
+        return Path(folder)
+
 
 def gpt2_parameter_count(cfg: HFGPT2Config, vocab_size: int) -> int:
     """GPT-2's closed-form parameter count (see :class:`HFGPT2LM`)."""
     d = cfg.n_embd
     return vocab_size * d + cfg.context * d + cfg.n_layer * (12 * d * d + 13 * d) + 2 * d
+
+
+def dataset_tokenizer(vocab: Vocab, *, max_length: int | None = None) -> Any:
+    """A ``transformers`` fast tokenizer (``PreTrainedTokenizerFast``) whose ids are ``vocab``'s
+    and that cuts running text (``Vocab.detokenize``) back into the dataset's tokens.
+
+    Word level: a ``WordLevel`` model over whitespace-separated words; a normalizer first turns
+    every newline into the boundary token (``"\\n"`` -> ``" <eos> "``, the token's offsets
+    still point at the newline, so ``hf:`` credits it to the boundary).  Character level:
+    every character is a token.  Words outside the vocabulary become ``vocab.unk``; a
+    vocabulary without one refuses them.  BOS, EOS and padding are the boundary token;
+    ``max_length`` is the model's position limit.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(dict(vocab.index), unk_token=vocab.unk))
+    if vocab.separator == "":
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    else:
+        tok.normalizer = normalizers.Replace("\n", f" {vocab.boundary} ")
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    boundary = vocab.boundary
+    extra = {} if max_length is None else {"model_max_length": max_length}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=boundary, eos_token=boundary,
+                                   pad_token=boundary, unk_token=vocab.unk, **extra)
+
