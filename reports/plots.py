@@ -1,5 +1,5 @@
-"""The report's figures, as inline SVG: a scatter with its Pareto front, curves, bars and grouped
-bars, one colour per model family everywhere.
+"""The report's figures, as inline SVG: a scatter with its Pareto front, curves, trade-offs
+between model variants, bars and grouped bars, one colour per model family everywhere.
 
 Every figure function takes plain dataclasses (:class:`Point`, :class:`Series`, :class:`Line`,
 :class:`Mark`) that the page builds from result records, and returns a string of SVG markup
@@ -721,13 +721,7 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         ranked = front + sorted((p for p in usable if id(p) not in on_front), key=lambda p: p.y)
         # More labels would not fit a half-slide figure (and each costs a measurement); the
         # unlabelled points are in the legend's families and in the page's tables.
-        for p in ranked[:POINT_LABELS]:
-            text = ax.annotate(shorten(p.label, POINT_CHARS), (p.x, p.y),
-                               textcoords="offset points", xytext=(5, 4), fontsize=MIN_FONT,
-                               color="#333333", zorder=5)
-            texts.append((text, [(5, 4, "left", "bottom"), (-5, 4, "right", "bottom"),
-                                 (5, -4, "left", "top"), (-5, -4, "right", "top"),
-                                 (0, 7, "center", "bottom"), (0, -7, "center", "top")]))
+        texts += [_point_label(ax, p) for p in ranked[:POINT_LABELS]]
         handles, labels = _family_handles(p.family for p in usable)
         more = _style_handles(any(p.flagged for p in usable), any(p.reference for p in usable))
         from matplotlib.lines import Line2D
@@ -739,6 +733,42 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         _titles(ax, title, x_label, y_label)
         _place_labels(fig, ax, texts, [(p.x, p.y) for p in usable])
         return _svg(fig, title)
+
+
+def _point_label(ax, p: Point) -> tuple:
+    """A label written beside a scatter point, with the places :func:`_declutter` may put it
+    (right above first, then the other corners, then centred above and below)."""
+    text = ax.annotate(shorten(p.label, POINT_CHARS), (p.x, p.y), textcoords="offset points",
+                       xytext=(5, 4), fontsize=MIN_FONT, color="#333333", zorder=5)
+    return text, [(5, 4, "left", "bottom"), (-5, 4, "right", "bottom"),
+                  (5, -4, "left", "top"), (-5, -4, "right", "top"),
+                  (0, 7, "center", "bottom"), (0, -7, "center", "top")]
+
+
+def _series_size(count: int) -> tuple[float, float]:
+    """The size of a figure whose legend lists ``count`` series (with room for the entries
+    that explain the line styles): taller than :data:`FIGSIZE` only when the legend needs it."""
+    return FIGSIZE[0], max(FIGSIZE[1], 0.21 * (count + 3) + 0.8)
+
+
+def _draw_series(ax, kept: list[tuple[Series, tuple]]) -> tuple[list, list]:
+    """Draw each (series, its points) as a line with markers; returns the legend's handles and
+    labels.  Colour is the family; series of one family differ in shade and marker.  Flagged
+    series are dashed with hollow markers, reference series have diamonds."""
+    handles, labels = [], []
+    within: dict[str, int] = defaultdict(int)
+    for s, pts in kept:
+        index = within[s.family]
+        within[s.family] += 1
+        tint = _shade(colour(s.family), (0.0, 0.4, -0.35, 0.65)[index % 4])
+        marker = _REFERENCE_MARKER if s.reference else _MARKERS[index % len(_MARKERS)]
+        (handle,) = ax.plot([x for x, _ in pts], [y for _, y in pts], color=tint,
+                            ls="--" if s.flagged else "-", lw=1.6, marker=marker,
+                            markersize=5, markerfacecolor="white" if s.flagged else tint,
+                            markeredgewidth=1.2, zorder=3)
+        handles.append(handle)
+        labels.append(s.label)
+    return handles, labels
 
 
 def _place_labels(fig, ax, texts: list, points=()) -> None:
@@ -784,9 +814,8 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
     marks = [m for m in marks
              if _usable(m.x, log_x) is not None and _usable(m.y, log_y) is not None]
     kept.sort(key=lambda item: (_family_rank(item[0].family), item[0].label))
-    rows = len(kept) + 3  # legend entries, with room for the style entries
     with _style():
-        fig = _new_figure((FIGSIZE[0], max(FIGSIZE[1], 0.21 * rows + 0.8)))
+        fig = _new_figure(_series_size(len(kept)))
         ax = fig.add_subplot()
         xs = [x for _, pts in kept for x, _ in pts] + [m.x for m in marks]
         ys = [y for _, pts in kept for _, y in pts] + [m.y for m in marks]
@@ -794,19 +823,7 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
         _apply_scale(ax, "y", log_y, ys + [line.value for line in lines])
         texts: list = []
         _horizontal_lines(ax, lines, texts)
-        handles, labels = [], []
-        within: dict[str, int] = defaultdict(int)
-        for s, pts in kept:
-            index = within[s.family]
-            within[s.family] += 1
-            tint = _shade(colour(s.family), (0.0, 0.4, -0.35, 0.65)[index % 4])
-            marker = _REFERENCE_MARKER if s.reference else _MARKERS[index % len(_MARKERS)]
-            (handle,) = ax.plot([x for x, _ in pts], [y for _, y in pts], color=tint,
-                                ls="--" if s.flagged else "-", lw=1.6, marker=marker,
-                                markersize=5, markerfacecolor="white" if s.flagged else tint,
-                                markeredgewidth=1.2, zorder=3)
-            handles.append(handle)
-            labels.append(s.label)
+        handles, labels = _draw_series(ax, kept)
         if marks:
             # One artist for every star: one SVG marker definition, used at each point.
             ax.plot([m.x for m in marks], [m.y for m in marks], ls="none", marker="*",
@@ -825,6 +842,46 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
         _titles(ax, title, x_label, y_label)
         _place_labels(fig, ax, texts, [xy for _, pts in kept for xy in pts]
                       + [(m.x, m.y) for m in marks])
+        return _svg(fig, title)
+
+
+def tradeoff(groups: dict[str, Sequence[Point]], *, title: str, x_label: str,
+             y_label: str) -> str:
+    """Variants of models on log-log axes, e.g. test perplexity against size on disk or
+    against scoring speed: ``groups`` maps a model (its legend entry) to its variants (one
+    uncompressed, some quantized or pruned), drawn as points joined by a line in x order.
+
+    Each point's ``label`` is written beside it (a few words, e.g. "int8", "pruned 1e-7"; ""
+    writes nothing), at most :data:`POINT_LABELS` in all; the legend names the models, so the
+    labels stay short.  A group's colour is its first point's family; a group with a flagged
+    point is drawn dashed, one with a reference point with diamonds.  Points a log axis cannot
+    show are left out, as are groups with none left; returns "" when no group is left.
+    """
+    kept = []
+    for name, points in groups.items():
+        usable = sorted((p for p in points
+                         if _usable(p.x, True) is not None and _usable(p.y, True) is not None),
+                        key=lambda p: (p.x, p.y, p.label))
+        if usable:
+            series = Series(name, usable[0].family, tuple((p.x, p.y) for p in usable),
+                            any(p.flagged for p in usable), any(p.reference for p in usable))
+            kept.append((series, series.points, usable))
+    if not kept:
+        return ""
+    kept.sort(key=lambda item: (_family_rank(item[0].family), item[0].label))
+    every = [p for *_, usable in kept for p in usable]
+    with _style():
+        fig = _new_figure(_series_size(len(kept)))
+        ax = fig.add_subplot()
+        _apply_scale(ax, "x", True, [p.x for p in every])
+        _apply_scale(ax, "y", True, [p.y for p in every])
+        handles, labels = _draw_series(ax, [(s, pts) for s, pts, _ in kept])
+        texts = [_point_label(ax, p) for p in [p for p in every if p.label][:POINT_LABELS]]
+        more = _style_handles(any(s.flagged for s, *_ in kept), any(s.reference for s, *_ in kept),
+                              line=True)
+        _legend(fig, handles + more[0], labels + more[1])
+        _titles(ax, title, x_label, y_label)
+        _place_labels(fig, ax, texts, [(p.x, p.y) for p in every])
         return _svg(fig, title)
 
 

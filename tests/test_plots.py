@@ -47,6 +47,16 @@ def sample_series(n_series: int = 3, n_points: int = 4) -> list[Series]:
 LINES = [Line(141.2, "KN5 141.2 (Mikolov 2012)")]
 
 
+def sample_variants() -> dict[str, list[Point]]:
+    """Two models and their compressed variants: (size on disk in MiB, test perplexity)."""
+    return {"LSTM small": [Point("uncompressed", "RNN", 17.7, 115.0),
+                           Point("int8", "RNN", 4.6, 116.0, flagged=True),
+                           Point("50% sparse", "RNN", 17.7, 121.0)],
+            "KN5": [Point("uncompressed", "n-gram", 40.0, 141.2),
+                    Point("pruned 1e-7", "n-gram", 12.0, 145.0),
+                    Point("pruned 1e-6", "n-gram", 3.0, 160.0)]}
+
+
 def every_figure(n: int = 6) -> dict[str, str]:
     points = sample_points(n)
     return {
@@ -62,6 +72,8 @@ def every_figure(n: int = 6) -> dict[str, str]:
             {p.label: {"train tok/s cpu": p.y * 100, "score tok/s cpu": p.y * 300}
              for p in points}, {p.label: p.family for p in points},
             title="throughput", x_label="tokens per second"),
+        "tradeoff": plots.tradeoff(sample_variants(), title="ppl vs size",
+                                   x_label="size on disk", y_label="test perplexity"),
     }
 
 
@@ -80,6 +92,9 @@ def test_every_function_returns_inline_svg_with_its_labels(figures):
                  "not converged", "lmladder reference run", "KN5 141.2 (Mikolov 2012)"],
         "grouped": ["throughput", "tokens per second", "train tok/s cpu", "score tok/s cpu",
                     "model 3"],
+        "tradeoff": ["ppl vs size", "size on disk", "test perplexity", "LSTM small", "KN5",
+                     "uncompressed", "int8", "50% sparse", "pruned 1e-7", "pruned 1e-6",
+                     "not converged"],
     }
     for name, svg in figures.items():
         assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>"), name
@@ -87,8 +102,8 @@ def test_every_function_returns_inline_svg_with_its_labels(figures):
         found = texts(svg)
         for label in expected[name]:
             assert label in found, (name, label, found)
-        # families are named in every legend but the curves' (which names each series)
-        if name != "curves":
+        # families are named in every legend but those that name each series
+        if name not in ("curves", "tradeoff"):
             assert "n-gram" in found and "RNN" in found, name
     assert "other" in texts(figures["pareto"]) and "hf-thing" not in texts(figures["pareto"])
 
@@ -205,6 +220,9 @@ def test_empty_input_gives_no_figure():
     assert plots.bars([Point("a", "RNN", None, -3.0)], title="t", y_label="y",
                       higher_is_better=False, log=True) == ""
     assert plots.grouped_bars({"m": {"s": 0.0}}, {"m": "RNN"}, title="t", x_label="x") == ""
+    assert plots.tradeoff({}, title="t", x_label="x", y_label="y") == ""
+    assert plots.tradeoff({"m": [Point("int8", "RNN", 0.0, 5.0)]}, title="t", x_label="x",
+                          y_label="y") == ""
 
 
 def test_values_a_log_axis_cannot_show_are_dropped():
@@ -290,9 +308,12 @@ def test_long_labels_stay_inside_every_figure(monkeypatch):
                    lines=[Line(120.0, LONG)]),
         plots.grouped_bars({LONG: {LONG: 5.0, "b": 7.0}}, {LONG: "RNN"}, title=LONG,
                            x_label=LONG),
+        plots.tradeoff({LONG: [Point(LONG, "RNN", 20.0, 100.0), Point(LONG + "2", "RNN", 5.0,
+                                                                      101.0)]},
+                       title=LONG, x_label=LONG, y_label=LONG),
     ]
-    assert all(outputs) and len(checked) == 4
-    assert checked == [[], [], [], []]
+    assert all(outputs) and len(checked) == 5
+    assert checked == [[], [], [], [], []]
     for svg in outputs:
         assert LONG not in texts(svg)  # shortened
         assert any("…" in t for t in texts(svg))
@@ -345,6 +366,7 @@ def test_placed_labels_are_inside_the_axes_and_off_each_other(monkeypatch):
                  log_x=True, log_y=True)
     plots.bars(points[:6], title="t", y_label="y", higher_is_better=False, chance=200.0,
                lines=LINES)
+    plots.tradeoff(sample_variants(), title="t", x_label="x", y_label="y")
     for fig in figures:
         ax = fig.axes[0]
         renderer = fig.canvas.get_renderer()
@@ -376,6 +398,30 @@ def test_scatter_and_mark_labels_are_capped(monkeypatch):
     assert sum(t.startswith("crossing") for t in texts(svg)) <= plots.MARK_LABELS
     stars = [line for line in figures[-1].axes[0].lines if line.get_marker() == "*"]
     assert sum(len(line.get_xdata()) for line in stars) == len(marks)  # every mark is drawn
+
+
+def test_tradeoff_joins_each_model_s_variants_in_x_order(monkeypatch):
+    figures = capture_figures(monkeypatch)
+    svg = plots.tradeoff(sample_variants(), title="t", x_label="x", y_label="y")
+    (fig,) = figures
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    # one line per model, n-grams first (as in every legend), each in x order
+    kn5, lstm = ([(x, y) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
+                 for line in ax.lines)
+    assert kn5 == [(3.0, 160.0), (12.0, 145.0), (40.0, 141.2)]
+    assert lstm == [(4.6, 116.0), (17.7, 115.0), (17.7, 121.0)]
+    assert ax.lines[0].get_color() == plots.colour("n-gram")
+    assert ax.lines[1].get_linestyle() == "--"  # a flagged variant: the model's line is dashed
+    # a point labelled "" gets no text; at most POINT_LABELS are written
+    alone = plots.tradeoff({"KN5": [Point("", "n-gram", 40.0, 141.2)]}, title="t",
+                           x_label="x", y_label="y")
+    assert "KN5" in texts(alone) and not figures[-1].axes[0].texts
+    many = plots.tradeoff({f"m{i}": [Point(f"v{i}-{k}", "RNN", 2.0 ** k, 100.0 + i + k)
+                                     for k in range(3)] for i in range(6)},
+                          title="t", x_label="x", y_label="y")
+    assert 1 <= sum(t.startswith("v") for t in texts(many)) <= plots.POINT_LABELS
+    assert svg == plots.tradeoff(sample_variants(), title="t", x_label="x", y_label="y")
 
 
 def test_layout_keeps_the_legend_beside_the_axes(monkeypatch):
