@@ -141,7 +141,7 @@ def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
     with contextlib.suppress(OSError, AttributeError):
         os.setpgid(0, 0)  # a group of its own, so a kill also reaches the workers it starts
-    _die_with_parent(parent)
+    die_with_parent(parent)
     if memory_limit_mib is not None and resource is not None:
         limit = int(memory_limit_mib) * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -154,7 +154,7 @@ def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
     conn.close()
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """On Linux, ask the kernel to kill this child when its parent dies (a killed run must not
     leave cells computing for nobody, holding their locks and its output pipes)."""
     if sys.platform.startswith("linux"):

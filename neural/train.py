@@ -67,6 +67,16 @@ position, carried hidden state, RNG states and the best weights so far are resto
 and continued run ends with the same weights as an uninterrupted one (on CPU; budgets in seconds
 are inherently not reproducible).
 
+Compression
+-----------
+``sparsity`` (global magnitude pruning) and ``quantize="int8"`` (torch's dynamic quantization)
+compress the network when a ``fit`` ends (not when a callback stopped it); see
+:mod:`lmladder.neural.compress`.  The fit notes and ``inspect`` say what was done, ``save`` writes
+int8 weights as int8, and ``num_parameters`` keeps the count before compression.  A quantized
+network runs on the CPU only, scores one token per call (dynamic quantization scales each call's
+inputs by their range, so a batched call would let a token's score depend on the tokens after
+it), cannot be fine-tuned, and, like every compressed network, cannot ``resume`` training.
+
 Schedule
 --------
 ``lr(step) = cfg.lr * warm-up(step) * decay(fraction of the budget used)``; warm-up is linear over
@@ -107,6 +117,9 @@ from lmladder.api import (
     check_token_ids,
     require,
 )
+from lmladder.neural import compress
+from lmladder.neural.ddp import World, fit_distributed
+from lmladder.tasks import NotApplicable
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +137,11 @@ class TrainConfig:
 
     Units: ``lr`` per optimizer step; ``warmup_steps``, ``eval_every``, ``log_every`` in optimizer
     steps; ``eval_tokens`` in tokens of the valid stream; ``max_epochs`` in passes over train.
+
+    ``processes = N > 1`` trains data-parallel: ``fit`` runs N replicas with torchrun (gloo on
+    the CPU, NCCL on N CUDA devices), each on ``batch_size / N`` rows of every batch of
+    ``batch_size`` rows, which makes the update of one process with the whole batch (so
+    ``batch_size`` must be a multiple of N); see :mod:`lmladder.neural.ddp`.
     """
 
     seed: int = 0
@@ -146,6 +164,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward pass
     log_every: int = 10
     score_chunk: int = 256  # tokens per forward call when scoring streams
+    processes: int = 1  # data-parallel replicas (torchrun) that share every batch
+    # Post-training compression (neural/compress.py), applied when a fit ends: global magnitude
+    # pruning of this share of the weight matrices, then int8 dynamic quantization (CPU only).
+    sparsity: float = 0.0
+    quantize: Literal["none", "int8"] = "none"
 
     def __post_init__(self) -> None:
         """Every range the loop admits; subclasses call this first, then check their own."""
@@ -166,6 +189,10 @@ class TrainConfig:
                 "> 0 or None")
         require(self, "log_every", self.log_every >= 0, ">= 0 (0: no loss log)")
         require(self, "score_chunk", self.score_chunk >= 1, ">= 1")
+        require(self, "processes", self.processes >= 1, ">= 1 (1: this process alone)")
+        require(self, "batch_size", self.batch_size % self.processes == 0,
+                f"a multiple of processes ({self.processes}): each replica takes an equal share")
+        require(self, "sparsity", 0 <= self.sparsity < 1, "in [0, 1) (0: no pruning)")
 
 
 def resolve_device(device: str) -> str:
@@ -396,6 +423,7 @@ class TorchLM(LanguageModel):
         self._trainer: _Trainer | None = None
         self._pending_train: dict[str, np.ndarray] | None = None
         self._save_training_state = False
+        self.compression_: compress.Compression | None = None  # set when a fit ends compressed
 
     # -- what subclasses provide ------------------------------------------------------------
 
@@ -414,7 +442,12 @@ class TorchLM(LanguageModel):
 
     def to(self, device: str) -> TorchLM:
         """Move to ``device`` (``cpu``, ``cuda[:i]``, ``mps`` or ``auto``)."""
+        device = "cpu" if self.cfg.quantize != "none" and device == "auto" else device
         device = resolve_device(device)
+        if self.cfg.quantize != "none" and device != "cpu":
+            raise ValueError(f"{type(self).__name__} with quantize={self.cfg.quantize!r} runs on "
+                             f"the CPU only (torch's dynamic quantization has no {device} "
+                             "kernels): use device 'cpu'")
         super().to(device)
         if self.module_ is not None:
             self.module_.to(device)
@@ -444,13 +477,31 @@ class TorchLM(LanguageModel):
         ``budget`` needs a bound (tokens, steps or seconds) unless ``cfg.max_epochs`` is set.
         Returns a FitReport whose counters include earlier parts of a resumed run; ``history``
         holds one entry per log/evaluation point (``loss``, ``valid_nll`` in nats per token).
+        With ``cfg.processes > 1`` the replicas train in torchrun's worker processes
+        (:mod:`lmladder.neural.ddp`), and such a fit cannot be resumed.
         """
+        budget = self._bounded(budget, len(train))
+        if self.cfg.processes > 1:
+            if resume:
+                raise ValueError(f"resume=True is not available with processes = "
+                                 f"{self.cfg.processes}: the training state stayed in the workers")
+            return fit_distributed(self, train, vocab, budget=budget, valid=valid,
+                                   callback=callback, stop=StopTraining)
+        return self._fit(train, vocab, budget=budget, valid=valid, callback=callback,
+                         resume=resume, world=World())
+
+    def _fit(self, train: np.ndarray, vocab: Vocab, *, budget: Budget, valid: np.ndarray | None,
+             callback: ProgressCallback | None, resume: bool, world: World) -> FitReport:
+        """The training loop of ``fit`` (``budget`` bounded) in this process, one of ``world``'s
+        replicas: :mod:`lmladder.neural.ddp` calls it in each torchrun worker."""
         clock = Stopwatch()  # the budget covers the whole fit: setup, training and validation
         cfg = self.cfg
-        budget = self._bounded(budget, len(train))
         if resume:
             if self.vocab_ != vocab:
                 raise ValueError("resume=True needs the vocabulary the run started with")
+            if self.compression_ is not None:
+                raise ValueError("resume=True, but this model's training ended in compression "
+                                 f"({self.compression_.note}); fit it again from the start")
             if self._trainer is None and self._pending_train is None:
                 raise ValueError("resume=True, but this model holds no training state; "
                                  "save(dir, training_state=True) keeps it in a checkpoint")
@@ -460,6 +511,7 @@ class TorchLM(LanguageModel):
             self.module_ = self.build_module(len(vocab)).to(self.device)
             self._trainer = None
             self._pending_train = None
+            self.compression_ = None
         module = self.module_
         data = torch.as_tensor(np.asarray(train, dtype=np.int64)).to(self.device)
         if self._trainer is None:
@@ -471,27 +523,32 @@ class TorchLM(LanguageModel):
             self._trainer.batches = self._rebatch(self._trainer.batches, data)
         tr = self._trainer
         run, opt, batches, scaler = tr.run, tr.optimizer, tr.batches, tr.scaler
-        net = torch.compile(module) if cfg.compile else module
-        seconds0 = run.seconds
+        net = world.wrap(module)
+        net = torch.compile(net) if cfg.compile else net
+        seconds0 = run.seconds + world.seconds_before
         evals = _EvalPlan(self, run, valid, budget)
 
         def used() -> dict[str, float]:
             return {"tokens": run.tokens, "steps": run.step, "seconds": seconds0 + clock()}
 
-        interrupted = False
+        interrupted = stopped = False
         module.train()
         loss_sum = torch.zeros((), device=self.device)
         loss_n = 0
         step_seconds = 0.0  # the last optimizer step's wall time: predicts the next one
-        while not evals.training_done(used(), step_seconds):
-            lr = self._lr(run, budget.fraction(**used()) or 0.0)
+        while True:
+            # every replica takes the step, at the learning rate, that the leader decides on
+            go, lr = world.agree(not stopped and not evals.training_done(used(), step_seconds),
+                                 self._lr(run, budget.fraction(**used()) or 0.0))
+            if not go:
+                break
             for group in opt.param_groups:
                 group["lr"] = lr
             step_start = clock()
             x, y, fresh = batches.next()
             if fresh:
                 run.carry = None
-            loss, carry = self._training_loss(net, x, y, run.carry)
+            loss, carry = self._training_loss(net, *world.shard(x, y), run.carry)
             run.carry = _detach(carry)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -507,8 +564,8 @@ class TorchLM(LanguageModel):
             else:
                 opt.step()
             run.step += 1
-            run.tokens += x.numel()
-            loss_sum += loss.detach()
+            run.tokens += x.numel()  # the whole batch: all replicas together
+            loss_sum += world.mean(loss.detach())
             loss_n += 1
             step_seconds = clock() - step_start
             evals.calibrate()  # once per fit: the evaluation's cost, so the budget reserves it
@@ -530,8 +587,8 @@ class TorchLM(LanguageModel):
                     try:
                         callback(self._progress(budget, used(), point))
                     except StopTraining:
-                        interrupted = not done
-                        break
+                        interrupted, stopped = not done, True
+        interrupted = interrupted or world.interrupted
         run.seconds = seconds0 + clock()
         module.eval()
         if not interrupted and cfg.keep_best and run.best_weights is not None:
@@ -545,8 +602,12 @@ class TorchLM(LanguageModel):
             "best_valid_nll": None if math.isinf(run.best_nll) else run.best_nll,
             "best_step": run.best_step,
             "train_flops_per_token": 3.0 * self.forward_flops_per_token(),
+            "processes": world.size,
+            "backend": world.backend,
         }
         notes.update(evals.notes())
+        if not interrupted and (cfg.sparsity > 0 or cfg.quantize != "none"):
+            notes["compression"] = self._compress()
         return FitReport(
             train_tokens=run.tokens,
             steps=run.step,
@@ -555,6 +616,15 @@ class TorchLM(LanguageModel):
             notes=notes,
             valid_seconds=run.valid_seconds,
         )
+
+    def _compress(self) -> str:
+        """Compress the trained network as the config asks (``sparsity``, then ``quantize``; see
+        :mod:`lmladder.neural.compress`) and return the note saying what was done.  The training
+        state goes: a compressed network does not train on (``resume`` refuses it)."""
+        self.module_, self.compression_ = compress.compress(
+            self.module_, sparsity=self.cfg.sparsity, quantize=self.cfg.quantize)
+        self._trainer = None
+        return self.compression_.note
 
     def _training_loss(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                        carry: Any) -> tuple[torch.Tensor, Any]:
@@ -729,6 +799,9 @@ class TorchLM(LanguageModel):
         (these evaluations count in a time budget; the final one may overrun it by its own
         duration, reported as ``valid_seconds``).  The model itself is never modified.
         """
+        if self.cfg.quantize != "none":
+            raise NotApplicable(f"{type(self).__name__} with quantize={self.cfg.quantize!r} "
+                                "cannot be fine-tuned: quantized layers have no gradients")
         cfg = settings or FineTuneConfig()
         body, vocab = self._classifier_body(vocab)
         return _fine_tune(self, body, vocab, texts, labels, num_classes, budget=budget,
@@ -776,6 +849,12 @@ class TorchLM(LanguageModel):
 
     @torch.no_grad()
     def _scan(self, tokens: np.ndarray, context: ContextPolicy, ranks: bool) -> np.ndarray:
+        if self.compression_ is not None and self.cfg.quantize != "none":
+            # Dynamic quantization scales a layer's input by its range over the whole call, so
+            # in a batched call a token's score would depend on the tokens batched with it,
+            # later ones included.  One token per call (the state API) keeps each score its own.
+            reference = LanguageModel.next_token_ranks if ranks else LanguageModel.token_logprobs
+            return reference(self, tokens, context=context)
         vocab = self._require_fitted()
         module = self._require_module()
         module.eval()
@@ -820,8 +899,18 @@ class TorchLM(LanguageModel):
 
     # -- parameters, save/load -----------------------------------------------------------------
 
+    def inspect(self) -> list[dict]:
+        """A compressed model's table of its pruned or quantized weight matrices."""
+        if self.compression_ is None:
+            return []
+        return [compress.layer_table(self._require_module())]
+
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self._require_module().parameters())
+        """The network's parameters (a compressed network: as many as before compression)."""
+        module = self._require_module()
+        if self.compression_ is not None:
+            return self.compression_.parameters
+        return sum(p.numel() for p in module.parameters())
 
     def save(self, directory: str | Path, *, training_state: bool = False) -> Path:
         """Write the checkpoint; ``training_state=True`` adds what ``fit(resume=True)`` needs."""
@@ -833,7 +922,9 @@ class TorchLM(LanguageModel):
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         module = self._require_module()  # the raw module: no torch.compile prefixes
-        out = {f"param/{k}": t.detach().cpu().numpy() for k, t in module.state_dict().items()}
+        out = compress.module_arrays(module)  # quantized layers as int8 values and scales
+        if self.compression_ is not None:
+            out.update(self.compression_.arrays())
         if self._save_training_state:
             if self._trainer is not None:
                 train = self._trainer_arrays(self._trainer)
@@ -845,28 +936,31 @@ class TorchLM(LanguageModel):
         return out
 
     def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Load the weights into a freshly built module, refusing any ``param/`` array that is
-        missing, unexpected, or of another shape or dtype kind than the module's tensor (the
-        first mismatch is named)."""
+        """Load the weights into a freshly built module (quantized first if the checkpoint is
+        of a quantized network), refusing any weight array that is missing, unexpected, or of
+        another shape or dtype kind than the module's (the first mismatch is named)."""
         module = self.build_module(len(self.vocab_))
-        expected = module.state_dict()
-        params = {k[6:]: a for k, a in arrays.items() if k.startswith("param/")}
-        for name, t in expected.items():
-            if name not in params:
-                raise KeyError(f"param/{name}")
-            a = np.asarray(params[name])
-            if tuple(a.shape) != tuple(t.shape):
+        self.compression_ = compress.Compression.from_arrays(arrays)
+        if self.compression_ is not None and self.cfg.quantize != "none":
+            module = compress.quantize_int8(module)
+        expected = compress.module_arrays(module)
+        weights = {k: a for k, a in arrays.items() if k.startswith(compress.WEIGHT_PREFIXES)}
+        for name, e in expected.items():
+            if name not in weights:
+                raise KeyError(name)
+            a = np.asarray(weights[name])
+            if a.shape != e.shape:
                 raise ValueError(
-                    f"array 'param/{name}' has shape {tuple(a.shape)}, but this config and a "
-                    f"vocabulary of {len(self.vocab_)} need {tuple(t.shape)}"
+                    f"array {name!r} has shape {a.shape}, but this config and a "
+                    f"vocabulary of {len(self.vocab_)} need {e.shape}"
                 )
-            if t.is_floating_point() != (a.dtype.kind == "f"):
-                raise ValueError(f"array 'param/{name}' has dtype {a.dtype}, expected {t.dtype}")
-        extra = sorted(set(params) - set(expected))
+            if a.dtype.kind != e.dtype.kind:
+                raise ValueError(f"array {name!r} has dtype {a.dtype}, expected {e.dtype}")
+        extra = sorted(set(weights) - set(expected))
         if extra:
-            raise ValueError(f"array 'param/{extra[0]}' is not a weight of this model "
+            raise ValueError(f"array {extra[0]!r} is not a weight of this model "
                              f"({len(extra)} unexpected in all)")
-        module.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in params.items()})
+        compress.load_module_arrays(module, weights)
         self.module_ = module.to(self.device).eval()
         train = {k[6:]: a for k, a in arrays.items() if k.startswith("train/")}
         self._pending_train = train or None
