@@ -14,6 +14,8 @@ A matrix file::
     fractions = [0.25, 1.0]     # optional: a learning curve, each share of the training data
     expected_time = "5 min on 2 CPU cores"  # optional: how long a whole run takes, as measured
                                 # (or "estimate ..."); shown by ``lmladder list matrices``
+    resources = { cpus = 2, gpus = 0 }  # optional: what a cell asks a Ray cluster for (default:
+                                # cpus = the cell's threads, gpus = 1 on a CUDA device, else 0)
 
     [scoring]                   # lmladder.api.ContextPolicy + accuracy_tokens (the tokens
                                 # scored for top-k accuracy and a masked LM's pseudo-ppl)
@@ -30,6 +32,7 @@ A matrix file::
     time_limit = 600            # optional: overrides [matrix] time_limit
     tasks = []                  # optional: overrides [matrix] tasks
     fractions = [0.0625, 1.0]   # optional: overrides [matrix] fractions
+    resources = { gpus = 1 }    # optional: overrides [matrix] resources, key by key
 
 A learning-curve point trains on the first share of the training split (cut at a line end) under
 the budget scaled by the same share, and is scored on the same valid and test tokens.
@@ -45,6 +48,20 @@ attempt beside it.  Failures are recorded and the run goes on.  While a cell run
 receives the fit's :class:`~lmladder.api.Progress` events and a :class:`Phase` as each of its
 steps starts (fit, scoring valid and test, accuracy, generation, each task), through the same pipe.
 
+Every ok cell records the size of its fitted model saved with the contract's ``save``
+(``record["model"]["disk_bytes"]``); ``save_models`` keeps that folder as
+``<results>/<record file stem>.model/`` (``record["saved_model"]``), written by the cell's process
+into a hidden ``.partial-`` folder and renamed into place only when the cell ends well, so a killed
+or failed cell leaves no half folder (a stale partial folder goes at the next run, once no run
+holds its cell's lock).
+
+Where cells are computed is the executor's business: ``"local"`` runs them one after another on
+this machine, ``"ray"`` (:mod:`lmladder.ray_executor`) as tasks on a Ray cluster asking for the
+cell's ``resources``.  Either way this process -- the driver -- claims each cell
+(:meth:`Runner.claim`) and writes its record (:meth:`Runner.finish`), so resuming, skipping ok
+records, locks and ``force`` behave the same.  Resources are not part of a record's key: where a
+cell runs does not change its numbers.
+
 ``expected_time`` is read, with the rest of ``[matrix]`` and nothing else, by
 :func:`read_matrix_section`, so ``lmladder list matrices`` imports no model.
 """
@@ -56,8 +73,11 @@ import datetime as _dt
 import logging
 import math
 import os
+import platform
 import re
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -119,7 +139,34 @@ class ResultsError(ValueError):
     """The results folder cannot be used (it is a file, or cannot be written)."""
 
 
+class ExecutorError(ValueError):
+    """The executor cannot be used (an optional package is missing, no cluster answers)."""
+
+
 Threads = int | Literal["auto"]
+Executor = Literal["local", "ray"]
+# executors besides the local one, named as strings like the registry's models: they import
+# this module, and an optional package (ray) only when chosen
+REMOTE_EXECUTORS = {"ray": "lmladder.ray_executor:run_cells"}
+EXECUTORS = ("local", *REMOTE_EXECUTORS)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one cell asks a Ray cluster for: ``cpus`` and ``gpus`` (fractions allowed)."""
+
+    cpus: float | None = None
+    gpus: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("cpus", "gpus"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key} must be a number >= 0, got {value}")
+
+
+def _check_resources(resources: dict) -> None:
+    build_config(Resources, resources, where="resources")
 
 
 @dataclass(frozen=True)
@@ -134,9 +181,11 @@ class MatrixSection:
     tasks: tuple[str, ...] = ()
     fractions: tuple[float, ...] = (1.0,)
     expected_time: str | None = None  # free text, one line: "about 5 min on 2 CPU cores"
+    resources: dict = field(default_factory=dict)  # see Resources
 
     def __post_init__(self) -> None:
         _check_fractions(self.fractions)
+        _check_resources(self.resources)
         _check_expected_time(self.expected_time)
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks lists a task twice: {list(self.tasks)}")
@@ -220,9 +269,11 @@ class ModelSection:
     time_limit: float | None = None
     tasks: tuple[str, ...] | None = None
     fractions: tuple[float, ...] | None = None
+    resources: dict = field(default_factory=dict)  # overrides [matrix] resources, key by key
 
     def __post_init__(self) -> None:
         _check_fractions(self.fractions)
+        _check_resources(self.resources)
         if self.label is not None:
             _check_label(self.label)
         if self.datasets is not None and not self.datasets:
@@ -396,11 +447,12 @@ def load_matrix(name_or_path: str) -> Matrix:
                 "every cell would be run twice"
             )
         seen_identity[same] = i
+        runs_on = klass.devices_for(merged)
         for device in spec.devices:
             kind = device.split(":")[0]
-            if kind != "auto" and kind not in klass.devices:
+            if kind != "auto" and kind not in runs_on:
                 raise MatrixError(
-                    f"{where}: runs on {', '.join(klass.devices)}, not {device!r}; "
+                    f"{where}: runs on {', '.join(runs_on)}, not {device!r}; "
                     "use devices = [\"auto\"] or leave this model out"
                 )
     return Matrix(path.stem, path, spec, scoring, models)
@@ -560,12 +612,24 @@ def cell_time_limit(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> fl
     return max(DEFAULT_TIME_LIMIT, 2 * seconds + 600) if seconds else DEFAULT_TIME_LIMIT
 
 
+def cell_resources(matrix: Matrix, cell: Cell, desc: dict) -> Resources:
+    """What the cell asks a cluster for: the model's ``resources``, else the matrix's, key by
+    key; by default as many CPUs as the cell's torch threads and one GPU when its device (as
+    resolved in ``desc``, see :func:`describe_cell`) is CUDA."""
+    given = {**matrix.spec.resources, **cell.model.resources}
+    return Resources(
+        cpus=float(given.get("cpus", desc["threads"])),
+        gpus=float(given.get("gpus", 1 if desc["device"].startswith("cuda") else 0)),
+    )
+
+
 def describe_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits()) -> tuple[dict, str]:
     """The cell as recorded (device and threads resolved) and its key: a hash of what
     determines its numbers -- everything but its label and matrix name -- and the code
     version."""
     klass = registry.model_class(cell.model.name)
-    device = resolve_device(cell.device, klass.devices)
+    runs_on = klass.devices_for(registry.resolved_config(cell.model.name, cell.model.config))
+    device = resolve_device(cell.device, runs_on)
     config = {**registry.entry(cell.model.name).defaults, **cell.model.config}
     desc = {
         "matrix": matrix.name,
@@ -613,38 +677,60 @@ def run_cell(
     described: tuple[dict, str] | None = None,
     limits: Limits = Limits(),
     isolated: bool = True,
+    save_model_to: Path | None = None,
 ) -> dict:
     """Fit, score, time and describe one cell; returns the result record.  A model or data
     failure, a crash of the cell's process or its time limit is recorded, never raised;
     KeyboardInterrupt goes through.  ``isolated=False`` runs the cell in this process (for
-    debugging: no time or memory limit, a crash ends the run)."""
-    desc, key = described or describe_cell(matrix, cell, limits)
-    time_limit = cell_time_limit(matrix, cell, limits)
-    memory_limit = limits.memory_limit_mib or matrix.spec.memory_limit_mib
-    record = _new_record(desc, key)
-    record["limits"] = {
-        "time_limit_s": time_limit if isolated else None,
-        "memory_limit_mib": memory_limit if isolated else None,
-        "isolated": isolated,
-    }
+    debugging: no time or memory limit, a crash ends the run).  ``save_model_to`` keeps the
+    fitted model of an ok cell in that folder (see the module docstring)."""
+    record = _start_record(matrix, cell, described, limits, isolated)
     try:
         data = load_dataset(cell.dataset, data_dir)
     except DataNotFoundError as err:
         return _error(record, "skipped", type(err).__name__, str(err))
     except (DataError, OSError, ValueError) as err:  # a corpus that is there but unusable
         return _error(record, "failed", type(err).__name__, f"dataset {cell.dataset!r}: {err}")
+    if save_model_to is not None and not save_model_to.parent.is_dir():
+        return _error(record, "failed", "ResultsError", (
+            f"{save_model_to.parent}: no such folder on {platform.node()}; a cell saves its model "
+            "from its own process, so the results folder must be one every machine shares"))
+    args = (record, matrix, cell, data, data_dir, save_model_to)
     if not isolated:
-        return _compute(None, record, matrix, cell, data, data_dir, fit_callback, memory_limit)
+        return _compute(None, *args, fit_callback)
     outcome = isolate.run_in_child(
         _compute,
-        (record, matrix, cell, data, data_dir, None, memory_limit),
-        time_limit=time_limit,
-        memory_limit_mib=memory_limit,
+        (*args, None),
+        time_limit=record["limits"]["time_limit_s"],
+        memory_limit_mib=record["limits"]["memory_limit_mib"],
         on_message=fit_callback,
     )
     if outcome.error is not None:
+        if save_model_to is not None:  # the killed child could not clean up after itself
+            shutil.rmtree(partial_model_folder(save_model_to), ignore_errors=True)
         return _error(record, "failed", *outcome.error)
     return outcome.value
+
+
+def failed_record(matrix: Matrix, cell: Cell, kind: str, message: str, *,
+                  described: tuple[dict, str] | None = None, limits: Limits = Limits(),
+                  isolated: bool = True) -> dict:
+    """The record of a cell that failed outside :func:`run_cell` (its Ray worker died, ...):
+    ``kind`` is the error's type, ``message`` one line."""
+    return _error(_start_record(matrix, cell, described, limits, isolated), "failed", kind,
+                  message)
+
+
+def _start_record(matrix, cell, described, limits, isolated) -> dict:
+    desc, key = described or describe_cell(matrix, cell, limits)
+    record = _new_record(desc, key)
+    record["limits"] = {
+        "time_limit_s": cell_time_limit(matrix, cell, limits) if isolated else None,
+        "memory_limit_mib": (limits.memory_limit_mib or matrix.spec.memory_limit_mib)
+        if isolated else None,
+        "isolated": isolated,
+    }
+    return record
 
 
 def _new_record(desc: dict, key: str) -> dict[str, Any]:
@@ -663,20 +749,23 @@ def _error(record: dict, status: str, kind: str, message: str, tb: str | None = 
     return record
 
 
-def _compute(send, record, matrix, cell, data, data_dir, fit_callback, memory_limit) -> dict:
+def _compute(send, record, matrix, cell, data, data_dir, save_model_to, fit_callback) -> dict:
     """The work of one cell (in its child process when ``send`` is given)."""
     callback = send or fit_callback
     threads = record["cell"]["threads"]
     saved = _set_threads(threads)
     try:
-        _fill(record, cell, data, data_dir, matrix, callback, threads)
+        _fill(record, cell, data, data_dir, matrix, callback, threads, save_model_to)
     except MemoryError:
-        _error(record, "failed", "MemoryError", isolate.memory_error_message(memory_limit))
+        _error(record, "failed", "MemoryError",
+               isolate.memory_error_message(record["limits"]["memory_limit_mib"]))
     except Exception as err:  # noqa: BLE001 -- a failing cell is data, the run goes on
         _error(record, "failed", type(err).__name__, str(err), traceback.format_exc())
     finally:
         if send is None:
             _set_threads(saved)
+        if save_model_to is not None:  # what is left of a failed cell's save
+            shutil.rmtree(partial_model_folder(save_model_to), ignore_errors=True)
     return record
 
 
@@ -691,7 +780,7 @@ def _set_threads(n: int | None) -> int | None:
     return old
 
 
-def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
+def _fill(record, cell, data, data_dir, matrix, fit_callback, threads, save_model_to) -> None:
     device = record["cell"]["device"]
     overrides = dict(cell.model.config)
     klass = registry.model_class(cell.model.name)
@@ -768,7 +857,7 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         model={
             "class": f"{klass.__module__}:{klass.__qualname__}",
             "revision": klass.revision,
-            "family": klass.family,
+            "family": model.family,  # the instance's: a wrapper reports what it wraps
             "parameters": int(model.num_parameters()),
         },
         metrics=metrics,
@@ -788,11 +877,78 @@ def _fill(record, cell, data, data_dir, matrix, fit_callback, threads) -> None:
         inspect=model.inspect(),
         sample=sample,
     )
+    if save_model_to is None:
+        record["model"]["disk_bytes"] = _disk_bytes(model)
+    else:  # saved before the tasks, published after them: only an ok cell's model is kept
+        partial = model.save(_fresh(partial_model_folder(save_model_to)))
+        record["model"]["disk_bytes"] = folder_bytes(partial)
     record["tasks"] = {}
     for name in record["cell"]["tasks"]:
         phase(f"task {name}")
         record["tasks"][name] = _run_task(name, model, data, budget, data_dir, cell, overrides,
                                           device)
+    if save_model_to is not None:
+        _publish(partial, save_model_to)
+        record["saved_model"] = save_model_to.name
+
+
+MODEL_SUFFIX = ".model"
+PARTIAL = ".partial-"  # a model folder being written; never a record, never in a report
+
+
+def model_folder(record_file: Path) -> Path:
+    """Where ``save_models`` keeps the model of the record in ``record_file``."""
+    return record_file.with_name(record_file.stem + MODEL_SUFFIX)
+
+
+def partial_model_folder(folder: Path) -> Path:
+    """The hidden folder a cell writes its model into before renaming it to ``folder``."""
+    return folder.with_name(PARTIAL + folder.name)
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (their sizes, not the blocks they fill)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def _disk_bytes(model) -> int:
+    """The size of ``model`` saved with the contract's ``save``, in a folder thrown away after."""
+    with tempfile.TemporaryDirectory(prefix="lmladder-model-") as tmp:
+        return folder_bytes(model.save(tmp))
+
+
+def _fresh(folder: Path) -> Path:
+    """``folder``, emptied of what a killed earlier attempt left (only the holder of the cell's
+    lock writes it, so nobody else is writing there)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _publish(partial: Path, folder: Path) -> None:
+    """Rename the finished ``partial`` folder to ``folder``, replacing an older model (a forced
+    rerun); readers see the old folder or the new one, never half of one."""
+    old = partial.with_name(partial.name + ".old")
+    if folder.exists():
+        os.replace(folder, _fresh(old))
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_models(results_dir: Path) -> None:
+    """Remove the partial model folders of cells whose lock nobody holds (a run killed while
+    saving), or put back a model a killed rerun had moved aside."""
+    for partial in results_dir.glob(f"{PARTIAL}*{MODEL_SUFFIX}*"):
+        name = partial.name.removeprefix(PARTIAL).removesuffix(".old")
+        lock = isolate.CellLock(results_dir / ".locks" / f"{name.removesuffix(MODEL_SUFFIX)}.lock")
+        if not lock.acquire(block=False):
+            continue
+        try:
+            if partial.name.endswith(".old") and not (results_dir / name).exists():
+                os.replace(partial, results_dir / name)
+            else:
+                shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            lock.release()
 
 
 def _run_task(name, model, data, budget, data_dir, cell, overrides, device) -> dict:
@@ -852,6 +1008,7 @@ def prepare_results_dir(results_dir: str | Path) -> Path:
     if not os.access(results_dir, os.W_OK | os.X_OK):
         raise ResultsError(f"{results_dir}: the results folder is not writable")
     remove_orphans(results_dir)
+    _remove_stale_models(results_dir)
     return results_dir
 
 
@@ -864,96 +1021,170 @@ def run_matrix(
     only: set[str] | None = None,
     limits: Limits = Limits(),
     isolated: bool = True,
+    save_models: bool = False,
+    executor: Executor = "local",
+    address: str | None = None,
     on_cell_start: Callable[[Cell, int, int], None] | None = None,
     on_cell_end: Callable[[Cell, dict], None] | None = None,
     on_wait: Callable[[Cell], None] | None = None,
+    on_cell_placed: Callable[[Cell, str, int], None] | None = None,
     fit_callback_factory: FitCallbackFactory | None = None,
 ) -> RunSummary:
     """Run every cell not already done; each finished cell's record is on disk immediately.
 
     Each cell is claimed with a lock first: a cell another run is computing is left to it and
-    waited for at the end (and run here if that run died without a record).
+    waited for at the end (and run here if that run died without a record).  ``executor="ray"``
+    computes the cells as tasks of the Ray cluster at ``address`` (None: a Ray instance of this
+    machine's CPUs; see :mod:`lmladder.ray_executor`), telling ``on_cell_placed(cell, node,
+    attempt)`` as a cell starts on a node; the fit callbacks are local runs' only.
     """
+    if executor not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if address is not None and executor != "ray":
+        raise ExecutorError(f"address {address!r} names a Ray cluster; use it with executor 'ray'")
     todo = select_cells(matrix, only)
-    results_dir = prepare_results_dir(results_dir)
-    summary = RunSummary()
+    runner = Runner(matrix, prepare_results_dir(results_dir), force=force, limits=limits,
+                    save_models=save_models, on_cell_end=on_cell_end)
+    if executor in REMOTE_EXECUTORS:
+        run_cells = registry.import_target(REMOTE_EXECUTORS[executor])
+        run_cells(runner, todo, address=address, data_dir=data_dir, isolated=isolated,
+                  on_cell_start=on_cell_start, on_wait=on_wait, on_cell_placed=on_cell_placed)
+        return runner.summary
     busy: list[tuple[int, Cell]] = []
     for i, cell in enumerate(todo):
-        if not _run_one(matrix, cell, i, len(todo), results_dir, summary, block=False,
-                        data_dir=data_dir, force=force, limits=limits, isolated=isolated,
-                        on_cell_start=on_cell_start, on_cell_end=on_cell_end,
-                        fit_callback_factory=fit_callback_factory):
+        claim = runner.claim(cell, i, len(todo), block=False)
+        if claim is BUSY:
             busy.append((i, cell))
+        elif claim is not DONE:
+            _compute_here(runner, claim, data_dir, isolated, on_cell_start, fit_callback_factory)
     for i, cell in busy:
         if on_wait:
             on_wait(cell)
-        _run_one(matrix, cell, i, len(todo), results_dir, summary, block=True,
-                 data_dir=data_dir, force=False, limits=limits, isolated=isolated,
-                 on_cell_start=on_cell_start, on_cell_end=on_cell_end,
-                 fit_callback_factory=fit_callback_factory)
-    return summary
+        claim = runner.claim(cell, i, len(todo), block=True, force=False)
+        if claim is not DONE:
+            _compute_here(runner, claim, data_dir, isolated, on_cell_start, fit_callback_factory)
+    return runner.summary
 
 
-def _existing(path: Path, summary: RunSummary) -> dict | None:
-    if not path.exists():
-        return None
+def _compute_here(runner, claim, data_dir, isolated, on_cell_start, fit_callback_factory) -> None:
+    """The local executor: compute the claimed cell on this machine, then write its record."""
     try:
-        return read_record(path)
-    except RecordError as err:
-        summary.notes.append(f"{err}; the cell is run again")
-        return None
+        if on_cell_start:
+            on_cell_start(claim.cell, claim.index, claim.of)
+        cb = fit_callback_factory(claim.cell.label) if fit_callback_factory else None
+        record = run_cell(runner.matrix, claim.cell, data_dir=data_dir, fit_callback=cb,
+                          described=(claim.desc, claim.key), limits=runner.limits,
+                          isolated=isolated, save_model_to=claim.save_model_to)
+    except BaseException:
+        claim.lock.release()
+        raise
+    runner.finish(claim, record)
 
 
-def _run_one(matrix, cell, i, n, results_dir, summary, *, block, data_dir, force, limits,
-             isolated, on_cell_start, on_cell_end, fit_callback_factory) -> bool:
-    """Run one cell under its lock; False when another process holds the lock (not blocking)."""
-    desc, key = describe_cell(matrix, cell, limits)
-    path = record_path(results_dir, desc, key)
-    before = _existing(path, summary)
-    if not force and before is not None and before["status"] == "ok":
-        summary.skipped_existing += 1
-        summary.paths.append(path)
-        return True
-    lock = isolate.CellLock(results_dir / ".locks" / f"{path.stem}.lock")
-    if not lock.acquire(block=block):
-        return False
-    try:
-        latest = _existing(path, summary)
+DONE = "done"  # Runner.claim: the cell has an ok record (or another run just wrote one)
+BUSY = "busy"  # Runner.claim: another run holds the cell's lock
+
+
+@dataclass
+class Claim:
+    """A cell whose lock this run holds: its record goes to ``path``."""
+
+    cell: Cell
+    index: int  # the cell's place among the ``of`` cells of the run
+    of: int
+    desc: dict
+    key: str
+    path: Path
+    lock: isolate.CellLock
+    latest: dict | None  # the record on disk when claimed: an ok one outlives a failed rerun
+    save_model_to: Path | None
+
+
+@dataclass
+class Runner:
+    """The driver's side of a run, whatever computes its cells: claims cells (:meth:`claim`),
+    writes their records (:meth:`finish`) and keeps the :class:`RunSummary`."""
+
+    matrix: Matrix
+    results_dir: Path
+    force: bool = False
+    limits: Limits = Limits()
+    save_models: bool = False
+    on_cell_end: Callable[[Cell, dict], None] | None = None
+    summary: RunSummary = field(default_factory=RunSummary)
+
+    def claim(self, cell: Cell, index: int, of: int, *, block: bool,
+              force: bool | None = None) -> Claim | str:
+        """Lock ``cell`` for this run: a :class:`Claim`, or :data:`DONE` when its ok record
+        exists and is not to be rerun (``force`` defaults to the run's), or :data:`BUSY` when
+        another run holds its lock and ``block`` is false."""
+        force = self.force if force is None else force
+        desc, key = describe_cell(self.matrix, cell, self.limits)
+        path = record_path(self.results_dir, desc, key)
+        before = self._existing(path)
+        if not force and before is not None and before["status"] == "ok":
+            return self._done(path)
+        lock = isolate.CellLock(self.results_dir / ".locks" / f"{path.stem}.lock")
+        if not lock.acquire(block=block):
+            return BUSY
+        latest = self._existing(path)
         if latest is not None and latest["status"] == "ok" and (
             not force or latest.get("provenance") != (before or {}).get("provenance")
         ):  # another run finished it while we waited for the lock
-            summary.skipped_existing += 1
-            summary.paths.append(path)
-            return True
-        if on_cell_start:
-            on_cell_start(cell, i, n)
-        cb = fit_callback_factory(cell.label) if fit_callback_factory else None
-        record = run_cell(matrix, cell, data_dir=data_dir, fit_callback=cb,
-                          described=(desc, key), limits=limits, isolated=isolated)
+            lock.release()
+            return self._done(path)
+        return Claim(cell, index, of, desc, key, path, lock, latest,
+                     model_folder(path) if self.save_models else None)
+
+    def finish(self, claim: Claim, record: dict) -> None:
+        """Write the claimed cell's record (beside an ok one that a failed rerun must not
+        replace), release its lock and count it in the summary."""
+        cell, desc, path = claim.cell, claim.desc, claim.path
         share = "" if cell.fraction == 1 else f", {cell.fraction:g} of train"
         what = f"{cell.label} on {cell.dataset} (seed {cell.seed}, {desc['device']}{share})"
-        if latest is not None and latest["status"] == "ok" and record["status"] != "ok":
-            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            attempt = path.with_name(f"{path.stem}.{record['status']}-{stamp}.json")
-            write_record(attempt, record)
-            summary.kept.append(f"{what}: the ok record is kept; this attempt is in {attempt}")
+        try:
+            if claim.latest is not None and claim.latest["status"] == "ok" \
+                    and record["status"] != "ok":
+                stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                attempt = path.with_name(f"{path.stem}.{record['status']}-{stamp}.json")
+                write_record(attempt, record)
+                self.summary.kept.append(
+                    f"{what}: the ok record is kept; this attempt is in {attempt}")
+            else:
+                write_record(path, record)
+            self.summary.paths.append(path)
+        finally:
+            claim.lock.release()
+        self._count(what, record)
+        if self.on_cell_end:
+            self.on_cell_end(cell, record)
+
+    def _count(self, what: str, record: dict) -> None:
+        summary = self.summary
+        for task, result in (record.get("tasks") or {}).items():
+            if result.get("status") == "failed":
+                summary.failed.append(f"{what}: task {task}: {result['error']['type']}: "
+                                      f"{result['error']['message']}")
+            elif result.get("status") == "skipped":
+                summary.skipped.append(f"{what}: task {task}: {result['error']['message']}")
+        if record["status"] == "ok":
+            summary.done += 1
+        elif record["status"] == "skipped":
+            summary.skipped.append(f"{what}: {record['error']['message']}")
         else:
-            write_record(path, record)
-        summary.paths.append(path)
-    finally:
-        lock.release()
-    for task, result in (record.get("tasks") or {}).items():
-        if result.get("status") == "failed":
-            summary.failed.append(f"{what}: task {task}: {result['error']['type']}: "
-                                  f"{result['error']['message']}")
-        elif result.get("status") == "skipped":
-            summary.skipped.append(f"{what}: task {task}: {result['error']['message']}")
-    if record["status"] == "ok":
-        summary.done += 1
-    elif record["status"] == "skipped":
-        summary.skipped.append(f"{what}: {record['error']['message']}")
-    else:
-        summary.failed.append(f"{what}: {record['error']['type']}: {record['error']['message']}")
-    if on_cell_end:
-        on_cell_end(cell, record)
-    return True
+            summary.failed.append(
+                f"{what}: {record['error']['type']}: {record['error']['message']}")
+
+    def _done(self, path: Path) -> str:
+        self.summary.skipped_existing += 1
+        self.summary.paths.append(path)
+        return DONE
+
+    def _existing(self, path: Path) -> dict | None:
+        if not path.exists():
+            return None
+        try:
+            return read_record(path)
+        except RecordError as err:
+            self.summary.notes.append(f"{err}; the cell is run again")
+            return None
