@@ -526,6 +526,12 @@ class LanguageModel(ABC):
 
     # -- optional fast paths (the defaults are the reference implementations) ------------------
 
+    @classmethod
+    def devices_for(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The device kinds a model built with ``config`` runs on: :attr:`devices`, unless the
+        config decides it (``saved:<folder>`` runs where the saved model runs)."""
+        return cls.devices
+
     def to(self, device: str) -> LanguageModel:
         """Move the model to ``device``; CPU-only models accept only ``"cpu"``."""
         kind = device.split(":")[0]

@@ -5,13 +5,16 @@
     lmladder task TASK MODEL [--dataset NAME] [--data-dir DIR] [--seconds S] [--json]
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
                         [--threads N] [--time-limit S] [--memory-limit MIB] [--max-seconds S]
-                        [--in-process]
+                        [--in-process] [--save-models] [--executor local|ray [--address A]]
     lmladder report RESULTS_DIR [-o FILE] [--no-reference]
     lmladder report --compare RUN_A RUN_B [-o FILE]
+    lmladder export-arpa (--model-dir DIR | --model NAME --dataset NAME) -o FILE.arpa
 
 While a matrix runs, each cell shows one line: its training bar ("12.5 s / 15 s",
 "120k / 500k tokens", "30 / 150 steps"), then the step it is in (scoring valid, scoring test,
-a task ...); where stderr is not a terminal, each step is a line of its own.
+a task ...); where stderr is not a terminal, each step is a line of its own.  With
+``--executor ray`` cells run side by side on the cluster's nodes: a line says where each cell
+starts, and its result line ends with the node it ran on.
 Exit codes: 0 all cells fine, 1 some cell failed (or a forced rerun failed and kept the old
 record), 2 bad input, 130 interrupted (finished cells are kept; run again to continue where it
 stopped).  Every error is one line on stderr; ``-v`` adds the traceback of an unexpected one.
@@ -30,13 +33,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lmladder import registry, tasks
+from lmladder import interop, registry, tasks
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
 from lmladder.results import RecordError
 from lmladder.run import (
+    EXECUTORS,
     MATRIX_DIR,
+    ExecutorError,
     Limits,
     MatrixError,
     Phase,
@@ -252,6 +257,11 @@ def _headline(result: dict) -> str:
 
 
 def _run(args) -> int:
+    if args.address is not None and args.executor != "ray":
+        raise ExecutorError(f"--address {args.address} names a Ray cluster; add --executor ray")
+    if args.in_process and args.executor == "ray":
+        raise ExecutorError("--in-process runs cells in this process; it cannot be combined "
+                            "with --executor ray")
     matrix = load_matrix(args.matrix)
     limits = Limits(args.threads, args.time_limit, args.memory_limit, args.max_seconds)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -284,14 +294,21 @@ def _run(args) -> int:
         if record["status"] == "skipped":
             skipped_cells.setdefault(record["error"]["message"], []).append(
                 f"{_cell_name(cell)} on {cell.dataset}")
+        node = (record.get("provenance") or {}).get("node")
+        where = f"  [{node}]" if node else ""
         if record["status"] == "ok":
             tasks_done = ", ".join(f"{name} {_headline(t)}"
                                    for name, t in (record.get("tasks") or {}).items())
             tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}"
-                       + (f"  | {tasks_done}" if tasks_done else ""))
+                       + (f"  | {tasks_done}" if tasks_done else "") + where)
         else:
             first = record["error"]["message"].splitlines()[0]
-            tqdm.write(f"  {record['status']:<7} {what} {first}")
+            tqdm.write(f"  {record['status']:<7} {what} {first}{where}")
+
+    def placed(cell, node, attempt):
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        tqdm.write(f"  started {clip(_cell_name(cell), label_width)} "
+                   f"{clip(cell.dataset, dataset_width)} on {node}{again}")
 
     def factory(label):
         bar = _CellBar(label, current.get("seconds"))
@@ -310,9 +327,13 @@ def _run(args) -> int:
             only=set(args.only) if args.only else None,
             limits=limits,
             isolated=not args.in_process,
+            save_models=args.save_models,
+            executor=args.executor,
+            address=args.address,
             on_cell_start=start,
             on_cell_end=end,
             on_wait=wait,
+            on_cell_placed=placed,
             fit_callback_factory=factory,
         )
     except KeyboardInterrupt:
@@ -469,6 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address-space limit of each cell's process, in MiB")
     run.add_argument("--in-process", action="store_true",
                      help="run cells in this process (debugging: no limits, a crash ends the run)")
+    run.add_argument("--save-models", action="store_true",
+                     help="keep each ok cell's fitted model beside its record, as "
+                          "RECORD.model/ (lmladder.load_model reads it)")
+    run.add_argument("--executor", choices=EXECUTORS, default="local",
+                     help="where cells run: one after another here (local), or as tasks of a "
+                          "Ray cluster (ray; pip install 'lmladder[ray]')")
+    run.add_argument("--address", metavar="auto|HOST:PORT",
+                     help="with --executor ray: the cluster to join (default: start Ray on this "
+                          "machine's CPUs)")
 
     task = sub.add_parser("task", help="run one task for one model (lmladder list tasks)")
     task.add_argument("task", help="a task name (lmladder list tasks)")
@@ -491,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a side-by-side page of two results folders, with per-metric ratios")
     rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html, or "
                      "RUN_B/compare.html with --compare)")
+    interop.add_export_arpa_parser(sub)
     return p
 
 
@@ -507,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "task":
             return _task(args)
+        if args.command == "export-arpa":
+            return interop.export_arpa(args)
         return _report(args)
     except BrokenPipeError:  # e.g. `lmladder list models | head`: the reader has gone
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail
@@ -514,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     except (
         MatrixError,
         ResultsError,
+        ExecutorError,
+        interop.ExportError,
         _report_error(),
         ConfigError,
         DataError,

@@ -7,7 +7,9 @@ A record is a plain dict (schema ``API_VERSION``)::
               "scoring", "threads", "fraction", "tasks"},
      "budget_used": {... the budget scaled by the fraction ...},
      "limits": {"time_limit_s", "memory_limit_mib", "isolated"},
-     "model": {"class", "revision", "parameters"}, "dataset": {... Dataset.summary() ...},
+     "model": {"class", "revision", "family", "parameters", "disk_bytes"},
+     "saved_model": "<record stem>.model" (only with --save-models),
+     "dataset": {... Dataset.summary() ...},
      "protocol": {... ContextPolicy ..., "accuracy_tokens", "first_context"},
      "metrics": {"valid": {...}, "test": {...}, "test_accuracy": {...},
                  "test_pseudo": None | {... pseudo-perplexity of a masked LM ...}},
@@ -18,7 +20,8 @@ A record is a plain dict (schema ``API_VERSION``)::
      "fit": {... FitReport ...}, "inspect": [...], "sample": "...",
      "tasks": {name: {"status": "ok" | "not applicable" | "failed" | "skipped", "seconds",
                       ... the task's scores ...}},
-     "provenance": {"git_commit", "git_dirty", "date", "python", "platform", "versions", ...}}
+     "provenance": {"git_commit", "git_dirty", "date", "python", "platform", "versions", ...,
+                    "node" (Ray runs only)}}
 
 The key hashes the cell (less its label and matrix name, which do not change the numbers) and the
 code version, so a renamed matrix or label finds its finished cells.  Reports read only files named

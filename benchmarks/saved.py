@@ -68,9 +68,14 @@ class SavedLM(LanguageModel):
         self.folder = Path(self.cfg.source).expanduser()
         saved = registry.checkpoint_class(self.folder)
         self.family = saved.family
-        self.devices = saved.devices
+        self.devices = self.devices_for(self.config())
         self.closed_vocabulary = saved.closed_vocabulary
         self.model_: LanguageModel | None = None
+
+    @classmethod
+    def devices_for(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """Where the saved model runs (the devices of the class its ``model.json`` names)."""
+        return registry.checkpoint_class(Path(config["source"]).expanduser()).devices
 
     def fit(
         self,

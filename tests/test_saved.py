@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import lmladder
 from lmladder import registry
 from lmladder.api import ConfigError, build_config
 from lmladder.saved import SavedLM
@@ -79,3 +80,15 @@ def test_config_names_a_folder_that_is_not_a_model(tmp_path):
                             (tmp_path, "model.json: missing")]:
         with pytest.raises(ConfigError, match=message):
             build_config(SavedLM.Config, {"source": str(source)}, where="m")
+
+
+def test_runs_where_the_saved_model_runs(folder, tmp_path, data):
+    """Devices come from the saved class, before anything is loaded: a saved n-gram is CPU-only
+    even though ``saved:`` itself could wrap a CUDA model."""
+    _, kn3_folder = folder
+    assert SavedLM.devices_for({"source": str(kn3_folder)}) == ("cpu",)
+    lstm = registry.build("lstm", smoke=True)
+    lstm.fit(data.train.ids[:2000], data.vocab, budget=lmladder.Budget(steps=1))
+    lstm_folder = lstm.save(tmp_path / "lstm.model")
+    assert SavedLM.devices_for({"source": str(lstm_folder)}) == type(lstm).devices
+    assert registry.build(f"saved:{lstm_folder}").devices == type(lstm).devices
