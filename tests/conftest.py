@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,23 @@ try:
     torch.set_num_threads(1)
 except ImportError:
     pass
+
+
+def in_ci() -> bool:
+    """True under CI (``$CI`` set), where every optional extra is installed and must be tested."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_extra(module: str, extra: str):
+    """Import ``module`` of the optional extra ``extra``, or skip the test -- but under CI, where
+    ``.ci/run`` installs the extras, fail instead, so a missing install cannot pass unseen."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        why = f"{module} is not installed ({err}): pip install -e '.[{extra}]'"
+        if in_ci():
+            pytest.fail(f"{why} (CI is set: this test must run here)", pytrace=False)
+        pytest.skip(why)
 
 
 def shared_data_dir() -> Path | None:

@@ -29,8 +29,7 @@ from lmladder.baselines.ngram import ArpaLM, NGramLM
 from lmladder.corpus import Dataset
 from lmladder.data import load_dataset
 from tests import contract
-from tests.conftest import shared_data_dir
-from tests.test_browser import _in_ci
+from tests.conftest import require_extra, shared_data_dir
 
 LN10 = np.log(10.0)
 TRAIN_TOKENS, HELD_OUT = 150_000, 20_000
@@ -38,15 +37,7 @@ TRAIN_TOKENS, HELD_OUT = 150_000, 20_000
 
 @pytest.fixture(scope="module")
 def kenlm():
-    if not _in_ci():
-        return pytest.importorskip("kenlm", reason="kenlm not installed: pip install -e "
-                                   "'.[kenlm]'")
-    try:
-        import kenlm
-    except ImportError:
-        pytest.fail("kenlm not installed (CI is set: the KenLM check must run here)",
-                    pytrace=False)
-    return kenlm
+    return require_extra("kenlm", "kenlm")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_ci
+
 VIEWPORTS = {"laptop": (1280, 800), "phone": (375, 812)}  # CSS pixels, width x height
 # The plots the tiny run must show at least: test perplexity against parameters and against
 # training compute, the training curves (the HMM and the LSTM log a history) and throughput by
@@ -68,13 +70,9 @@ MATRIX = textwrap.dedent("""\
     """)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _no_browser(reason: str):
     """Skip with ``reason``, or fail under CI, where the browser test must run."""
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"{reason} (CI is set: the browser test must run here)", pytrace=False)
     pytest.skip(reason)
 

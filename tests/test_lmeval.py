@@ -35,23 +35,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import require_extra
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _require_lm_eval():
-    """lm_eval, or skip -- but under CI, where the extra is installed, fail."""
-    if _in_ci():
-        try:
-            return importlib.import_module("lm_eval")
-        except ImportError as err:
-            pytest.fail(f"lm-eval is not installed ({err}; CI is set: the lm-eval test must run "
-                        "here, pip install 'lmladder[lm-eval]')", pytrace=False)
-    return pytest.importorskip("lm_eval", reason="pip install 'lmladder[lm-eval]'")
-
-
-lm_eval = _require_lm_eval()
+lm_eval = require_extra("lm_eval", "lm-eval")
 
 # after the check above, so a missing lm-eval skips (or fails) with its reason, not an ImportError
 from lm_eval.api.instance import Instance  # noqa: E402
