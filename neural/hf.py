@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -460,6 +461,10 @@ class HFGPT2Net(torch.nn.Module):
             bos_token_id=None, eos_token_id=None,  # ids of GPT-2's own vocabulary: not ours
         )
         self.gpt = GPT2LMHeadModel(config)
+        # the key/value cache is ``cache`` (argument and output) from transformers 5.24 on, where
+        # ``past_key_values`` is deprecated; 4.56 knows only ``past_key_values``
+        forward_args = inspect.signature(GPT2LMHeadModel.forward).parameters
+        self.cache_name = "cache" if "cache" in forward_args else "past_key_values"
         self.head = self.gpt.lm_head  # the output layer (TransformerLM sizes batches by it)
         self.feature_size = cfg.n_embd
 
@@ -476,8 +481,8 @@ class HFGPT2Net(torch.nn.Module):
         from transformers import DynamicCache
 
         cache = DynamicCache(ddp_cache_data=past, config=self.gpt.config)
-        out = self.gpt(input_ids=x, past_key_values=cache, use_cache=True)
-        return out.logits, [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        out = self.gpt(input_ids=x, use_cache=True, **{self.cache_name: cache})
+        return out.logits, [(layer.keys, layer.values) for layer in out[self.cache_name].layers]
 
 
 class HFGPT2LM(TransformerLM):
