@@ -151,10 +151,14 @@ class TrainConfig:
     momentum: float = 0.0  # SGD only
     betas: tuple[float, float] = (0.9, 0.99)  # AdamW only
     weight_decay: float = 0.0
-    schedule: Literal["cosine", "linear", "constant", "plateau"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "plateau", "step"] = "cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
     plateau_factor: float = 4.0
+    # schedule "step" (Zaremba et al. 2014, section 4): the first ``step_after_epochs`` epochs at
+    # ``lr``, then the rate multiplied by ``step_decay`` as each further epoch starts
+    step_decay: float = 0.5
+    step_after_epochs: int = 4
     grad_clip: float | None = 1.0  # max global L2 norm of the gradient, None = no clipping
     eval_every: int = 0  # 0: evaluate on valid only at the end
     eval_tokens: int | None = None  # evaluations use the first N valid tokens (None: all)
@@ -181,6 +185,8 @@ class TrainConfig:
         require(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
         require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
         require(self, "plateau_factor", self.plateau_factor >= 1, ">= 1")
+        require(self, "step_decay", 0 < self.step_decay <= 1, "in (0, 1]")
+        require(self, "step_after_epochs", self.step_after_epochs >= 0, ">= 0")
         require(self, "grad_clip", self.grad_clip is None or self.grad_clip > 0, "> 0 or None")
         require(self, "eval_every", self.eval_every >= 0, ">= 0 (0: only at the end)")
         require(self, "eval_tokens", self.eval_tokens is None or self.eval_tokens >= 1,
@@ -539,7 +545,8 @@ class TorchLM(LanguageModel):
         while True:
             # every replica takes the step, at the learning rate, that the leader decides on
             go, lr = world.agree(not stopped and not evals.training_done(used(), step_seconds),
-                                 self._lr(run, budget.fraction(**used()) or 0.0))
+                                 self._lr(run, budget.fraction(**used()) or 0.0,
+                                          run.tokens / len(data)))
             if not go:
                 break
             for group in opt.param_groups:
@@ -677,7 +684,9 @@ class TorchLM(LanguageModel):
             new.set_state(old.state())
         return new
 
-    def _lr(self, run: _Run, frac: float) -> float:
+    def _lr(self, run: _Run, frac: float, epochs: float) -> float:
+        """The learning rate of the next step, ``frac`` of the budget and ``epochs`` passes over
+        train into the run."""
         cfg = self.cfg
         warm = min(1.0, (run.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         if cfg.schedule == "cosine":
@@ -686,6 +695,8 @@ class TorchLM(LanguageModel):
             decay = 1.0 - (1.0 - cfg.min_lr_ratio) * frac
         elif cfg.schedule == "plateau":
             decay = run.plateau_scale
+        elif cfg.schedule == "step":
+            decay = cfg.step_decay ** max(0, math.floor(epochs) - cfg.step_after_epochs + 1)
         else:
             decay = 1.0
         return cfg.lr * warm * decay

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmladder.api import Budget, Progress
+from lmladder.api import Budget, ConfigError, Progress
 from lmladder.neural.rnn import RNNLM
 from lmladder.neural.train import StopTraining, resolve_device
 from lmladder.neural.transformer import TransformerLM
@@ -89,14 +89,39 @@ def test_schedule_known_values():
     m = RNNLM(**dict(TINY_RNN, lr=0.1, warmup_steps=4, schedule="cosine", min_lr_ratio=0.1))
     from lmladder.neural.train import _Run
 
-    assert m._lr(_Run(step=0), 0.0) == pytest.approx(0.025)  # 1/4 of the way up
-    assert m._lr(_Run(step=10), 0.0) == pytest.approx(0.1)
-    assert m._lr(_Run(step=10), 0.5) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
-    assert m._lr(_Run(step=10), 1.0) == pytest.approx(0.01)
+    assert m._lr(_Run(step=0), 0.0, 0.0) == pytest.approx(0.025)  # 1/4 of the way up
+    assert m._lr(_Run(step=10), 0.0, 0.0) == pytest.approx(0.1)
+    assert m._lr(_Run(step=10), 0.5, 0.0) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert m._lr(_Run(step=10), 1.0, 0.0) == pytest.approx(0.01)
     lin = RNNLM(**dict(TINY_RNN, lr=0.1, schedule="linear", min_lr_ratio=0.0))
-    assert lin._lr(_Run(step=3), 0.25) == pytest.approx(0.075)
+    assert lin._lr(_Run(step=3), 0.25, 0.0) == pytest.approx(0.075)
     plateau = RNNLM(**dict(TINY_RNN, lr=0.1, schedule="plateau"))
-    assert plateau._lr(_Run(step=3, plateau_scale=0.25), 0.9) == pytest.approx(0.025)
+    assert plateau._lr(_Run(step=3, plateau_scale=0.25), 0.9, 0.0) == pytest.approx(0.025)
+
+
+def test_step_schedule_is_zarembas():
+    """Zaremba et al. (2014), medium LSTM: lr 1 for 6 epochs, then divided by 1.2 as each further
+    epoch starts; the small one halves it after 4 epochs."""
+    from lmladder.neural.train import _Run
+
+    medium = RNNLM(**dict(TINY_RNN, lr=1.0, schedule="step", step_decay=1 / 1.2,
+                          step_after_epochs=6))
+    expected = {0.0: 1.0, 5.99: 1.0, 6.0: 1 / 1.2, 6.5: 1 / 1.2, 8.2: 1.2 ** -3, 38.9: 1.2 ** -33}
+    for epochs, lr in expected.items():
+        assert medium._lr(_Run(step=100), 0.5, epochs) == pytest.approx(lr)
+    small = RNNLM(**dict(TINY_RNN, lr=1.0, schedule="step"))  # defaults: x0.5 after 4 epochs
+    assert [small._lr(_Run(step=9), 0.0, e) for e in (3.5, 4.0, 5.0)] == [1.0, 0.5, 0.25]
+    with pytest.raises(ConfigError, match="step_decay"):
+        RNNLM(**dict(TINY_RNN, schedule="step", step_decay=1.5))
+
+
+def test_step_schedule_lowers_the_rate_at_epoch_boundaries(data):
+    m = RNNLM(**dict(TINY_RNN, lr=0.01, schedule="step", step_decay=0.5, step_after_epochs=1,
+                     log_every=1))
+    tokens = 2 * len(data.train.ids)
+    report = m.fit(data.train.ids[: len(data.train.ids)], data.vocab, budget=Budget(tokens=tokens))
+    rates = sorted({round(h["lr"], 8) for h in report.history if "lr" in h}, reverse=True)
+    assert rates[:2] == [0.01, 0.005]
 
 
 def test_keeps_best_weights_and_reports_progress(data):
