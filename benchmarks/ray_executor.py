@@ -86,8 +86,8 @@ def _connect(ray, address: str | None) -> bool:
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExecutorError(f"--address {address}: no Ray cluster answers there ({first}); "
+        raise ExecutorError(f"--address {address}: no Ray cluster answers there "
+                            f"({_first_line(err)}); "
                             "start one with `ray start --head` or give its HOST:PORT") from None
     return True
 

@@ -934,12 +934,17 @@ def _publish(partial: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def cell_lock(results_dir: Path, stem: str) -> isolate.CellLock:
+    """The lock of the cell whose record file is ``<stem>.json`` in ``results_dir``."""
+    return isolate.CellLock(results_dir / ".locks" / f"{stem}.lock")
+
+
 def _remove_stale_models(results_dir: Path) -> None:
     """Remove the partial model folders of cells whose lock nobody holds (a run killed while
     saving), or put back a model a killed rerun had moved aside."""
     for partial in results_dir.glob(f"{PARTIAL}*{MODEL_SUFFIX}*"):
         name = partial.name.removeprefix(PARTIAL).removesuffix(".old")
-        lock = isolate.CellLock(results_dir / ".locks" / f"{name.removesuffix(MODEL_SUFFIX)}.lock")
+        lock = cell_lock(results_dir, name.removesuffix(MODEL_SUFFIX))
         if not lock.acquire(block=False):
             continue
         try:
@@ -1124,7 +1129,7 @@ class Runner:
         before = self._existing(path)
         if not force and before is not None and before["status"] == "ok":
             return self._done(path)
-        lock = isolate.CellLock(self.results_dir / ".locks" / f"{path.stem}.lock")
+        lock = cell_lock(self.results_dir, path.stem)
         if not lock.acquire(block=block):
             return BUSY
         latest = self._existing(path)
