@@ -7,8 +7,10 @@ How it works
 a smoothing strategy and compiles them into backoff tables -- for each order, the sorted n-gram
 keys with the full interpolated ln p(w | h) and, per context, the ln backoff weight
 (:mod:`lmladder.baselines.ngram_smoothing`).  That is exactly an ARPA file, so scoring is the
-standard backoff query, vectorized over all positions (:mod:`lmladder.baselines.ngram_backoff`),
-and ARPA export/import is direct (:mod:`lmladder.baselines.arpa`).
+standard backoff query (:mod:`lmladder.baselines.ngram_backoff`), walked over the stream with
+hashed tables by a compiled kernel, as KenLM's ``query`` does
+(:mod:`lmladder.baselines.ngram_kernels`, numba), and ARPA export/import is direct
+(:mod:`lmladder.baselines.arpa`).
 
 Boundaries (KenLM-compatible)
 -----------------------------
@@ -149,6 +151,7 @@ class NGramLM(LanguageModel):
             callback(Progress(1, 2, "stage", {"ngrams": float(sum(map(len, counts.keys)))}))
         smoothing = make_smoothing(cfg.smoothing, k=cfg.k, discount=cfg.discount)
         tables = compile_tables(counts, smoothing)
+        del counts
         self.unpruned_sizes_ = tables.sizes() if cfg.prune > 0 else None
         self.tables_ = prune(tables, cfg.prune)
         used = smoothing.discounts()
@@ -197,7 +200,8 @@ class NGramLM(LanguageModel):
     def token_logprobs(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
     ) -> np.ndarray:
-        """ln p(w_i | history), float64 ``(N,)``: one vectorized backoff query per position.
+        """ln p(w_i | history), float64 ``(N,)``: one backoff query per position, in one
+        compiled pass over the stream (the first call per process loads numba).
 
         ``context.window`` caps the history below ``order - 1`` tokens if smaller (``step`` uses
         the full ``order - 1``, so the reference loop honours no window).
@@ -282,9 +286,10 @@ class NGramLM(LanguageModel):
         for j in range(1, n + 1):
             k = check_state_array(arrays, f"keys_{j}", (v,) if j == 1 else (None,), "i")
             size = len(k)
-            logp.append(check_state_array(arrays, f"logp_{j}", (size,)).astype(np.float64))
-            bow.append(check_state_array(arrays, f"bow_{j}", (size,)).astype(np.float64))
-            k = k.astype(np.int64)
+            # asarray, not astype: the tables are most of a loading process's memory
+            logp.append(np.asarray(check_state_array(arrays, f"logp_{j}", (size,)), np.float64))
+            bow.append(np.asarray(check_state_array(arrays, f"bow_{j}", (size,)), np.float64))
+            k = np.asarray(k, dtype=np.int64)
             if j == 1 and not np.array_equal(k, np.arange(v)):
                 raise ValueError(f"array 'keys_1' must list the {v} vocabulary ids in order")
             if size and (k[0] < 0 or k[-1] >= below * v or (np.diff(k) <= 0).any()):
@@ -427,7 +432,7 @@ class ArpaLM(LanguageModel):
     def token_logprobs(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
     ) -> np.ndarray:
-        """ln p(w_i | history), float64 ``(N,)``: the file's model, vectorized."""
+        """ln p(w_i | history), float64 ``(N,)``: the file's model, in one compiled pass."""
         tokens = self._checked_ids(tokens)
         inner = self._inner().token_logprobs(self.table_ids_[tokens], context=context)
         return inner + self.share_[tokens]

@@ -1,4 +1,4 @@
-"""Backoff tables (the content of an ARPA file) and vectorized queries on them.
+"""Backoff tables (the content of an ARPA file) and queries on them.
 
 For each order ``j = 1..n`` a table lists n-grams under sorted int64 keys (see
 :mod:`lmladder.baselines.ngram_counts`: key = row of the suffix ``x_2..x_j`` * V + ``x_1``), with
@@ -53,6 +53,8 @@ class BackoffTables:
     flat: bool = False
     _tokens: dict = field(default_factory=dict, repr=False)
     _index: dict = field(default_factory=dict, repr=False)
+    # orders 2..n hashed for score(), built on its first call (tables do not change after a fit)
+    _hashed: tuple | None = field(default=None, repr=False)
 
     @property
     def order(self) -> int:
@@ -124,63 +126,27 @@ class BackoffTables:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def _chains(self, seq: np.ndarray, hist: np.ndarray):
-        """Rows of the n-grams ``seq[t-j+1..t]`` (``grams[:, j-1]``) and contexts
-        ``seq[t-l..t-1]`` (``ctx[:, l-1]``) for every predicted position ``t = 1..N`` of ``seq``,
-        using at most ``hist[t-1]`` tokens of history; -1 where absent."""
-        n, v = self.order, self.vocab_size
-        t = np.arange(1, len(seq), dtype=np.int64)
-        grams = np.full((len(t), n), -1, dtype=np.int64)
-        ctx = np.full((len(t), max(n - 1, 1)), -1, dtype=np.int64)
-        grams[:, 0] = seq[t]
-        if n > 1:
-            ctx[:, 0] = np.where(hist >= 1, seq[t - 1], -1)
-        for j in range(2, n + 1):
-            alive = np.nonzero((hist >= j - 1) & (grams[:, j - 2] >= 0))[0]
-            grams[alive, j - 1] = lookup(
-                self.keys[j - 1], grams[alive, j - 2] * v + seq[t[alive] - j + 1]
-            )
-            if j <= n - 1:
-                alive = np.nonzero((hist >= j) & (ctx[:, j - 2] >= 0))[0]
-                ctx[alive, j - 1] = lookup(
-                    self.keys[j - 1], ctx[alive, j - 2] * v + seq[t[alive] - j]
-                )
-        return grams, ctx
-
     def score(self, seq: np.ndarray, hist: np.ndarray) -> np.ndarray:
-        """ln p(seq[t] | history) for ``t = 1..N``: float64 ``(N,)``.
+        """ln p(seq[t] | history) for ``t = 1..N``: float64 ``(N,)``, by the compiled stream walk
+        of :mod:`lmladder.baselines.ngram_kernels`.
 
         ``seq``: int64 ``(N + 1,)`` whose first entry is the initial boundary; ``hist``: int64
-        ``(N,)``, tokens of history usable at each position (already capped at ``order - 1``).
+        ``(N,)``, tokens of history usable at each position (already capped at ``order - 1``,
+        growing by at most one per position).
         """
-        n = self.order
-        grams, ctx = self._chains(seq, hist)
-        rows = np.arange(len(hist))
-        if self.flat:
-            m = hist
-            top = grams[rows, m]
-            c = ctx[rows, np.maximum(m - 1, 0)] if n > 1 else np.full(len(m), -1)
-            c = np.where(m >= 1, c, -1)
-            out = np.full(len(m), -math.log(self.vocab_size))
-            for j in range(1, n + 1):
-                sel = (m == j - 1) & (top >= 0)
-                out[sel] = self.logp[j - 1][top[sel]]
-                if j >= 2:
-                    sel = (m == j - 1) & (top < 0) & (c >= 0)
-                    out[sel] = self.bow[j - 2][c[sel]] - math.log(self.vocab_size)
-            return out
-        out = self.logp[0][grams[:, 0]]
-        longest = np.ones(len(hist), dtype=np.int64)
-        for j in range(2, n + 1):
-            sel = np.nonzero(grams[:, j - 1] >= 0)[0]
-            out[sel] = self.logp[j - 1][grams[sel, j - 1]]
-            longest[sel] = j
-        # Add the backoff weights of the contexts backed off from, shortest first (the order in
-        # which :meth:`distributions` adds them, so both paths round identically).
-        for lvl in range(1, n):
-            sel = np.nonzero((ctx[:, lvl - 1] >= 0) & (longest <= lvl))[0]
-            out[sel] += self.bow[lvl - 1][ctx[sel, lvl - 1]]
-        return out
+        if self.order == 1:  # nothing to look up
+            return self.logp[0][seq[1:]].astype(np.float64)
+        # numba takes ~0.3 s to import: only models that score pay it, not every importer
+        from lmladder.baselines.ngram_kernels import hash_orders, score_stream
+
+        if self._hashed is None:
+            self._hashed = hash_orders(self.keys, self.logp, self.bow, self.vocab_size)
+        return score_stream(np.ascontiguousarray(seq, dtype=np.int64),
+                            np.ascontiguousarray(hist, dtype=np.int64),
+                            self._hashed, tuple(h.view(np.float64) for h in self._hashed),
+                            np.ascontiguousarray(self.logp[0], dtype=np.float64),
+                            np.ascontiguousarray(self.bow[0], dtype=np.float64),
+                            self.flat, math.log(self.vocab_size))
 
     def distributions(self, histories: np.ndarray) -> np.ndarray:
         """Full next-token ln-distributions: float64 ``(B, V)``.

@@ -48,12 +48,15 @@ class NGramCounts:
         Sorted int64 keys (see module docstring).  Order 1 lists every vocabulary id,
         ``keys[0] = arange(V)``, counted or not.
     raw:
-        int64 number of occurrences of each n-gram in the stream.
+        int32 number of occurrences of each n-gram in the stream.
     adjusted:
-        int64 Kneser-Ney adjusted counts (see module docstring).
+        int32 Kneser-Ney adjusted counts (see module docstring).
     context:
-        int64 row, in the table of order ``j - 1``, of each n-gram's context ``x_1 .. x_{j-1}``
+        int32 row, in the table of order ``j - 1``, of each n-gram's context ``x_1 .. x_{j-1}``
         (all zeros for unigrams: their context is the empty history).
+
+    Counts and rows are int32 (a stream of up to 2**31 - 1 tokens): half the memory of int64,
+    which is what bounds the size of corpus a machine can count.
     """
 
     order: int
@@ -82,17 +85,18 @@ def history_lengths(seq: np.ndarray, boundary: int, *, truncate: bool) -> np.nda
 
 
 def _unique(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(q, return_index, return_inverse, return_counts)``, but ``first`` may be any
-    occurrence: an unstable sort is about twice as fast as the stable one ``np.unique`` needs."""
+    """``np.unique(q, return_index, return_inverse, return_counts)`` with int32 inverse and counts,
+    but ``first`` may be any occurrence: an unstable sort is about twice as fast as the stable one
+    ``np.unique`` needs."""
     order = np.argsort(q)
     s = q[order]
     new = np.empty(len(s), dtype=bool)
     new[:1] = True
     np.not_equal(s[1:], s[:-1], out=new[1:])
     starts = np.nonzero(new)[0]
-    inv = np.empty(len(q), dtype=np.int64)
-    inv[order] = np.cumsum(new) - 1
-    cnt = np.diff(np.append(starts, len(s)))
+    inv = np.empty(len(q), dtype=np.int32)
+    inv[order] = np.cumsum(new, dtype=np.int32) - 1
+    cnt = np.diff(np.append(starts, len(s))).astype(np.int32)
     return s[starts], order[starts], inv, cnt
 
 
@@ -101,34 +105,36 @@ def count_ngrams(
 ) -> NGramCounts:
     """Count every n-gram of orders ``1..order`` of ``train`` (int64 ids, ``(N,)``).
 
-    Vectorized: one ``np.unique`` per order over the keys of all windows.  Memory is a few int64
-    arrays of length ``N`` per order.
+    Vectorized: one sort per order over the keys of all windows.  Memory: the tables, plus about
+    40 bytes per token for the order being counted.
     """
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
+    if len(train) >= np.iinfo(np.int32).max:
+        raise ValueError(f"{len(train):,} tokens: the counts are int32, at most 2**31 - 2 tokens")
     v = int(vocab_size)
     seq = np.concatenate([[boundary], np.asarray(train, dtype=np.int64)]).astype(np.int64)
     n = len(seq) - 1
-    hist = history_lengths(seq, boundary, truncate=not cross_boundary)
-    window = np.minimum(hist + 1, order)  # window length at positions 1..N
+    # window length at positions 1..N (orders fit int8: MAX_ORDER is 32)
+    window = np.minimum(history_lengths(seq, boundary, truncate=not cross_boundary) + 1,
+                        order).astype(np.int8)
 
     keys = [np.arange(v, dtype=np.int64)]
-    raw = [np.bincount(seq[1:], minlength=v).astype(np.int64)]
-    starts = [np.bincount(seq[1:][window == 1], minlength=v).astype(np.int64)]
-    context = [np.zeros(v, dtype=np.int64)]
+    raw = [np.bincount(seq[1:], minlength=v).astype(np.int32)]
+    starts = [np.bincount(seq[1:][window == 1], minlength=v).astype(np.int32)]
+    context = [np.zeros(v, dtype=np.int32)]
     rows_prev = seq  # row of the order-(j-1) gram ending at each position of seq (-1: none)
     for j in range(2, order + 1):
         pos = np.nonzero(window >= j)[0] + 1
-        q = rows_prev[pos] * v + seq[pos - j + 1]
-        uniq, first, inv, cnt = _unique(q)
-        rows = np.full(n + 1, -1, dtype=np.int64)
-        rows[pos] = inv
-        keys.append(uniq.astype(np.int64))
-        raw.append(cnt.astype(np.int64))
-        starts.append(np.bincount(inv[window[pos - 1] == j], minlength=len(uniq)).astype(np.int64))
+        uniq, first, inv, cnt = _unique(rows_prev[pos].astype(np.int64) * v + seq[pos - j + 1])
+        keys.append(uniq)
+        raw.append(cnt)
+        starts.append(np.bincount(inv[window[pos - 1] == j], minlength=len(uniq)).astype(np.int32))
         # The context of the j-gram ending at t is the (j-1)-gram ending at t - 1.
-        context.append(rows_prev[pos[first] - 1])
-        rows_prev = rows
+        context.append(rows_prev[pos[first] - 1].astype(np.int32))
+        rows_prev = np.full(n + 1, -1, dtype=np.int32)
+        rows_prev[pos] = inv
+        del pos, inv  # before the next order allocates its own
 
     adjusted = []
     for j in range(1, order + 1):
@@ -136,5 +142,5 @@ def count_ngrams(
             adjusted.append(raw[j - 1].copy())
         else:
             left_extensions = np.bincount(keys[j] // v, minlength=len(keys[j - 1]))
-            adjusted.append(starts[j - 1] + left_extensions.astype(np.int64))
+            adjusted.append(starts[j - 1] + left_extensions.astype(np.int32))
     return NGramCounts(order, v, n, keys, raw, adjusted, context)

@@ -183,7 +183,8 @@ def make_smoothing(name: str, *, k: float = 1.0, discount: float | None = None) 
 
 def compile_tables(counts: NGramCounts, smoothing: Smoothing) -> BackoffTables:
     """Turn count tables into backoff tables: ln p_j(w | h) per listed n-gram, ln gamma per
-    context (0 for n-grams that are no context of any listed n-gram)."""
+    context (0 for n-grams that are no context of any listed n-gram).  The tables share the
+    key arrays of ``counts`` (not copied: they are most of the memory a fit takes)."""
     v = counts.vocab_size
     logp, bow = [], []
     prev = None
@@ -192,15 +193,14 @@ def compile_tables(counts: NGramCounts, smoothing: Smoothing) -> BackoffTables:
         ctx = counts.context[j - 1]
         num_ctx = 1 if j == 1 else len(counts.keys[j - 2])
         alpha, gamma = smoothing.weights(c, ctx, num_ctx, v)
-        if j == 1 or smoothing.flat:
-            base = 1.0 / v
-        else:
-            base = prev[counts.keys[j - 1] // v]
-        p = alpha + gamma[ctx] * base
+        p = gamma[ctx]  # p = alpha + gamma * base, in place: a fit's peak memory is here
+        p *= 1.0 / v if j == 1 or smoothing.flat else prev[counts.keys[j - 1] // v]
+        p += alpha
+        del alpha
         with np.errstate(divide="ignore"):
             logp.append(np.log(p))
             if j > 1:
                 bow.append(np.log(gamma))
         prev = p
     bow.append(np.zeros(len(counts.keys[-1])))
-    return BackoffTables(v, [k.copy() for k in counts.keys], logp, bow, flat=smoothing.flat)
+    return BackoffTables(v, list(counts.keys), logp, bow, flat=smoothing.flat)
