@@ -4,23 +4,25 @@ The model is the one :mod:`lmladder.baselines.hmm_core` describes (sentences sta
 boundary emitted like a word).  What this backend adds is speed:
 
 * **Packed sentences.**  The training stream is split into sentences, sorted by length and cut
-  into chunks of about ``batch_tokens`` tokens; in each chunk the sentences are laid out
-  time-major, longest first, so the forward and backward recursions advance all sentences of a
-  chunk with one ``(n, K) @ (K, K)`` matmul per time step and never touch padding.
-* **Scaled forward-backward** (Rabiner 1989, section V.A): alpha is renormalized at every step,
-  the per-step normalizers c_t are the per-token likelihoods p(w_t | w_<t) and
-  ln p(sentence) = sum_t ln c_t; beta is scaled by the same c_t.  Expected counts: state
-  posteriors gamma = alpha * beta, transition counts A * (sum_t alpha_t^T (beta_{t+1} *
-  b_{t+1} / c_{t+1})) as one matmul over the chunk, emission counts by ``index_add_``.
+  into chunks; in each chunk the sentences are laid out time-major, longest first, so the
+  forward and backward recursions advance all sentences of a chunk with one ``(n, K) @ (K, K)``
+  matmul per time step and never touch padding.
+* **One streaming forward-backward** (:mod:`~lmladder.baselines.hmm_kernel`, scaled as in
+  Rabiner 1989, section V.A): per-token likelihoods are the per-step normalizers c_t, and the
+  E-step keeps only one chunk's alpha lattice, turning it into posteriors and summing the
+  transition pairs step by step on the way back.  EM chunks hold at most ``batch_tokens``
+  tokens and a lattice of 8 MiB (or the size of A): memory stays near the parameters' own.
+* **Blocked emissions** (``emission_blocks``, Chiu & Rush 2020): a state emits only its group's
+  word cluster, so a token costs (K/M)^2 instead of K^2.
 * **Exact M-step** with pseudo-counts (Dirichlet priors): ``emission_prior`` > 0 keeps every word
   possible in every state.
 * **Gradient training** (``trainer="adam"``): the same forward recursion under autograd gives the
   exact marginal log-likelihood of a chunk; Adam updates unconstrained log-parameters (softmax
   rows), one chunk per step, with the priors as the same MAP terms as EM.
 
-Training runs in ``dtype`` (float32 by default; expected counts are summed over chunks in
-float64); the learned parameters are kept as float64 numpy arrays and scoring is float64 on the
-model's device.
+Training runs in ``dtype`` (float32 by default; start and transition counts are summed in
+float64, emission counts in ``dtype``); the learned parameters are kept as float64 numpy arrays
+and scoring is float64 on the model's device.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -52,9 +54,6 @@ from lmladder.baselines.hmm_core import (
     unigram,
 )
 
-if TYPE_CHECKING:
-    import torch
-
 log = logging.getLogger(__name__)
 
 SPLIT_NOISE = 0.1  # scale of the log-normal noise that tells the two halves of a split apart
@@ -69,7 +68,8 @@ class HMMConfig(EMConfig):
         marginal log-likelihood, one step per chunk).
     patience: with validation data, stop after this many passes without a better validation
         likelihood; the parameters with the best validation likelihood are kept.
-    batch_tokens: tokens per chunk of sentences (memory ~ 5 x batch_tokens x K x dtype bytes).
+    batch_tokens: tokens per Adam step (memory ~ 5 x batch_tokens x K x dtype bytes); EM chunks
+        hold at most this many, fewer where the lattice would pass 8 MiB (or the size of A).
     dtype: training precision.
     lr: Adam learning rate.
     grow_from: if set, EM starts with this many states and splits every state in two (see
@@ -80,6 +80,11 @@ class HMMConfig(EMConfig):
     threads: torch intra-op threads while fitting and scoring (restored afterwards); ``None``
         leaves torch's setting.  One thread is as fast for small K and immune to the
         slow-down several threads suffer when other processes share the cores.
+    emission_blocks: M > 1 gives blocked emissions (Chiu & Rush 2020): the vocabulary is split
+        into M word clusters (words sorted by training frequency and dealt round-robin, so each
+        cluster holds frequent and rare words; see :func:`word_groups`) and the states into M
+        equal groups, and a state emits only its group's cluster.  A token then costs (K/M)^2
+        instead of K^2.  ``states`` must be a multiple of M; EM only, without ``grow_from``.
 
     The prior pseudo-counts act as the same MAP terms under Adam.
     """
@@ -93,9 +98,16 @@ class HMMConfig(EMConfig):
     grow_from: int | None = None
     stage_iterations: int = 10
     threads: int | None = None
+    emission_blocks: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self, "emission_blocks", self.emission_blocks >= 1
+                and self.states % self.emission_blocks == 0,
+                f">= 1 and divide states={self.states}")
+        if self.emission_blocks > 1 and (self.trainer != "em" or self.grow_from is not None):
+            raise ValueError(f"emission_blocks={self.emission_blocks} needs trainer='em' and no "
+                             "grow_from (splitting states would break the blocks)")
         require(self, "patience", self.patience >= 1, ">= 1")
         require(self, "batch_tokens", self.batch_tokens >= 1, ">= 1")
         require(self, "lr", self.lr > 0, "> 0")
@@ -119,7 +131,7 @@ class HMM(HMMBase):
     def __init__(self, **config) -> None:
         super().__init__(**config)
         _torch()  # fail here, at build time, if torch is missing
-        self._cache: tuple[str, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._cache: tuple | None = None
 
     # -- training -------------------------------------------------------------------------------
 
@@ -155,32 +167,40 @@ class HMM(HMMBase):
         train = np.asarray(train, dtype=np.int64)
         kernels = _torch()
         dtype, dev = cfg.dtype, self.device
-        chunks = kernels.make_chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
         rng = np.random.default_rng(cfg.seed)
         sizes = _stage_sizes(cfg.grow_from, cfg.states)
         params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise)
+        groups = None
+        if cfg.emission_blocks > 1:
+            if len(vocab) < cfg.emission_blocks:
+                raise ValueError(f"emission_blocks={cfg.emission_blocks} exceeds the vocabulary "
+                                 f"of {len(vocab)} words: every cluster needs a word")
+            groups = word_groups(train, len(vocab), cfg.emission_blocks)
+            params = (*params[:2], block_emissions(params[2], groups))
         self.vocab_ = vocab
         self.example_ = pick_example(train, vocab.boundary_id)
         tally = _Tally(clock, budget, len(train), callback)
         for k in sizes[:-1]:  # smaller models, each split in two for the next (grow_from)
-            run = kernels.EM(cfg, chunks, params, dtype, dev)
-            self._passes(run, tally, cfg.stage_iterations, None, stage=k)
-            params = split_states(run.parameters(), rng)
+            smaller = kernels.EM(cfg, train, vocab.boundary_id, params, dtype, dev)
+            self._passes(smaller, tally, cfg.stage_iterations, None, stage=k)
+            params = split_states(smaller.parameters(), rng)
             tally.last *= 4.0  # an EM iteration costs ~K^2: predict the next stage's first
-        run = (
-            kernels.EM(cfg, chunks, params, dtype, dev)
-            if cfg.trainer == "em"
-            else kernels.Adam(cfg, chunks, params, dtype, dev, rng)
-        )
         if valid is not None:
             valid = self._checked_ids(valid)
             if budget.seconds is not None:  # the first pass must leave room for its validation
                 self.set_parameters(vocab, *params)
                 tally.timer.calibrate(self.token_logprobs, valid)
+        if cfg.trainer == "em":
+            run = kernels.EM(cfg, train, vocab.boundary_id, params, dtype, dev, groups)
+        else:
+            chunks = kernels.make_chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
+            run = kernels.Adam(cfg, chunks, params, dtype, dev, rng)
+        del params  # the trainer holds its own copy: the start need not stay alive in numpy
+        notes = {"trainer": cfg.trainer, "chunks": len(run.chunks), "stages": sizes}
         best_nll, params = self._passes(run, tally, cfg.max_iterations, valid, stage=cfg.states)
+        del run  # free the trainer's device buffers before the model takes its parameters
         self.set_parameters(vocab, *params)
-        notes = {"trainer": cfg.trainer, "passes": tally.passes, "chunks": len(chunks),
-                 "stages": sizes, "stopped_by": tally.stopped_by}
+        notes.update(passes=tally.passes, stopped_by=tally.stopped_by)
         if valid is not None:
             notes["valid_nll"] = best_nll
             notes["valid_skipped"] = tally.valid_skipped
@@ -204,7 +224,6 @@ class HMM(HMMBase):
         def training_clock() -> float:  # Adam checks the budget against this between steps
             return clock() + reserve()
 
-        params = run.parameters()
         best: tuple[float, tuple | None] = (math.inf, None)
         stale, passes, prev = 0, 0, -math.inf
         best_objective, flat = -math.inf, 0
@@ -229,13 +248,13 @@ class HMM(HMMBase):
             tally.last = clock() - seconds
             record = {"states": stage, "pass": tally.passes, "steps": tally.steps,
                       "train_nll": -ll / max(n_tokens, 1), "seconds": clock()}
-            params = run.parameters()
             if valid is not None:
                 left = None if budget.seconds is None else budget.seconds - clock()
                 if left is not None and reserve() > left:
                     tally.valid_skipped += 1  # it would overrun the budget: judge no further
                     record["valid_skipped"] = 1.0
                 else:
+                    params = run.parameters()
                     self.set_parameters(self.vocab_, *params)
                     record["valid_nll"] = -float(np.mean(timer.score(self.token_logprobs, valid)))
                     if record["valid_nll"] < best[0]:
@@ -270,17 +289,34 @@ class HMM(HMMBase):
             tally.stopped_by = "max_iterations"
         if best[1] is not None:
             return best[0], best[1]
-        return math.nan, params
+        return math.nan, run.parameters()
+
+    def num_parameters(self) -> int:
+        """Free parameters: with blocked emissions a state has (its cluster's size - 1) free
+        emission probabilities, not V - 1."""
+        m = self.cfg.emission_blocks
+        if m == 1:
+            return super().num_parameters()
+        k, v = self._params()[2].shape
+        emission = (k // m) * (v - m)  # sum over groups of S (cluster size - 1)
+        return (k - 1) + k * (k - 1) + emission
 
     # -- scoring on the model's device ----------------------------------------------------------
 
     def _parameters_changed(self) -> None:
         self._cache = None
 
-    def _device_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _device_params(self):
+        """(pi, A, B, groups) in float64 on the model's device, in the kernel's layout (see
+        :class:`~lmladder.baselines.hmm_torch.Emissions`)."""
         if self._cache is None or self._cache[0] != self.device:
-            pi, a, b = _torch().tensors(self._params(), "float64", self.device)
-            self._cache = (self.device, pi, a, b.T.contiguous())
+            kernels = _torch()
+            pi, a, b = self._params()
+            m = self.cfg.emission_blocks
+            emissions = kernels.Emissions(groups_of(b, m) if m > 1 else None, len(pi), self.device)
+            chain = emissions.chain(pi, a, "float64", self.device)
+            self._cache = (self.device, *chain, emissions.compact(b, "float64", self.device),
+                           emissions.groups)
         return self._cache[1:]
 
     def token_logprobs(
@@ -298,6 +334,32 @@ class HMM(HMMBase):
             return np.zeros(0)
         packed = pack_stream(tokens, vocab.boundary_id)
         return _torch().filter_logprobs(*self._device_params(), tokens, packed)
+
+
+def word_groups(train: np.ndarray, vocab_size: int, blocks: int) -> np.ndarray:
+    """The cluster of every word (int64 ``(V,)``) for blocked emissions: words sorted by their
+    count in ``train`` (ties by id) and dealt round-robin into ``blocks`` clusters, so every
+    cluster gets frequent and rare words and the clusters differ in size by one at most."""
+    order = np.argsort(-np.bincount(train, minlength=vocab_size), kind="stable")
+    groups = np.empty(vocab_size, dtype=np.int64)
+    groups[order] = np.arange(vocab_size) % blocks
+    return groups
+
+
+def block_emissions(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """B (K, V) with every state restricted to its group's words (state k is in group
+    k // (K / M)) and renormalized, in place."""
+    blocks = int(groups.max()) + 1
+    by_group = b.reshape(blocks, -1, b.shape[1])  # a view: (M, S, V)
+    by_group *= (groups == np.arange(blocks)[:, None])[:, None, :]
+    b /= b.sum(axis=1, keepdims=True)
+    return b
+
+
+def groups_of(b: np.ndarray, blocks: int) -> np.ndarray:
+    """The word clusters a blocked B (K, V) was trained with: the group whose states give each
+    word its mass (a word no state emits falls in group 0 and stays impossible)."""
+    return np.argmax(b.reshape(blocks, -1, b.shape[1]).sum(axis=1) > 0, axis=0).astype(np.int64)
 
 
 def _torch():

@@ -45,6 +45,7 @@ from lmladder.api import (
     rank_counts,
     require,
 )
+from lmladder.baselines import hmm_kernel
 
 # --------------------------------------------------------------------------------------------
 # Sentences and packed layout
@@ -168,29 +169,24 @@ def initial_parameters(
     the symmetry between states is broken; pi and A rows are near-uniform with the same noise.
     """
     k, v = states, len(unigram)
-    pi = np.exp(noise * rng.standard_normal(k))
-    trans = np.exp(noise * rng.standard_normal((k, k)))
-    emit = unigram[None, :] * np.exp(noise * rng.standard_normal((k, v)))
-    return (
-        pi / pi.sum(),
-        trans / trans.sum(axis=1, keepdims=True),
-        emit / emit.sum(axis=1, keepdims=True),
-    )
+    pi, trans, emit = (_lognormal(rng, noise, shape) for shape in ((k,), (k, k), (k, v)))
+    emit *= unigram[None, :]
+    for p in (pi, trans, emit):
+        p /= p.sum(axis=-1, keepdims=True)
+    return pi, trans, emit
+
+
+def _lognormal(rng: np.random.Generator, noise: float, shape: tuple[int, ...]) -> np.ndarray:
+    """exp(noise * N(0, 1)) of ``shape``, computed in place: A and B can be GiBs."""
+    x = rng.standard_normal(shape)
+    x *= noise
+    return np.exp(x, out=x)
 
 
 def unigram(train: np.ndarray, vocab_size: int, pseudo: float = 1.0) -> np.ndarray:
     """Add-``pseudo`` unigram distribution of ``train`` (float64 ``(V,)``)."""
     counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + pseudo
     return counts / counts.sum()
-
-
-def normalize_counts(counts: np.ndarray, pseudo: float) -> np.ndarray:
-    """Rows of ``counts + pseudo`` normalized to sum to one (the EM M-step with a Dirichlet prior
-    of concentration ``1 + pseudo``).  A row with no mass at all becomes uniform."""
-    c = np.asarray(counts, dtype=np.float64) + pseudo
-    total = c.sum(axis=-1, keepdims=True)
-    uniform = np.full_like(c, 1.0 / c.shape[-1])
-    return np.where(total > 0, c / np.where(total > 0, total, 1.0), uniform)
 
 
 def log_prior(params: tuple[np.ndarray, ...], pseudo: tuple[float, ...]) -> float:
@@ -223,10 +219,11 @@ class HMMBase(LanguageModel):
         """Use the given parameters (float64 (K,), (K, K), (K, V); rows sum to one) as the model.
 
         Used after training and to score a known HMM (e.g. a textbook example or hmmlearn's).
+        C-contiguous float64 arrays are kept, not copied (B can be hundreds of MiB): do not
+        change them afterwards.
         """
-        pi = np.array(startprob, dtype=np.float64)
-        a = np.array(transmat, dtype=np.float64)
-        b = np.array(emissionprob, dtype=np.float64)
+        pi, a, b = (np.ascontiguousarray(p, dtype=np.float64)
+                    for p in (startprob, transmat, emissionprob))
         k, v = b.shape
         if pi.shape != (k,) or a.shape != (k, k) or v != len(vocab):
             raise ValueError(
@@ -318,19 +315,10 @@ class HMMBase(LanguageModel):
     def _filter_logprobs(self, tokens: np.ndarray, packed: Packed) -> np.ndarray:
         """Scaled forward filtering over a packed layout; returns stream-ordered ln-probs."""
         pi, a, b = self._params()
-        words = tokens[packed.source]
-        out = np.empty(packed.num_tokens)
-        post = np.broadcast_to(pi, (packed.batch_sizes[0], len(pi)))  # t = 0: q is pi
-        for t in range(packed.num_steps):
-            lo, n = packed.offsets[t], packed.batch_sizes[t]
-            q = post[:n] if t == 0 else post[:n] @ a
-            joint = q * b[:, words[lo : lo + n]].T
-            z = joint.sum(axis=1)
-            with np.errstate(divide="ignore"):
-                out[lo : lo + n] = np.log(z)
-            post = joint / np.where(z > 0, z, 1.0)[:, None]
-        result = np.empty_like(out)
-        result[packed.source] = out
+        steps = hmm_kernel.forward(pi, a, b.T, tokens[packed.source], packed.batch_sizes)
+        result = np.empty(packed.num_tokens)
+        with np.errstate(divide="ignore"):
+            result[packed.source] = np.log(np.concatenate([s.scale for s in steps]))
         return result
 
     def next_token_ranks(
@@ -346,17 +334,10 @@ class HMMBase(LanguageModel):
         packed = pack_stream(tokens, vocab.boundary_id)
         words = tokens[packed.source]
         ranks = np.empty((packed.num_tokens, 2), dtype=np.int64)
-        post = np.broadcast_to(pi, (packed.batch_sizes[0], len(pi)))  # t = 0: q is pi
-        for t in range(packed.num_steps):
-            lo, n = packed.offsets[t], packed.batch_sizes[t]
-            w = words[lo : lo + n]
-            q = post[:n] if t == 0 else post[:n] @ a
+        for step in hmm_kernel.forward(pi, a, b.T, words, packed.batch_sizes):
             with np.errstate(divide="ignore"):
-                logp = np.log(q @ b)  # same arithmetic as ``step``, so ties break alike
-            ranks[lo : lo + n] = rank_counts(logp, w)
-            joint = q * b[:, w].T
-            z = joint.sum(axis=1, keepdims=True)
-            post = joint / np.where(z > 0, z, 1.0)
+                logp = np.log(step.prior @ b)  # same arithmetic as ``step``, so ties break alike
+            ranks[step.rows] = rank_counts(logp, words[step.rows])
         result = np.empty_like(ranks)
         result[packed.source] = ranks
         return result

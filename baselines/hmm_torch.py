@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmladder.baselines.hmm_core import Packed, log_prior, normalize_counts, pack, sentence_bounds
+from lmladder.baselines import hmm_kernel
+from lmladder.baselines.hmm_core import Packed, pack, sentence_bounds
+
+# One E-step chunk's alpha lattice (tokens x K) may take this much, or the size of A if that is
+# larger: small enough that streaming keeps EM's memory near the parameters' own, large enough
+# that each time step's matrix product still spans many sentences.
+LATTICE_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -22,15 +28,14 @@ class Chunk:
 
     words: torch.Tensor  # int64 (N,), packed order
     batch_sizes: list[int]
-    offsets: list[int]
-    has_next: torch.Tensor  # int64: packed positions whose sentence continues at t + 1
 
     @property
     def num_tokens(self) -> int:
-        return self.offsets[-1]
+        return len(self.words)
 
 
 def make_chunks(train: np.ndarray, boundary_id: int, batch_tokens: int, device) -> list[Chunk]:
+    """The sentences of ``train`` in chunks of about ``batch_tokens`` tokens, each packed."""
     starts, lengths = sentence_bounds(train, boundary_id)
     order = np.argsort(-lengths, kind="stable")  # similar lengths share a chunk: few idle steps
     starts, lengths = starts[order], lengths[order]
@@ -39,70 +44,24 @@ def make_chunks(train: np.ndarray, boundary_id: int, batch_tokens: int, device) 
     for c in np.unique(chunk_of):
         sel = chunk_of == c
         p: Packed = pack(starts[sel], lengths[sel])
-        off, bs = p.offsets, p.batch_sizes
-        has_next = np.concatenate(
-            [np.arange(off[t], off[t] + bs[t + 1]) for t in range(p.num_steps - 1)]
-            or [np.zeros(0, dtype=np.int64)]
-        )
-        out.append(
-            Chunk(
-                torch.as_tensor(train[p.source], device=device),
-                bs.tolist(),
-                off.tolist(),
-                torch.as_tensor(has_next, dtype=torch.int64, device=device),
-            )
-        )
+        out.append(Chunk(torch.as_tensor(train[p.source], device=device), p.batch_sizes.tolist()))
     return out
 
 
-def estep(
-    chunk: Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scaled forward-backward over one chunk.
-
-    ``pi`` (K,), ``a`` (K, K), ``b`` (K, V): probabilities in the training dtype.  Returns
-    (ln p(chunk) in nats, expected start counts (K,), transition counts (K, K),
-    emission counts (K, V)), counts in the input dtype.
-    """
-    bs, off, n_tok = chunk.batch_sizes, chunk.offsets, chunk.num_tokens
-    obs = b.T.contiguous()[chunk.words]  # (N, K): b_k(w) at every packed position
-    alpha = torch.empty_like(obs)
-    scale = torch.empty(n_tok, dtype=obs.dtype, device=obs.device)
-    for t in range(len(bs)):
-        lo, n = off[t], bs[t]
-        prior = pi if t == 0 else alpha[off[t - 1] : off[t - 1] + n] @ a
-        joint = prior * obs[lo : lo + n]
-        scale[lo : lo + n] = joint.sum(dim=1)
-        alpha[lo : lo + n] = joint / scale[lo : lo + n, None]
-    beta = torch.ones_like(obs)  # beta at a sentence's last token is 1
-    nxt = torch.empty(n_tok - bs[0], obs.shape[1], dtype=obs.dtype, device=obs.device)
-    for t in range(len(bs) - 2, -1, -1):
-        lo, n = off[t + 1], bs[t + 1]
-        r = beta[lo : lo + n] * obs[lo : lo + n] / scale[lo : lo + n, None]
-        nxt[lo - bs[0] : lo - bs[0] + n] = r
-        beta[off[t] : off[t] + n] = r @ a.T
-    gamma = beta.mul_(alpha)  # state posteriors (N, K); scaling makes rows sum to one
-    trans = a * (alpha[chunk.has_next].T @ nxt)
-    emit = torch.zeros(b.shape[1], b.shape[0], dtype=obs.dtype, device=obs.device)
-    emit.index_add_(0, chunk.words, gamma)
-    return float(scale.log().double().sum()), gamma[: bs[0]].sum(dim=0), trans, emit.T
+def em_chunk_tokens(batch_tokens: int, states: int, dtype: str) -> int:
+    """Tokens per E-step chunk: ``batch_tokens`` at most, and few enough that the chunk's alpha
+    lattice (tokens x ``states``, the states a token's distribution lives on) fits
+    :data:`LATTICE_BYTES` or the size of a (``states``, ``states``) block of A."""
+    itemsize = getattr(torch, dtype).itemsize
+    return min(batch_tokens, max(LATTICE_BYTES // (states * itemsize), states))
 
 
 def chunk_loglik(
     chunk: Chunk, pi: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> torch.Tensor:
-    """ln p(chunk) by the scaled forward recursion, differentiable (a 0-d tensor)."""
-    bs, off = chunk.batch_sizes, chunk.offsets
-    obs = b.T[chunk.words]
-    total = obs.new_zeros(())
-    alpha = pi[None, :]
-    for t in range(len(bs)):
-        lo, n = off[t], bs[t]
-        joint = (alpha[:n] if t == 0 else alpha[:n] @ a) * obs[lo : lo + n]
-        scale = joint.sum(dim=1)
-        total = total + scale.log().sum()
-        alpha = joint / scale[:, None]
-    return total
+    """ln p(chunk) by the scaled forward recursion, differentiable (a 0-d tensor); ``b`` (K, V)."""
+    steps = hmm_kernel.forward(pi, a, b.T, chunk.words, chunk.batch_sizes)
+    return sum(s.scale.log().sum() for s in steps)
 
 
 def tensors(arrays, dtype: str, device: str) -> tuple[torch.Tensor, ...]:
@@ -122,69 +81,174 @@ def threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def filter_logprobs(
-    pi: torch.Tensor, a: torch.Tensor, bt: torch.Tensor, tokens: np.ndarray, packed: Packed
-) -> np.ndarray:
+def transposed(b: np.ndarray, dtype: str, device: str) -> torch.Tensor:
+    """``b`` (K, V) as a contiguous (V, K) tensor of dtype ``dtype`` on ``device``, without a
+    second full-size temporary."""
+    out = torch.empty(b.shape[::-1], dtype=getattr(torch, dtype), device=device)
+    return out.copy_(torch.from_numpy(np.asarray(b)).T)
+
+
+def filter_logprobs(pi: torch.Tensor, a: torch.Tensor, bt: torch.Tensor,
+                    groups: torch.Tensor | None, tokens: np.ndarray, packed: Packed) -> np.ndarray:
     """ln p(w_i | w_<i) (float64 ``(N,)``) of the packed sentences of ``tokens``, all filtered at
-    once: ``pi`` (K,), ``a`` (K, K), ``bt`` (V, K) float64 on one device."""
-    device = bt.device
-    words = torch.as_tensor(tokens[packed.source], device=device)
-    out = torch.empty(packed.num_tokens, dtype=torch.float64, device=device)
-    off, bs = packed.offsets.tolist(), packed.batch_sizes.tolist()
-    post = pi[None, :]
-    for t in range(len(bs)):
-        lo, n = off[t], bs[t]
-        joint = (post[:n] if t == 0 else post[:n] @ a) * bt[words[lo : lo + n]]
-        z = joint.sum(dim=1)
-        out[lo : lo + n] = z.log()
-        post = joint / torch.where(z > 0, z, 1.0)[:, None]
+    once: parameters float64 on one device, in the layout of
+    :func:`~lmladder.baselines.hmm_kernel.forward` (dense, or blocked with ``groups``)."""
+    words = torch.as_tensor(tokens[packed.source], device=bt.device)
+    steps = hmm_kernel.forward(pi, a, bt, words, packed.batch_sizes.tolist(), groups)
+    scales = torch.cat([s.scale for s in steps])
     result = np.empty(packed.num_tokens)
-    result[packed.source] = out.cpu().numpy()
+    result[packed.source] = scales.log().cpu().numpy()
     return result
 
 
+def _normalize_(counts: torch.Tensor, pseudo: float, dim: int) -> torch.Tensor:
+    """The EM M-step in place: ``counts + pseudo`` normalized along ``dim`` (a Dirichlet prior of
+    concentration ``1 + pseudo``); a slice with no mass at all becomes uniform."""
+    total = counts.add_(pseudo).sum(dim, keepdim=True)
+    counts.div_(torch.where(total > 0, total, 1.0))
+    return counts.masked_fill_(total == 0, 1.0 / counts.shape[dim])
+
+
+def _log_prior(pi: torch.Tensor, a: torch.Tensor, bt: torch.Tensor, pseudo) -> float:
+    """:func:`~lmladder.baselines.hmm_core.log_prior` of (pi, A, B = ``bt``.T) in float64 sums,
+    taking logarithms a block of ~64k entries at a time so no large temporary is needed."""
+    total = 0.0
+    for p, w in zip((pi, a, bt), pseudo, strict=True):
+        if w:
+            rows = max(1, 2**16 // p[0].numel())
+            total += w * sum(float(x.log().sum(dtype=torch.float64)) for x in p.split(rows))
+    return total
+
+
+class Emissions:
+    """How the E-step holds B: dense, as B.T (V, K); or, with blocked emissions (``groups``, the
+    cluster of each word; see :mod:`~lmladder.baselines.hmm_kernel`), compact (V, S): each word's
+    probabilities from the S states of its own group, the only ones that can emit it."""
+
+    def __init__(self, groups: np.ndarray | None, states: int, device) -> None:
+        self.blocks = 1 if groups is None else int(groups.max()) + 1
+        self.size = states // self.blocks  # S: the states a token's distribution lives on
+        self.groups = None if groups is None else torch.as_tensor(groups, device=device)
+
+    def views(self, pi: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pi and A (or their counts) as views in the layout of
+        :func:`~lmladder.baselines.hmm_kernel.forward`: writing to them writes to the originals."""
+        if self.groups is None:
+            return pi, a
+        return pi.view(self.blocks, self.size), hmm_kernel.transition_blocks(a, self.blocks)
+
+    def chain(self, pi, a, dtype: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """pi and A (numpy arrays or tensors) as new contiguous tensors of dtype ``dtype`` on
+        ``device`` in that layout (with blocks, each (S, S) block of A one contiguous piece, which
+        the kernel's gathers need to be fast), copied once."""
+        pi, a = self.views(torch.as_tensor(pi), torch.as_tensor(a))
+        return tuple(x.to(device=device, dtype=getattr(torch, dtype), copy=True,
+                          memory_format=torch.contiguous_format) for x in (pi, a))
+
+    def compact(self, b: np.ndarray, dtype: str, device) -> torch.Tensor:
+        """B (K, V) float64 in this layout, dtype ``dtype``."""
+        if self.groups is None:
+            return transposed(b, dtype, device)
+        words = np.arange(b.shape[1])
+        own = b.reshape(self.blocks, self.size, -1)[self.groups.cpu().numpy(), :, words]
+        return torch.as_tensor(own, dtype=getattr(torch, dtype), device=device)
+
+    def normalize_(self, counts: torch.Tensor, pseudo: float) -> torch.Tensor:
+        """The emission M-step in place on ``counts`` (this layout); every state's words get
+        ``pseudo`` (blocked: only its cluster's words, the rest stay impossible)."""
+        if self.groups is None:
+            return _normalize_(counts, pseudo, 0)
+        counts.add_(pseudo)
+        sums = counts.new_zeros(self.blocks, self.size).index_add_(0, self.groups, counts)
+        total = sums[self.groups]  # (V, S): each state's total over its cluster's words
+        counts.div_(torch.where(total > 0, total, 1.0))
+        # A state that saw nothing (possible only without a prior) is uniform over its cluster.
+        uniform = 1.0 / torch.bincount(self.groups, minlength=self.blocks)[self.groups, None]
+        return torch.where(total > 0, counts, uniform.to(counts.dtype))
+
+    def dense(self, bt: torch.Tensor) -> torch.Tensor:
+        """B (K, V) in float64 from this layout, rows renormalized in float64 (in float32 they sum
+        to one only to ~1e-7)."""
+        k, v = self.blocks * self.size, bt.shape[0]
+        b = torch.zeros(k, v, dtype=torch.float64, device=bt.device)
+        if self.groups is None:
+            b.copy_(bt.T)
+        else:
+            words = torch.arange(v, device=bt.device)
+            b.view(self.blocks, self.size, v)[self.groups, :, words] = bt.double()
+        return b.div_(b.sum(1, keepdim=True))
+
+
 class EM:
-    """Baum-Welch passes over the chunks; parameters live on the device in the training dtype."""
+    """Baum-Welch passes over packed chunks, with parameters on the device in the training dtype.
+
+    Memory beyond the chunks: the emission matrix twice, (V, K) or with blocks (V, S) (the
+    parameters the E-step reads and the counts it writes, which the M-step normalizes in place
+    into the next parameters), one chunk's alpha lattice (see :func:`em_chunk_tokens`) and
+    O(K^2).  Start and transition counts are summed in float64; emission counts in the training
+    dtype.  ``groups``: the word clusters of blocked emissions (``None``: dense).
+    """
 
     monotone = True  # MAP-EM never lowers ln p(train) + ln prior: a small gain is convergence
 
-    def __init__(self, cfg, chunks, params, dtype, dev) -> None:
-        self.cfg, self.chunks = cfg, chunks
-        self._params = params
-        self.pi, self.a, self.b = tensors(params, dtype, dev)
+    def __init__(self, cfg, train, boundary_id, params, dtype, dev, groups=None) -> None:
+        self.cfg = cfg
+        pi, a, b = params
+        self.emissions = Emissions(groups, len(pi), dev)
+        self.chunks = make_chunks(
+            train, boundary_id, em_chunk_tokens(cfg.batch_tokens, self.emissions.size, dtype), dev
+        )
+        self._dtype = dtype
+        self._pi64, self._a64 = tensors((pi, a), "float64", dev)
+        self.pi, self.a = self.emissions.chain(pi, a, dtype, dev)
+        self.bt = self.emissions.compact(b, dtype, dev)
+        self._spare: torch.Tensor | None = None  # the buffer of the next pass's emission counts
+        self._lattice: torch.Tensor | None = None  # alpha of the chunk in hand
+        # Made now, while the caller still holds the numpy start: glibc raises its mmap threshold
+        # when a large block is freed, and buffers allocated after that land in the heap, which
+        # never shrinks -- then freeing them for parameters() would not lower the process's RSS.
+        self._workspace()
+        self._priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
+        self._prior = _log_prior(self._pi64, self._a64, self.bt, self._priors)
 
     def one_pass(self, budget, clock, steps, tokens) -> tuple[float, float, int, int, bool]:
         """One E-step over all chunks and the M-step; returns (ln p(train), ln p(train) +
         ln prior of the parameters the E-step used, steps, tokens, complete)."""
-        k, v = self.b.shape
-        start = np.zeros(k)
-        trans = np.zeros((k, k))
-        emit = np.zeros((k, v))
-        ll, n_tok = 0.0, 0
-        for chunk in self.chunks:
-            c_ll, c_start, c_trans, c_emit = estep(chunk, self.pi, self.a, self.b)
-            ll += c_ll
-            n_tok += chunk.num_tokens
-            # Summing the chunks' counts in float64 keeps float32 training exact enough.
-            start += c_start.double().cpu().numpy()
-            trans += c_trans.double().cpu().numpy()
-            emit += c_emit.double().cpu().numpy()
-        cfg = self.cfg
-        priors = (cfg.start_prior, cfg.transition_prior, cfg.emission_prior)
-        objective = ll + log_prior(self._params, priors)  # of the parameters this E-step used
-        new = (
-            normalize_counts(start, cfg.start_prior),
-            normalize_counts(trans, cfg.transition_prior),
-            normalize_counts(emit, cfg.emission_prior),
+        k, dev, emissions = len(self._pi64), self.bt.device, self.emissions
+        spare, lattice = self._workspace()
+        start = torch.zeros(k, dtype=torch.float64, device=dev)
+        trans = torch.zeros(k, k, dtype=torch.float64, device=dev)
+        counts = hmm_kernel.Counts(*emissions.views(start, trans), spare.zero_())
+        ll = sum(
+            hmm_kernel.expected_counts(
+                self.pi, self.a, self.bt, c.words, c.batch_sizes, counts, lattice, emissions.groups
+            )
+            for c in self.chunks
         )
-        self.pi, self.a, self.b = (
-            torch.as_tensor(p, dtype=self.b.dtype, device=self.b.device) for p in new
-        )
-        self._params = new
-        return ll, objective, 1, n_tok, True
+        objective = ll + self._prior
+        start_prior, transition_prior, emission_prior = self._priors
+        self._pi64 = _normalize_(start, start_prior, 0)
+        self._a64 = _normalize_(trans, transition_prior, 1)
+        self._spare, self.bt = self.bt, emissions.normalize_(counts.emit, emission_prior)
+        self.a = None  # let the old A go before the new one is made: it can be GiBs
+        self.pi, self.a = emissions.chain(self._pi64, self._a64, self._dtype, dev)
+        self._prior = _log_prior(self._pi64, self._a64, self.bt, self._priors)
+        return ll, objective, 1, sum(c.num_tokens for c in self.chunks), True
+
+    def _workspace(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The emission-count buffer and the alpha lattice (sized for the largest chunk)."""
+        if self._spare is None or self._lattice is None:
+            self._spare = torch.empty_like(self.bt)
+            tokens = max(c.num_tokens for c in self.chunks)
+            self._lattice = self.bt.new_empty((tokens, self.bt.shape[1]))
+        return self._spare, self._lattice
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._params
+        """The current parameters as float64 numpy arrays (K,), (K, K), (K, V), which later
+        passes leave alone (the M-step makes new tensors; it never writes into these)."""
+        self._spare = self._lattice = None  # B in float64 takes their place (a pass remakes them)
+        b = self.emissions.dense(self.bt)
+        return tuple(x.cpu().numpy() for x in (self._pi64, self._a64, b))
 
 
 class Adam:

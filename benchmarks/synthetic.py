@@ -84,7 +84,12 @@ def sample(trans: np.ndarray, emit: np.ndarray, n: int, rng: np.random.Generator
 
 
 def forward_logprobs(trans: np.ndarray, emit: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Exact ln p(w_i | w_<i) under the HMM, starting after state 0 (float64 ``(N,)``)."""
+    """Exact ln p(w_i | w_<i) under the HMM, starting after state 0 (float64 ``(N,)``).
+
+    Deliberately not the HMM family's kernel (``lmladder.baselines.hmm_kernel``): the harness
+    core imports no model family, and the oracle that the HMMs are measured against is worth
+    more as an independent few lines (themselves checked by enumeration in ``tests/test_data``).
+    """
     alpha = np.zeros(trans.shape[0])
     alpha[0] = 1.0
     out = np.empty(len(ids))

@@ -19,7 +19,8 @@ from lmladder.api import Budget, ContextPolicy, LanguageModel, Vocab
 from lmladder.baselines.hmm import HMM, split_states
 from lmladder.baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
 from lmladder.baselines.hmm_hmmlearn import HmmlearnHMM
-from lmladder.baselines.hmm_torch import chunk_loglik, estep, make_chunks
+from lmladder.baselines.hmm_kernel import Counts, expected_counts
+from lmladder.baselines.hmm_torch import chunk_loglik, make_chunks
 from lmladder.synthetic import SyntheticSource, synthetic_dataset
 from tests.contract import tiny_dataset
 
@@ -166,14 +167,16 @@ def test_forward_of_estep_and_autograd_path_agree(tiny):
     model, params = random_model(HMM, tiny)
     chunks = make_chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
     pi, a, b = (torch.as_tensor(p) for p in params)
-    ll, start, trans, emit = estep(chunks[0], pi, a, b)
+    counts = Counts(torch.zeros(7, dtype=torch.float64), torch.zeros(7, 7, dtype=torch.float64),
+                    torch.zeros(b.shape[::-1], dtype=torch.float64))
+    ll = expected_counts(pi, a, b.T.contiguous(), chunks[0].words, chunks[0].batch_sizes, counts)
     assert ll == pytest.approx(model.token_logprobs(tiny.valid.ids).sum(), rel=1e-12)
     assert float(chunk_loglik(chunks[0], pi, a, b)) == pytest.approx(ll, rel=1e-12)
     # Expected counts: one start per sentence, one emission per token, one transition per pair.
     sentences = len(sentence_bounds(tiny.valid.ids, tiny.vocab.boundary_id)[0])
-    assert float(start.sum()) == pytest.approx(sentences)
-    assert float(emit.sum()) == pytest.approx(len(tiny.valid.ids))
-    assert float(trans.sum()) == pytest.approx(len(tiny.valid.ids) - sentences)
+    assert float(counts.start.sum()) == pytest.approx(sentences)
+    assert float(counts.emit.sum()) == pytest.approx(len(tiny.valid.ids))
+    assert float(counts.trans.sum()) == pytest.approx(len(tiny.valid.ids) - sentences)
 
 
 @pytest.mark.parametrize("trainer", ["em", "adam"])
