@@ -195,7 +195,7 @@ class NGramLM(LanguageModel):
         hist = history_lengths(seq, vocab.boundary_id, truncate=truncate)
         cap = self.cfg.order - 1 if context.window is None else min(self.cfg.order - 1,
                                                                       context.window)
-        return seq, np.minimum(hist, cap)
+        return seq, np.minimum(hist, cap, out=hist)
 
     def token_logprobs(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()

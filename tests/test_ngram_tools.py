@@ -1,5 +1,6 @@
 """The n-gram whole programs (benchmarks/perf/ngram_tools.py): text in, the same vocabulary and
-ids as the dataset loader, the same scores as the model, one-line errors."""
+ids as the dataset loader (the compiled reader, baselines/ngram_text.py, splitting as
+``str.split``), the same scores as the model, one-line errors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from lmladder.api import Vocab
 from lmladder.baselines.ngram import NGramLM
+from lmladder.baselines.ngram_text import WordReader
 from lmladder.data import build_word_vocab, word_split
 from lmladder.perf import ngram_tools
 from tests.test_ngram import markov_stream
@@ -31,9 +33,33 @@ def test_vocabulary_and_ids_equal_the_dataset_loaders():
     np.testing.assert_array_equal(ids, word_split("train", lines, vocab).ids)
 
 
+def python_ids(text: str, vocab: Vocab) -> np.ndarray:
+    """The reference reading: ``str.split`` per ``\n``-line, a boundary after every line."""
+    lines = text.split("\n")
+    if text.endswith("\n") or not text:
+        lines.pop()  # no line after the last line end
+    words = [w for line in lines for w in (*line.split(), vocab.boundary)]
+    return np.array([vocab.index.get(w, vocab.unk_id) for w in words], dtype=np.int64)
+
+
+# every character str.split() splits on that is not ASCII, a CRLF, non-ASCII words, a word that
+# only starts like a space (U+2030), blank lines, no final newline
+ODD_TEXT = ("caf\u00e9 a\u00a0b\u0085c\u1680a\u2000b\u200ac\u2028a\u2029b\u202fc\u205fa"
+            "\u3000b\r\n\x0b\x0c\x1c\x1d\x1e\x1f\t \u2030a na\u00efve\n\n\u00e9t\u00e9 zz")
+
+
+@pytest.mark.parametrize("text", [TEXT, ODD_TEXT, ODD_TEXT + "\n", "", "\n", " ", "a",
+                                  "a\n" * 300])
+def test_compiled_reader_splits_as_str_split(text):
+    vocab = Vocab(["<eos>", "<unk>", "a", "b", "c", "caf\u00e9", "na\u00efve", "\u2030a",
+                   *(f"w{i}" for i in range(100))], boundary="<eos>", unk="<unk>")
+    np.testing.assert_array_equal(ngram_tools.read_ids(text.encode(), WordReader(vocab)),
+                                  python_ids(text, vocab))
+
+
 def test_read_ids_marks_every_line_and_maps_unknown_words_to_unk():
     vocab, _ = ngram_tools.read_vocab_and_ids(io.StringIO("a b\nc\n"))
-    ids = ngram_tools.read_ids(io.StringIO(TEXT), vocab)
+    ids = ngram_tools.read_ids(TEXT.encode(), WordReader(vocab))
     words = ["b", "a", "c", "<eos>", "<eos>", "a", "b", "<unk>", "<unk>", "<eos>",
              "c", "c", "a", "<eos>"]  # "d" is unknown; the blank line is one <eos>
     np.testing.assert_array_equal(ids, vocab.encode(words))
@@ -41,10 +67,10 @@ def test_read_ids_marks_every_line_and_maps_unknown_words_to_unk():
 
 def test_read_ids_uses_the_vocabularys_boundary_and_refuses_words_a_closed_one_lacks():
     vocab = Vocab(["</s>", "a", "b"], boundary="</s>")
-    np.testing.assert_array_equal(ngram_tools.read_ids(io.StringIO("a b\n\na"), vocab),
+    np.testing.assert_array_equal(ngram_tools.read_ids(b"a b\n\na", WordReader(vocab)),
                                   [1, 2, 0, 0, 1, 0])
-    with pytest.raises(ValueError, match="'c' is not in the vocabulary"):
-        ngram_tools.read_ids(io.StringIO("a c\n"), vocab)
+    with pytest.raises(ValueError, match="'c\u00e9' is not in the vocabulary"):
+        ngram_tools.read_ids("a b\na c\u00e9\n".encode(), WordReader(vocab))
 
 
 def test_estimate_then_query_scores_every_token_as_the_model_does(tmp_path, capsys, monkeypatch):
@@ -63,10 +89,10 @@ def test_estimate_then_query_scores_every_token_as_the_model_does(tmp_path, caps
         np.testing.assert_array_equal(a, b)
     assert (tmp_path / "m.arpa").read_text().startswith("\\data\\")
 
-    monkeypatch.setattr("sys.stdin", io.StringIO(test.read_text()))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(test.read_bytes())))
     ngram_tools.main(["query", str(tmp_path / "m")])
     out = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
-    lp = model.token_logprobs(ngram_tools.read_ids(io.StringIO(test.read_text()), model.vocab_))
+    lp = model.token_logprobs(ngram_tools.read_ids(test.read_bytes(), WordReader(model.vocab_)))
     assert int(out["tokens"]) == len(lp) == 14
     assert float(out["log10_prob"]) == pytest.approx(lp.sum() / math.log(10), abs=1e-6)
     assert float(out["perplexity"]) == pytest.approx(math.exp(-lp.mean()), rel=1e-9)

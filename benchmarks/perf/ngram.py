@@ -22,7 +22,8 @@ What is timed
   - scoring the test split repeated ``--copies`` times (1,648,600 tokens for 20: words and one
     ``</s>`` per line, as KenLM counts): ``NGramLM.token_logprobs`` on ids (steady state, kernel
     compiled and hash tables built beforehand), and ``python -m lmladder.perf.ngram_tools query``
-    (load, read, split, map, score; numba's import and cached machine code included) against
+    (load, read, split, map, score; numba's import and cached machine code included; its phases
+    from the program's stderr, and the rest of the wall time as start-up and exit) against
     ``query -v summary`` on lmplz's model after ``build_binary``; one more run of ours with an
     empty numba cache shows what the first run on a machine pays to compile.
 
@@ -312,6 +313,8 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
         ("score", timings.score_s), ("query", wall["query"]), ("kquery", wall["kquery"]))}
     phases = {k: [stderr_seconds(r)[k] for r in runs["query"]]
               for k in stderr_seconds(runs["query"][0])}
+    # what the program does not time itself: the interpreter, imports (numpy, numba), exit
+    phases["start_exit"] = [r.seconds - sum(stderr_seconds(r).values()) for r in runs["query"]]
 
     print(f"\nKenLM vs ours, PTB KN5 (modified Kneser-Ney 5-gram), scoring the test split "
           f"x{copies} = {tokens:,} tokens; medians of {repeats} interleaved runs [min-max]")
@@ -344,10 +347,12 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
               f"KenLM {fmt(theirs, unit, digits):30s} {kind} ratio {ratio:.2f}x")
     print("  ours, whole-process scoring phases (median s): " + ", ".join(
         f"{k} {statistics.median(v):.3f}" for k, v in phases.items())
-        + "  (first_call: numba import + cached machine code + hash tables)")
-    cold_first = stderr_seconds(cold)["first_call"]
+        + "  (numba_code: numba's compiler set up and cached machine code loaded; first_call: "
+        "the kernel's code + hash tables; start_exit: interpreter, imports incl. numba, exit)")
+    cold_phases = stderr_seconds(cold)
+    compiling = cold_phases["numba_code"] + cold_phases["first_call"]
     print(f"  ours, first run on a machine (empty numba cache): {cold.seconds:.2f} s whole "
-          f"process, of which first_call {cold_first:.2f} s (compiling)")
+          f"process, of which numba_code + first_call {compiling:.2f} s (compiling)")
     print_perplexities(ours_q["ppl"], runs["kquery"], programs, work, texts)
 
 
