@@ -122,13 +122,7 @@ class RNNLM(TorchLM):
         return RNNNet(vocab_size, self.cfg)
 
     def forward_flops_per_token(self) -> float:
-        cfg = self.cfg
-        v = len(self._require_fitted())
-        emb = cfg.emb_size or cfg.hidden
-        g = GATES[cfg.cell]
-        macs = sum(g * cfg.hidden * ((emb if i == 0 else cfg.hidden) + cfg.hidden)
-                   for i in range(cfg.layers))
-        return 2.0 * (macs + cfg.hidden * v)
+        return rnn_forward_flops(self.cfg, len(self._require_fitted()))
 
 
 def rnn_parameter_count(cfg: RNNConfig, vocab_size: int) -> int:
@@ -137,3 +131,13 @@ def rnn_parameter_count(cfg: RNNConfig, vocab_size: int) -> int:
     g, h, v = GATES[cfg.cell], cfg.hidden, vocab_size
     layers = sum(g * h * ((emb if i == 0 else h) + h + 2) for i in range(cfg.layers))
     return v * emb + layers + (0 if cfg.tied else h * v) + v
+
+
+def rnn_forward_flops(cfg: RNNConfig, vocab_size: int) -> float:
+    """Forward FLOPs per token of :class:`RNNNet`: 2 per multiply-add of the recurrent layers'
+    weight matrices and of the decoder (embedding look-ups, biases and gates' pointwise work not
+    counted).  A pure function of the shapes, so benchmarks can count a peer's identical model."""
+    emb = cfg.emb_size or cfg.hidden
+    macs = sum(GATES[cfg.cell] * cfg.hidden * ((emb if i == 0 else cfg.hidden) + cfg.hidden)
+               for i in range(cfg.layers))
+    return 2.0 * (macs + cfg.hidden * vocab_size)

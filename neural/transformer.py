@@ -229,12 +229,7 @@ class TransformerLM(TorchLM):
         return GPT(vocab_size, self.cfg)
 
     def forward_flops_per_token(self) -> float:
-        """2 FLOPs per matrix weight plus attention scores and mixing over an average of
-        ``context / 2`` keys (2 matmuls x 2 FLOPs x width per key per layer)."""
-        cfg = self.cfg
-        d, v = cfg.width, len(self._require_fitted())
-        matmul = cfg.layers * (4 + 2 * cfg.mlp_ratio) * d * d + v * d
-        return 2.0 * matmul + 2.0 * cfg.layers * cfg.context * d
+        return transformer_forward_flops(self.cfg, len(self._require_fitted()))
 
     # -- state API: history + KV cache, sliding like the default scoring windows ---------------
 
@@ -291,3 +286,13 @@ def transformer_parameter_count(cfg: TransformerConfig, vocab_size: int) -> int:
     per_layer = (4 + 2 * r) * d * d + (2 + 2 * b) * d + b * (5 + r) * d
     return (vocab_size * d + (cfg.context * d if cfg.positions == "learned" else 0)
             + cfg.layers * per_layer + (1 + b) * d + (0 if cfg.tied else vocab_size * d))
+
+
+def transformer_forward_flops(cfg: TransformerConfig, vocab_size: int) -> float:
+    """Forward FLOPs per token of :class:`GPT`: 2 per matrix weight (blocks and output layer;
+    embeddings are look-ups) plus attention scores and mixing over an average of ``context / 2``
+    keys (2 matmuls x 2 FLOPs x width per key per layer).  A pure function of the shapes, so
+    benchmarks can count a peer's identical model (nanoGPT's)."""
+    d = cfg.width
+    matmul = cfg.layers * (4 + 2 * cfg.mlp_ratio) * d * d + vocab_size * d
+    return 2.0 * matmul + 2.0 * cfg.layers * cfg.context * d

@@ -12,7 +12,7 @@ import torch
 
 from lmladder.api import Budget, ConfigError, Progress
 from lmladder.neural.rnn import RNNLM
-from lmladder.neural.train import StopTraining, resolve_device
+from lmladder.neural.train import StopTraining, cross_entropy, resolve_device
 from lmladder.neural.transformer import TransformerLM
 from lmladder.registry import load_model
 
@@ -194,3 +194,18 @@ def test_valid_seconds_is_reported_without_a_time_budget(data):
     no_valid = RNNLM(**TINY_RNN).fit(data.train.ids, data.vocab, budget=Budget(steps=3))
     assert no_valid.valid_seconds == 0.0
 
+
+
+@pytest.mark.parametrize("upstream", [1.0, -2.5])
+def test_cross_entropy_equals_torchs(upstream):
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(50, 40)).requires_grad_()
+    targets = torch.randint(0, 40, (50,))
+    ours = cross_entropy(logits, targets)
+    (upstream * ours).backward()
+    got = logits.grad.clone()
+    logits.grad = None
+    ref = torch.nn.functional.cross_entropy(logits, targets)
+    (upstream * ref).backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(got, logits.grad, rtol=1e-5, atol=1e-7)

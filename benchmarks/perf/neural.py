@@ -4,33 +4,56 @@ Usage (corpora from ``--data-dir`` or ``$LMLADDER_DATA``)::
 
     python -m lmladder.perf.neural shakespeare --seconds 300   # nanoGPT CPU size vs an LSTM
     python -m lmladder.perf.neural ptb --seconds 900           # Zaremba small LSTM on PTB
-    python -m lmladder.perf.neural throughput         # tokens/s, MFU, vs the PyTorch example
+    python -m lmladder.perf.neural throughput --threads 2 1 \
+        --wlm-dir PATH/examples/word_language_model --nanogpt-dir PATH/nanoGPT
 
-Every figure is measured in the same run as the peer it is compared with.  ``throughput`` first
-measures this machine's fp32 matrix-multiply rate (square 1024 matmuls, median of repeats), then
-reports training and scoring tokens/s and model FLOPs utilisation = estimated FLOPs per token x
-tokens/s / that rate (training counted as 3 x forward FLOPs).  Its peer is a re-implementation,
-written here, of the training step of the PyTorch word-language-model example (``main.py``:
-embedding -> dropout -> 2-layer LSTM -> dropout -> linear -> log-softmax -> NLL loss, gradient
-clipping at 0.25, a manual SGD update ``p -= lr * grad``, ``loss.item()`` every batch), run at the
-same size (2x200, dropout 0.2) and batch (20 x 35) as our LSTM.
+``throughput`` compares training tokens/s with the peers' own programs, run from their checkouts
+in this session: our 2x200 LSTM with PyTorch's word-language-model example (``main.py``, batch
+20 x 35, dropout 0.2, SGD lr 20, clipping 0.25) on PTB, and our ``transformer-char-small`` with
+nanoGPT's ``train.py`` in its README's CPU Shakespeare-char config.  Every measurement is a fresh
+process (its peak RSS recorded) with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to the thread
+count, ours and the peer's interleaved; each prints median, min-max and the ratio of medians.
+Timing, warm-up and the FLOP formula behind MFU are in :mod:`lmladder.perf.neural_peers`.  The
+peak FLOP/s is ``--peak-flops``, else on CPU a measured fp32 matmul roofline (printed as such),
+on CUDA the datasheet peak of the GPU.  ``--device cuda`` (with ``--amp``, ``--compile``) runs all
+programs on the GPU with the matching flags.  Without a peer's checkout its figures are reported
+missing, never remembered.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from lmladder.api import Budget, ContextPolicy
-from lmladder.data import load_dataset
+from lmladder.data import load_dataset, locate
+from lmladder.perf.neural_peers import (
+    Accel,
+    gpu_peak_flops,
+    lstm_train_flops,
+    nanogpt_command,
+    nanogpt_folder,
+    nanogpt_timing,
+    ours_command,
+    ours_timing,
+    ptb_folder,
+    ptb_vocab_size,
+    run_timed,
+    score_rate,
+    thread_env,
+    transformer_train_flops,
+    wlm_command,
+    wlm_timing,
+)
 from lmladder.registry import build
 from lmladder.scoring import score_split
 
@@ -40,7 +63,8 @@ def _median_spread(xs: list[float]) -> str:
 
 
 def matmul_flops(n: int = 1024, repeats: int = 7) -> float:
-    """Median fp32 FLOP/s of an (n x n) @ (n x n) matmul on this CPU."""
+    """The best fp32 FLOP/s of an (n x n) @ (n x n) matmul on this CPU over ``repeats`` tries:
+    a roofline, so the fastest try (the least disturbed by other load) is the estimate."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(2):
         a @ b
@@ -50,7 +74,7 @@ def matmul_flops(n: int = 1024, repeats: int = 7) -> float:
         for _ in range(4):
             a @ b
         rates.append(4 * 2 * n**3 / (time.perf_counter() - t))
-    return statistics.median(rates)
+    return max(rates)
 
 
 def _progress_printer(name: str):
@@ -109,102 +133,172 @@ def cmd_ptb(args) -> dict:
     return results
 
 
-class ExampleRNNModel(nn.Module):
-    """The word-language-model example's LSTM model, time-major (T, B), written here."""
+# --------------------------------------------------------------------------------------------
+# throughput: ours against the peers' own programs (see lmladder.perf.neural_peers)
 
-    def __init__(self, ntoken: int, ninp: int, nhid: int, nlayers: int, dropout: float):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.encoder = nn.Embedding(ntoken, ninp)
-        self.rnn = nn.LSTM(ninp, nhid, nlayers, dropout=dropout)
-        self.decoder = nn.Linear(nhid, ntoken)
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
-
-    def forward(self, x, hidden):
-        out, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
-        logits = self.decoder(self.drop(out)).view(-1, self.decoder.out_features)
-        return torch.log_softmax(logits, dim=1), hidden
+WARMUP_STEPS = 10  # per process; also every program's log interval where it logs in windows
 
 
-def example_train_tokens_per_s(train: np.ndarray, vocab_size: int, steps: int) -> float:
-    """Training tokens/s of the example's loop (batch 20, bptt 35, lr 20, clip 0.25)."""
-    torch.manual_seed(0)
-    bsz, bptt, lr = 20, 35, 20.0
-    data = torch.as_tensor(train)
-    cols = len(data) // bsz
-    data = data[: cols * bsz].view(bsz, cols).t().contiguous()  # (cols, 20): time-major
-    model = ExampleRNNModel(vocab_size, 200, 200, 2, 0.2)
-    model.train()
-    criterion = nn.NLLLoss()
-    hidden = (torch.zeros(2, bsz, 200), torch.zeros(2, bsz, 200))
-    total = 0.0
-    start = time.perf_counter()
-    for k in range(steps):
-        i = k * bptt
-        x, y = data[i : i + bptt], data[i + 1 : i + 1 + bptt].reshape(-1)
-        model.zero_grad()
-        hidden = tuple(h.detach() for h in hidden)
-        out, hidden = model(x, hidden)
-        loss = criterion(out, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        for p in model.parameters():
-            p.data.add_(p.grad, alpha=-lr)
-        total += loss.item()
-    return steps * bsz * bptt / (time.perf_counter() - start)
+@dataclass
+class Pair:
+    """One of our models and its peer program: how to run each, and every run's figures."""
+
+    what: str
+    model: str  # the worker's model name
+    root: Path  # corpus root for the worker
+    steps: int  # measured steps per process (after the warm-up)
+    tokens_per_step: int
+    train_flops: float  # per token, ours (the peer's may differ only by its vocabulary)
+    peer: str
+    peer_argv: list[str] | None  # None: no checkout given
+    peer_cwd: Path | None
+    peer_flops: float
+    ours: list[float] = field(default_factory=list, init=False)  # tokens/s of each run
+    theirs: list[float] = field(default_factory=list, init=False)
+    ours_rss: list[float] = field(default_factory=list, init=False)  # peak RSS, MiB
+    theirs_rss: list[float] = field(default_factory=list, init=False)
+    score: list[float] = field(default_factory=list, init=False)  # our scoring tokens/s
+
+    def run_ours(self, accel: Accel, env: dict[str, str], score_tokens: int) -> None:
+        argv = ours_command(self.model, self.root, steps=WARMUP_STEPS + self.steps,
+                            interval=WARMUP_STEPS, accel=accel, score_tokens=score_tokens)
+        timed = run_timed(argv, cwd=None, env=env, parse=ours_timing,
+                          warmup_steps=WARMUP_STEPS, steps=self.steps)
+        score = score_rate(timed.lines)
+        if score is None:
+            raise RuntimeError("the worker printed no score line; its last lines:\n"
+                               + "\n".join(timed.lines[-5:]))
+        self.ours.append(timed.steps_per_s * self.tokens_per_step)
+        self.ours_rss.append(timed.peak_rss_mib)
+        self.score.append(score)
+
+    def run_peer(self, env: dict[str, str]) -> None:
+        assert self.peer_argv is not None
+        if self.model == "lstm":  # the example trains a whole epoch: stopped once timed
+            timed = run_timed(self.peer_argv, cwd=self.peer_cwd, env=env,
+                              parse=wlm_timing(WARMUP_STEPS), warmup_steps=WARMUP_STEPS,
+                              steps=self.steps, stop_early=True)
+        else:
+            timed = run_timed(self.peer_argv, cwd=self.peer_cwd, env=env, parse=nanogpt_timing,
+                              warmup_steps=WARMUP_STEPS, steps=self.steps)
+        self.theirs.append(timed.steps_per_s * self.tokens_per_step)
+        self.theirs_rss.append(timed.peak_rss_mib)
+
+    def summary(self, threads: int, peak: float | None, missing: str) -> list[str]:
+        """The final lines (median, min-max, ratio, MFU, peak RSS) to copy into a table."""
+        med = statistics.median
+        head = f"{self.what}, {threads} thread{'s' if threads > 1 else ''}"
+        ours = (f"ours {_median_spread(self.ours)} tok/s, MFU "
+                f"{_mfu(self.train_flops, med(self.ours), peak)}, "
+                f"peak RSS {med(self.ours_rss):,.0f} MiB")
+        if not self.theirs:
+            lines = [f"{head}: {ours}; {self.peer}: not run ({missing}), ratio missing"]
+        else:
+            lines = [f"{head}: {ours}; {self.peer} {_median_spread(self.theirs)} tok/s, MFU "
+                     f"{_mfu(self.peer_flops, med(self.theirs), peak)}, peak RSS "
+                     f"{med(self.theirs_rss):,.0f} MiB; ratio "
+                     f"{med(self.ours) / med(self.theirs):.2f}x (back-to-back pairs: "
+                     f"{_ratio_spread(self.ours, self.theirs)})"]
+        lines.append(f"{head}, scoring (ours): {_median_spread(self.score)} tok/s, MFU "
+                     f"{_mfu(self.train_flops / 3, med(self.score), peak)}")
+        return lines
+
+    def record(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("root", "peer_argv", "peer_cwd")}
 
 
-def ours_train_tokens_per_s(name: str, overrides: dict, data, steps: int) -> tuple[float, object]:
-    model = build(name, overrides)
-    report = model.fit(data.train.ids, data.vocab, budget=Budget(steps=steps))
-    return report.train_tokens / report.seconds, model
+def _ratio_spread(ours: list[float], theirs: list[float]) -> str:
+    """Median and range of ours/theirs over the runs taken back to back: a load that drifts
+    during the benchmark moves both runs of a pair, so these scatter less than the medians."""
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return (f"median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
+            f"max {max(ratios):.2f}x")
+
+
+def _mfu(flops: float, rate: float, peak: float | None) -> str:
+    return "missing (no peak FLOP/s)" if peak is None else f"{flops * rate / peak:.2%}"
+
+
+def _peak_flops(args, accel: Accel, threads: int) -> tuple[float | None, str]:
+    """The peak FLOP/s that MFU is measured against, and where it comes from."""
+    if args.peak_flops is not None:
+        return args.peak_flops, "--peak-flops"
+    if accel.cuda:
+        name = torch.cuda.get_device_name(torch.device(accel.device))
+        peak = gpu_peak_flops(name) if accel.amp != "none" else None
+        if peak is None:
+            return None, f"no known {accel.amp} peak for {name!r}: pass --peak-flops"
+        return peak, f"{name}: dense bf16/fp16 peak from NVIDIA's datasheet"
+    torch.set_num_threads(threads)
+    return matmul_flops(), f"measured fp32 matmul roofline, 1024^3, {threads} threads"
+
+
+def _pairs(args, accel: Accel, work: Path) -> list[Pair]:
+    ptb_root = locate("ptb", args.data_dir)
+    shk_root = locate("tinyshakespeare", args.data_dir)
+    lstm_flops = lstm_train_flops(ptb_vocab_size(ptb_root))
+    wlm = None
+    if args.wlm_dir is not None:
+        wlm = wlm_command(args.wlm_dir, ptb_folder(ptb_root, work / "ptb"), work / "wlm.pt",
+                          interval=WARMUP_STEPS, accel=accel)
+    tf_flops = transformer_train_flops(len(load_dataset("tinyshakespeare", args.data_dir).vocab))
+    nanogpt, ng_cwd, ng_flops = None, None, tf_flops
+    if args.nanogpt_dir is not None:
+        ng_cwd, ng_vocab = nanogpt_folder(shk_root, args.nanogpt_dir, work / "nanogpt")
+        ng_flops = transformer_train_flops(ng_vocab)
+        nanogpt = nanogpt_command(args.nanogpt_dir, work / "nanogpt-out",
+                                  iters=WARMUP_STEPS + args.transformer_steps - 1, accel=accel)
+    return [Pair("LSTM 2x200 PTB training, batch 20x35", "lstm", ptb_root, args.lstm_steps,
+                 20 * 35, lstm_flops, "word-language-model", wlm, None, lstm_flops),
+            Pair("char Transformer (nanoGPT CPU config) training, batch 12x64", "transformer",
+                 shk_root, args.transformer_steps, 12 * 64, tf_flops, "nanoGPT", nanogpt,
+                 ng_cwd, ng_flops)]
 
 
 def cmd_throughput(args) -> dict:
-    ptb = load_dataset("ptb", args.data_dir)
-    shk = load_dataset("tinyshakespeare", args.data_dir)
-    peak = matmul_flops()
-    print(f"fp32 matmul: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)", flush=True)
-    results: dict = {"benchmark": "throughput", "matmul_flops": peak,
-                     "threads": torch.get_num_threads(), "rows": []}
-    # The same model as the example: 2x200 LSTM, dropout 0.2, untied, SGD, clip 0.25, 20 x 35.
-    same = {"hidden": 200, "layers": 2, "dropout": 0.2, "tied": False, "bptt": 35,
-            "batch_size": 20, "optimizer": "sgd", "lr": 20.0, "grad_clip": 0.25,
-            "schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "log_every": 0}
-    ours, theirs, model = [], [], None
-    for _ in range(args.repeats):  # interleaved so machine noise hits both alike
-        theirs.append(example_train_tokens_per_s(ptb.train.ids, len(ptb.vocab), args.steps))
-        rate, model = ours_train_tokens_per_s("lstm", same, ptb, args.steps)
-        ours.append(rate)
-    ratio = statistics.median(ours) / statistics.median(theirs)
-    print(f"LSTM 2x200 PTB training, batch 20x35: ours {_median_spread(ours)} tokens/s, "
-          f"PyTorch example {_median_spread(theirs)} tokens/s, ratio {ratio:.2f}", flush=True)
-    flops = 3 * model.forward_flops_per_token()
-    results["rows"].append({"what": "lstm 2x200 ptb train", "ours_tokens_per_s": ours,
-                            "example_tokens_per_s": theirs, "ratio": ratio,
-                            "mfu": flops * statistics.median(ours) / peak})
-    n = args.score_tokens
-    for label, scored, split in (("lstm 2x200 ptb score", model, ptb.valid),
-                                 ("transformer-char-small score", None, shk.valid)):
-        model = scored
-        if model is None:
-            rate, model = ours_train_tokens_per_s("transformer-char-small", {"log_every": 0},
-                                                  shk, args.steps)
-            f_train = 3 * model.forward_flops_per_token()
-            print(f"transformer-char-small training: {rate:,.0f} tokens/s, "
-                  f"MFU {f_train * rate / peak:.1%}", flush=True)
-            results["rows"].append({"what": "transformer-char-small train",
-                                    "tokens_per_s": rate, "mfu": f_train * rate / peak})
-        ids = split.ids[:n]
-        model.token_logprobs(ids[:500])
-        t = time.perf_counter()
-        model.token_logprobs(ids)
-        rate = len(ids) / (time.perf_counter() - t)
-        mfu = model.forward_flops_per_token() * rate / peak
-        print(f"{label}: {rate:,.0f} tokens/s, MFU {mfu:.1%}", flush=True)
-        results["rows"].append({"what": label, "tokens_per_s": rate, "mfu": mfu})
+    accel = Accel(args.device, args.amp, args.compile)
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {args.device}: the peers run on cpu or cuda[:i] only")
+    if accel.cuda and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: torch sees no CUDA device here")
+    for flag, value in (("--lstm-steps", args.lstm_steps),
+                        ("--transformer-steps", args.transformer_steps)):
+        if value < WARMUP_STEPS or value % WARMUP_STEPS:
+            raise SystemExit(f"error: {flag} {value}: use a positive multiple of {WARMUP_STEPS}")
+    for flag, path in (("--wlm-dir", args.wlm_dir), ("--nanogpt-dir", args.nanogpt_dir)):
+        if path is not None and not path.is_dir():
+            raise SystemExit(f"error: {flag} {path}: not a folder (give the peer's checkout)")
+    results: dict = {"benchmark": "throughput", "device": accel.device, "amp": accel.amp,
+                     "compile": accel.compile, "repeats": args.repeats, "rows": []}
+    missing = {"lstm": "pass --wlm-dir", "transformer": "pass --nanogpt-dir"}
+    with tempfile.TemporaryDirectory(prefix="lmladder-neural-") as tmp:
+        templates = _pairs(args, accel, Path(tmp))
+        for threads in args.thread_counts:
+            pairs = [dataclasses.replace(t) for t in templates]  # fresh figures per thread count
+            env = thread_env(threads)
+            peak, source = _peak_flops(args, accel, threads)
+            print(f"peak FLOP/s, {threads} thread{'s' if threads > 1 else ''}: "
+                  + (f"{peak / 1e9:,.1f} GFLOP/s ({source})" if peak else f"missing ({source})"),
+                  flush=True)
+            for r in range(args.repeats):
+                for pair in pairs:
+                    # interleaved, who goes first alternating, so load drifts hit both alike
+                    peer_first = pair.peer_argv is not None and r % 2 == 0
+                    if peer_first:
+                        pair.run_peer(env)
+                    pair.run_ours(accel, env, args.score_tokens)
+                    if pair.peer_argv is not None and not peer_first:
+                        pair.run_peer(env)
+                    print(f"  run {r + 1}/{args.repeats}, {threads} threads, {pair.what}: "
+                          f"ours {pair.ours[-1]:,.0f} tok/s"
+                          + (f", {pair.peer} {pair.theirs[-1]:,.0f}" if pair.theirs else ""),
+                          flush=True)
+            for pair in pairs:
+                for line in pair.summary(threads, peak, missing[pair.model]):
+                    print(line, flush=True)
+                results["rows"].append({**pair.record(), "threads": threads,
+                                        "peak_flops": peak, "peak_source": source})
     return results
 
 
@@ -222,10 +316,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=300.0, help="training budget per model")
     p = sub.add_parser("ptb", help="Zaremba small LSTM on PTB under a time budget")
     p.add_argument("--seconds", type=float, default=900.0)
-    p = sub.add_parser("throughput", help="tokens/s and MFU against the PyTorch example")
-    p.add_argument("--steps", type=int, default=40, help="training steps per measurement")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--score-tokens", type=int, default=20000)
+    p = sub.add_parser("throughput", help="tokens/s and MFU against word-language-model and "
+                                          "nanoGPT, run from their checkouts")
+    p.add_argument("--wlm-dir", type=Path, default=None,
+                   help="pytorch/examples' word_language_model folder (holds main.py)")
+    p.add_argument("--nanogpt-dir", type=Path, default=None, help="a karpathy/nanoGPT checkout")
+    p.add_argument("--threads", dest="thread_counts", type=int, nargs="+", default=[2, 1],
+                   help="thread counts (OMP_NUM_THREADS/MKL_NUM_THREADS of every process)")
+    p.add_argument("--repeats", type=int, default=3, help="processes per program and thread count")
+    p.add_argument("--lstm-steps", type=int, default=100,
+                   help=f"timed steps per LSTM process, after {WARMUP_STEPS} warm-up steps")
+    p.add_argument("--transformer-steps", type=int, default=200,
+                   help="timed steps per Transformer process, after the warm-up")
+    p.add_argument("--score-tokens", type=int, default=20000, help="valid tokens ours scores")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i], for every program")
+    p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"),
+                   help="autocast on CUDA (ours: TrainConfig.amp; nanoGPT: --dtype)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (ours: TrainConfig.compile; nanoGPT: --compile)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="peak FLOP/s for MFU (default: a measured CPU matmul roofline, or the "
+                        "GPU's datasheet peak)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
