@@ -11,7 +11,7 @@ boundary emitted like a word).  What this backend adds is speed:
   Rabiner 1989, section V.A): per-token likelihoods are the per-step normalizers c_t, and the
   E-step keeps only one chunk's alpha lattice, turning it into posteriors and summing the
   transition pairs step by step on the way back.  EM chunks hold at most ``batch_tokens``
-  tokens and a lattice of 8 MiB (or the size of A): memory stays near the parameters' own.
+  tokens and a lattice of 2 MiB (or the size of A): memory stays near the parameters' own.
 * **Blocked emissions** (``emission_blocks``, Chiu & Rush 2020): a state emits only its group's
   word cluster, so a token costs (K/M)^2 instead of K^2.
 * **Exact M-step** with pseudo-counts (Dirichlet priors): ``emission_prior`` > 0 keeps every word
@@ -21,14 +21,16 @@ boundary emitted like a word).  What this backend adds is speed:
   rows), one chunk per step, with the priors as the same MAP terms as EM.
 
 Training runs in ``dtype`` (float32 by default; start and transition counts are summed in
-float64, emission counts in ``dtype``); the learned parameters are kept as float64 numpy arrays
-and scoring is float64 on the model's device.
+float64, emission counts in ``dtype``; B starts and stays in ``dtype``); the learned parameters
+are kept as float64 numpy arrays (B widened on first use after ``fit``) and scoring is float64 on
+the model's device.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,7 +71,7 @@ class HMMConfig(EMConfig):
     patience: with validation data, stop after this many passes without a better validation
         likelihood; the parameters with the best validation likelihood are kept.
     batch_tokens: tokens per Adam step (memory ~ 5 x batch_tokens x K x dtype bytes); EM chunks
-        hold at most this many, fewer where the lattice would pass 8 MiB (or the size of A).
+        hold at most this many, fewer where the lattice would pass 2 MiB (or the size of A).
     dtype: training precision.
     lr: Adam learning rate.
     grow_from: if set, EM starts with this many states and splits every state in two (see
@@ -128,10 +130,34 @@ class HMM(HMMBase):
     devices = ("cpu", "cuda")
     revision = 2  # 2: no hidden 50-iteration cap; validation inside the time budget
 
+    _emissionprob: np.ndarray | None = None
+    _widen: Callable[[], np.ndarray] | None = None  # makes B float64 on first use (see below)
+
     def __init__(self, **config) -> None:
         super().__init__(**config)
         _torch()  # fail here, at build time, if torch is missing
         self._cache: tuple | None = None
+
+    @property
+    def emissionprob_(self) -> np.ndarray | None:
+        """B (K, V) float64.  After training, B is widened from the training dtype here, on
+        first use, not at the end of ``fit``: a fit then never holds both copies at once."""
+        if self._widen is not None:
+            widen, self._widen = self._widen, None
+            self.set_parameters(self.vocab_, self.startprob_, self.transmat_, widen())
+        return self._emissionprob
+
+    @emissionprob_.setter
+    def emissionprob_(self, b: np.ndarray | None) -> None:
+        self._widen, self._emissionprob = None, b
+
+    def _adopt(self, vocab: Vocab, pi: np.ndarray, a: np.ndarray,
+               widen: Callable[[], np.ndarray]) -> None:
+        """Use trained float64 pi and A, and the B that ``widen()`` returns when first needed."""
+        self.vocab_ = vocab
+        self.startprob_, self.transmat_, self.emissionprob_ = pi, a, None
+        self._widen = widen
+        self._parameters_changed()
 
     # -- training -------------------------------------------------------------------------------
 
@@ -169,7 +195,8 @@ class HMM(HMMBase):
         dtype, dev = cfg.dtype, self.device
         rng = np.random.default_rng(cfg.seed)
         sizes = _stage_sizes(cfg.grow_from, cfg.states)
-        params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise)
+        params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise,
+                                    emission_dtype=dtype)
         groups = None
         if cfg.emission_blocks > 1:
             if len(vocab) < cfg.emission_blocks:
@@ -188,7 +215,7 @@ class HMM(HMMBase):
         if valid is not None:
             valid = self._checked_ids(valid)
             if budget.seconds is not None:  # the first pass must leave room for its validation
-                self.set_parameters(vocab, *params)
+                self.set_parameters(vocab, *params[:2], _widened(params[2]))
                 tally.timer.calibrate(self.token_logprobs, valid)
         if cfg.trainer == "em":
             run = kernels.EM(cfg, train, vocab.boundary_id, params, dtype, dev, groups)
@@ -197,9 +224,10 @@ class HMM(HMMBase):
             run = kernels.Adam(cfg, chunks, params, dtype, dev, rng)
         del params  # the trainer holds its own copy: the start need not stay alive in numpy
         notes = {"trainer": cfg.trainer, "chunks": len(run.chunks), "stages": sizes}
-        best_nll, params = self._passes(run, tally, cfg.max_iterations, valid, stage=cfg.states)
+        best_nll, (pi, a, widen) = self._passes(run, tally, cfg.max_iterations, valid,
+                                                stage=cfg.states)
         del run  # free the trainer's device buffers before the model takes its parameters
-        self.set_parameters(vocab, *params)
+        self._adopt(vocab, pi, a, widen)
         notes.update(passes=tally.passes, stopped_by=tally.stopped_by)
         if valid is not None:
             notes["valid_nll"] = best_nll
@@ -210,7 +238,8 @@ class HMM(HMMBase):
     def _passes(self, run, tally: _Tally, max_passes: int | None, valid, *, stage: int):
         """Training passes of ``run`` until convergence, ``max_passes`` (``None``: no cap), the
         budget, or (with ``valid``) ``patience`` passes without a better validation likelihood.
-        Returns (best validation nll or nan, the parameters to keep: best-validation or last).
+        Returns (best validation nll or nan, the parameters to keep, best-validation or last, in
+        the form of :meth:`~lmladder.baselines.hmm_torch.EM.release`).
 
         Convergence: EM (monotone) stops when the objective gains less than ``tol`` nats per
         token in a pass; Adam when ``patience`` passes in a row fail to beat its best objective
@@ -288,8 +317,9 @@ class HMM(HMMBase):
         else:
             tally.stopped_by = "max_iterations"
         if best[1] is not None:
-            return best[0], best[1]
-        return math.nan, run.parameters()
+            pi, a, b = best[1]
+            return best[0], (pi, a, lambda: b)
+        return math.nan, run.release()
 
     def num_parameters(self) -> int:
         """Free parameters: with blocked emissions a state has (its cluster's size - 1) free
@@ -334,6 +364,13 @@ class HMM(HMMBase):
             return np.zeros(0)
         packed = pack_stream(tokens, vocab.boundary_id)
         return _torch().filter_logprobs(*self._device_params(), tokens, packed)
+
+
+def _widened(b: np.ndarray) -> np.ndarray:
+    """B (K, V) of a float32 start in float64, rows renormalized in float64 (in float32 they sum
+    to one only to ~1e-7)."""
+    b = b.astype(np.float64)
+    return np.divide(b, b.sum(axis=1, keepdims=True), out=b)
 
 
 def word_groups(train: np.ndarray, vocab_size: int, blocks: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from lmladder.api import (
     Budget,
@@ -160,24 +161,34 @@ def pack_stream(ids: np.ndarray, boundary_id: int) -> Packed:
 
 
 def initial_parameters(
-    states: int, unigram: np.ndarray, rng: np.random.Generator, noise: float
+    states: int, unigram: np.ndarray, rng: np.random.Generator, noise: float,
+    emission_dtype: npt.DTypeLike = np.float64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random starting point for EM/gradient training: (pi (K,), A (K, K), B (K, V)), float64.
+    """Random starting point for EM/gradient training: (pi (K,), A (K, K), B (K, V)); pi and A
+    float64, B ``emission_dtype``.
 
     Emissions are the training unigram distribution ``unigram`` (V,) times log-normal noise of
     scale ``noise`` per entry, so every state starts near the data's word distribution but
     the symmetry between states is broken; pi and A rows are near-uniform with the same noise.
+    B is drawn and normalized in float64 a block of rows at a time, so a float32 B (the torch
+    backend's training dtype) is never held in float64 as well, and its values are those of the
+    float64 B rounded.
     """
     k, v = states, len(unigram)
-    pi, trans, emit = (_lognormal(rng, noise, shape) for shape in ((k,), (k, k), (k, v)))
-    emit *= unigram[None, :]
-    for p in (pi, trans, emit):
+    pi, trans = (_lognormal(rng, noise, shape) for shape in ((k,), (k, k)))
+    for p in (pi, trans):
         p /= p.sum(axis=-1, keepdims=True)
+    emit = np.empty((k, v), dtype=emission_dtype)
+    rows = max(1, 2**16 // v)
+    for lo in range(0, k, rows):  # the generator's stream is the same in blocks as in one draw
+        block = _lognormal(rng, noise, (min(rows, k - lo), v))
+        block *= unigram[None, :]
+        emit[lo : lo + rows] = block / block.sum(axis=1, keepdims=True)
     return pi, trans, emit
 
 
 def _lognormal(rng: np.random.Generator, noise: float, shape: tuple[int, ...]) -> np.ndarray:
-    """exp(noise * N(0, 1)) of ``shape``, computed in place: A and B can be GiBs."""
+    """exp(noise * N(0, 1)) of ``shape``, computed in place: A can be GiBs."""
     x = rng.standard_normal(shape)
     x *= noise
     return np.exp(x, out=x)

@@ -8,6 +8,7 @@ E-step, the differentiable forward pass, the EM and Adam trainers and batched fi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +19,13 @@ from lmladder.baselines.hmm_core import Packed, pack, sentence_bounds
 
 # One E-step chunk's alpha lattice (tokens x K) may take this much, or the size of A if that is
 # larger: small enough that streaming keeps EM's memory near the parameters' own, large enough
-# that each time step's matrix product still spans many sentences.
-LATTICE_BYTES = 4 * 2**20
+# that each time step's matrix product still spans many sentences.  Measured at K = 256 on 100k
+# PTB tokens (1 thread, 2 loaded cores): 4 -> 2 MiB cut the peak RSS by ~5 MiB (what it takes to
+# stay under hmmlearn's) for ~8% more time per pass; 1 MiB cut 3 MiB more for ~45% more time.
+# In one interleaved run on those shared cores, 2 threads were 4-6x slower than one at 4, 16 and
+# 64 MiB alike (25, 7 and 4 chunks): the slow-down came from the sharing, not from the number of
+# chunks, so a larger budget bought nothing that would pay for its memory.
+LATTICE_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -246,9 +252,18 @@ class EM:
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The current parameters as float64 numpy arrays (K,), (K, K), (K, V), which later
         passes leave alone (the M-step makes new tensors; it never writes into these)."""
+        pi, a, widen = self.release()
+        return pi, a, widen()
+
+    def release(self) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
+        """Like :meth:`parameters`, for the end of training (a later pass would overwrite this
+        B): B comes as a function that widens it to float64 when called, so a caller that drops
+        this trainer first never holds B in the training dtype and in float64 at once (at
+        K = 256, V = 10k that pair is 29 MiB, once the peak of a whole fit)."""
         self._spare = self._lattice = None  # B in float64 takes their place (a pass remakes them)
-        b = self.emissions.dense(self.bt)
-        return tuple(x.cpu().numpy() for x in (self._pi64, self._a64, b))
+        emissions, bt = self.emissions, self.bt
+        pi, a = (x.cpu().numpy() for x in (self._pi64, self._a64))
+        return pi, a, lambda: emissions.dense(bt).cpu().numpy()
 
 
 class Adam:
@@ -287,6 +302,11 @@ class Adam:
             n_steps += 1
             n_tok += chunk.num_tokens
         return ll, ll, n_steps, n_tok, True
+
+    def release(self) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
+        """:meth:`parameters` in the form of :meth:`EM.release`."""
+        pi, a, b = self.parameters()
+        return pi, a, lambda: b
 
     def parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():

@@ -163,6 +163,34 @@ def test_wrapper_and_torch_em_train_the_same_model(tiny):
 # -- the torch training paths ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("states, vocab_size", [(7, 5), (33, 70_000)])  # 1 and 7 blocks of rows
+def test_initial_emissions_in_blocks_equal_one_draw(states, vocab_size):
+    uni = np.random.default_rng(0).random(vocab_size)
+    uni /= uni.sum()
+    pi, a, b = initial_parameters(states, uni, np.random.default_rng(5), 1.0)
+    rng = np.random.default_rng(5)  # the whole start from one draw per array, as a reference
+    draws = [np.exp(rng.standard_normal(n)) for n in (states, states * states)]
+    emit = np.exp(rng.standard_normal((states, vocab_size))) * uni
+    np.testing.assert_array_equal(pi, draws[0] / draws[0].sum())
+    np.testing.assert_array_equal(b, emit / emit.sum(axis=1, keepdims=True))
+    _, _, b32 = initial_parameters(states, uni, np.random.default_rng(5), 1.0, np.float32)
+    assert b32.dtype == np.float32
+    np.testing.assert_array_equal(b32, b.astype(np.float32))
+
+
+def test_trained_emissions_are_widened_on_first_use(tiny):
+    model = HMM(states=6, seed=1, max_iterations=2, tol=0.0, threads=1)
+    model.fit(tiny.train.ids, tiny.vocab)
+    assert model._widen is not None  # the fit ends holding B only in float32
+    b = model.emissionprob_
+    assert model._widen is None and b.dtype == np.float64
+    np.testing.assert_allclose(b.sum(axis=1), 1.0, rtol=0, atol=1e-14)
+    again = HMM(states=6).set_parameters(tiny.vocab, model.startprob_, model.transmat_, b)
+    np.testing.assert_array_equal(model.token_logprobs(tiny.test.ids),
+                                  again.token_logprobs(tiny.test.ids))
+
+
+
 def test_forward_of_estep_and_autograd_path_agree(tiny):
     model, params = random_model(HMM, tiny)
     chunks = make_chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
