@@ -11,7 +11,7 @@ boundary emitted like a word).  What this backend adds is speed:
   Rabiner 1989, section V.A): per-token likelihoods are the per-step normalizers c_t, and the
   E-step keeps only one chunk's alpha lattice, turning it into posteriors and summing the
   transition pairs step by step on the way back.  EM chunks hold at most ``batch_tokens``
-  tokens and a lattice of 2 MiB (or the size of A): memory stays near the parameters' own.
+  tokens and a lattice of 8 MiB (or the size of A): memory stays near the parameters' own.
 * **Blocked emissions** (``emission_blocks``, Chiu & Rush 2020): a state emits only its group's
   word cluster, so a token costs (K/M)^2 instead of K^2.
 * **Exact M-step** with pseudo-counts (Dirichlet priors): ``emission_prior`` > 0 keeps every word
@@ -71,7 +71,7 @@ class HMMConfig(EMConfig):
     patience: with validation data, stop after this many passes without a better validation
         likelihood; the parameters with the best validation likelihood are kept.
     batch_tokens: tokens per Adam step (memory ~ 5 x batch_tokens x K x dtype bytes); EM chunks
-        hold at most this many, fewer where the lattice would pass 2 MiB (or the size of A).
+        hold at most this many, fewer where the lattice would pass 8 MiB (or the size of A).
     dtype: training precision.
     lr: Adam learning rate.
     grow_from: if set, EM starts with this many states and splits every state in two (see

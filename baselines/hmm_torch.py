@@ -19,13 +19,12 @@ from lmladder.baselines.hmm_core import Packed, pack, sentence_bounds
 
 # One E-step chunk's alpha lattice (tokens x K) may take this much, or the size of A if that is
 # larger: small enough that streaming keeps EM's memory near the parameters' own, large enough
-# that each time step's matrix product still spans many sentences.  Measured at K = 256 on 100k
-# PTB tokens (1 thread, 2 loaded cores): 4 -> 2 MiB cut the peak RSS by ~5 MiB (what it takes to
-# stay under hmmlearn's) for ~8% more time per pass; 1 MiB cut 3 MiB more for ~45% more time.
-# In one interleaved run on those shared cores, 2 threads were 4-6x slower than one at 4, 16 and
-# 64 MiB alike (25, 7 and 4 chunks): the slow-down came from the sharing, not from the number of
-# chunks, so a larger budget bought nothing that would pay for its memory.
-LATTICE_BYTES = 2 * 2**20
+# that each time step's matrix product spans many sentences.  Measured on a quiet 2-core machine,
+# K = 256, 100k PTB tokens, 2 threads, one EM iteration (python -m lmladder.perf.hmm --only
+# speed): 2 MiB 0.69 s and 303 MiB peak, 8 MiB 0.46 s and 314 MiB, 32 MiB 0.42 s and 343 MiB
+# (hmmlearn: 27-30 s, 302 MiB; of our peak, importing torch alone is ~35 MiB above hmmlearn's
+# imports).  8 MiB buys most of the speed for 11 MiB.
+LATTICE_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
