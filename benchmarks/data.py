@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,6 +292,14 @@ def build_word_vocab(train_lines: list[list[str]], *, min_count: int = 1) -> Voc
     """Frequency-ordered vocabulary of the training words (+ ``<eos>``, ``<unk>``)."""
     counts = Counter(w for line in train_lines for w in line)
     counts[EOS] = len(train_lines)
+    return word_vocab(counts, min_count=min_count)
+
+
+def word_vocab(counts: Mapping[str, int], *, min_count: int = 1) -> Vocab:
+    """The word vocabulary of training words counted in ``counts`` (``<eos>`` once per line):
+    by falling count, then alphabetically, words under ``min_count`` dropped, ``<unk>`` last if
+    absent.  :func:`build_word_vocab` counts the lines first; a reader that counts as it streams
+    (lmladder.perf.ngram_tools) gives its counts here."""
     kept = [w for w, c in counts.items() if c >= min_count or w == EOS]
     kept.sort(key=lambda w: (-counts[w], w))
     if UNK not in kept:

@@ -41,11 +41,11 @@ import numpy as np
 
 from lmladder.api import CheckpointError, Vocab
 from lmladder.baselines.ngram import NGramLM
+from lmladder.data import EOS, word_vocab
 
 if TYPE_CHECKING:  # numba, which the reader needs, is imported by query only (estimate: ~0.3 s)
     from lmladder.baselines.ngram_text import WordReader
 
-EOS, UNK = "<eos>", "<unk>"  # the word vocabulary's tokens (lmladder.data)
 BLOCK = 1 << 20  # characters of text split at a time (a few MB of word strings)
 
 
@@ -78,7 +78,7 @@ def read_ids(data: bytes, reader: WordReader) -> np.ndarray:
 
 def read_vocab_and_ids(text: TextIO) -> tuple[Vocab, np.ndarray]:
     """The word vocabulary of ``text`` (by falling count, then alphabetically; ``<eos>`` counted
-    once per line, ``<unk>`` added if absent: :func:`lmladder.data.build_word_vocab`) and the
+    once per line, ``<unk>`` added if absent: :func:`lmladder.data.word_vocab`) and the
     text's ids in it, int64 ``(N,)``.
 
     One pass: words are numbered as first seen, counted, then renumbered by frequency.
@@ -91,14 +91,9 @@ def read_vocab_and_ids(text: TextIO) -> tuple[Vocab, np.ndarray]:
         parts.append(np.array(ids, dtype=np.int32))
     seen = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     del parts
-    words = list(first_seen)
-    if UNK not in first_seen:
-        words.append(UNK)
-    counts = np.bincount(seen, minlength=len(words))
-    order = sorted(range(len(words)), key=lambda i: (-counts[i], words[i]))
-    new_id = np.empty(len(words), dtype=np.int64)
-    new_id[order] = np.arange(len(words))
-    vocab = Vocab([words[i] for i in order], boundary=EOS, unk=UNK, separator=" ")
+    counts = np.bincount(seen, minlength=len(first_seen)).tolist()
+    vocab = word_vocab(dict(zip(first_seen, counts, strict=True)))
+    new_id = np.array([vocab.index[w] for w in first_seen], dtype=np.int64)
     return vocab, new_id[seen]
 
 
