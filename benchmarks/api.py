@@ -59,6 +59,12 @@ class CheckpointError(ValueError):
     """A checkpoint folder cannot be loaded; the message names the file and what is wrong."""
 
 
+class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
+    """A capability this model lacks was asked for (a task that needs generation from an
+    open-vocabulary model, fine-tuning of a quantized model, ...); recorded as "not applicable",
+    never as an error."""
+
+
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 

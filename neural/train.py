@@ -108,6 +108,7 @@ from lmladder.api import (
     ContextPolicy,
     FitReport,
     LanguageModel,
+    NotApplicable,
     NotFittedError,
     Progress,
     ProgressCallback,
@@ -119,7 +120,6 @@ from lmladder.api import (
 )
 from lmladder.neural import compress
 from lmladder.neural.ddp import World, fit_distributed
-from lmladder.tasks import NotApplicable
 
 log = logging.getLogger(__name__)
 

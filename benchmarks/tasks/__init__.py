@@ -7,7 +7,7 @@ listed in :data:`TASKS`; installed distributions add their own through the entry
 reaches a model only through :class:`~lmladder.api.LanguageModel` (``token_logprobs``,
 ``generate``, ``fit``), so every registered model can run every task; fine-tuning tasks also use
 the optional :class:`~lmladder.api.FineTunable` capability and report models without it as
-"not applicable" (:class:`NotApplicable`).
+"not applicable" (:class:`~lmladder.api.NotApplicable`).
 """
 
 from __future__ import annotations
@@ -19,16 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from lmladder.api import Budget, LanguageModel
+from lmladder.api import Budget, LanguageModel, NotApplicable
 from lmladder.corpus import Dataset
 from lmladder.registry import class_path, import_target, load_entry_points, unknown
 
 PLUGIN_GROUP = "lmladder.tasks"
-
-
-class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
-    """The task cannot be run with this model (e.g. generation with an open-vocabulary model);
-    recorded as "not applicable", never as an error."""
 
 
 @dataclass(frozen=True)
