@@ -37,6 +37,7 @@ from lmladder import interop, registry, tasks
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
+from lmladder.numbers import first_line
 from lmladder.results import RecordError
 from lmladder.run import (
     EXECUTORS,
@@ -302,7 +303,7 @@ def _run(args) -> int:
             tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}"
                        + (f"  | {tasks_done}" if tasks_done else "") + where)
         else:
-            first = record["error"]["message"].splitlines()[0]
+            first = first_line(record["error"]["message"])
             tqdm.write(f"  {record['status']:<7} {what} {first}{where}")
 
     def placed(cell, node, attempt):

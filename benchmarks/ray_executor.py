@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmladder._version import __version__
+from lmladder.numbers import first_line
 from lmladder.run import (
     BUSY,
     DONE,
@@ -87,7 +88,7 @@ def _connect(ray, address: str | None) -> bool:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ExecutorError(f"--address {address}: no Ray cluster answers there "
-                            f"({_first_line(err)}); "
+                            f"({first_line(err)}); "
                             "start one with `ray start --head` or give its HOST:PORT") from None
     return True
 
@@ -213,12 +214,12 @@ class _Dispatcher:
             record, node = ray.get(ref)
         except ray.exceptions.RayTaskError as err:  # the task itself raised, outside run_cell
             cause = err.cause if err.cause is not None else err
-            return self._failed(claim, type(cause).__name__, _first_line(cause))
+            return self._failed(claim, type(cause).__name__, first_line(cause))
         except ray.exceptions.RayError as err:  # its worker or node died, retries included
             where = self.nodes_seen[claim.index]
             nodes = " then ".join(where) if where else "no node (it never started)"
             return self._failed(claim, type(err).__name__, (
-                f"the Ray worker computing the cell died on {nodes} ({_first_line(err)}); "
+                f"the Ray worker computing the cell died on {nodes} ({first_line(err)}); "
                 f"tried {MAX_RETRIES + 1} times"))
         record["provenance"]["node"] = self._name(node)
         return record
@@ -238,8 +239,3 @@ class _Dispatcher:
             for n in self.ray.nodes():
                 self.names[n["NodeID"]] = f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})"
         return self.names.get(node_id, f"node {node_id[:8]}")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -99,6 +99,7 @@ from lmladder.api import (
 )
 from lmladder.corpus import SPLITS
 from lmladder.data import DATASETS, DataError, DataNotFoundError, load_dataset
+from lmladder.devices import resolve_device
 from lmladder.files import remove_orphans
 from lmladder.results import (
     API_VERSION,
@@ -523,20 +524,6 @@ def select_cells(matrix: Matrix, only: set[str] | None = None) -> list[Cell]:
         labels = ", ".join(m.label or m.name for m in matrix.models)
         raise MatrixError(f"{matrix.path}: no model matches {sorted(only)}; its models: {labels}")
     return todo
-
-
-def resolve_device(requested: str, supported: tuple[str, ...]) -> str:
-    """``auto`` picks CUDA, then MPS, then CPU among what the model supports and the machine has."""
-    if requested != "auto":
-        return requested
-    if "cuda" in supported or "mps" in supported:
-        import torch
-
-        if "cuda" in supported and torch.cuda.is_available():
-            return "cuda"
-        if "mps" in supported and torch.backends.mps.is_available():
-            return "mps"
-    return "cpu"
 
 
 def auto_threads() -> int:

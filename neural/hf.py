@@ -85,7 +85,7 @@ from lmladder.api import (
     Vocab,
     require,
 )
-from lmladder.neural.train import resolve_device
+from lmladder.devices import resolve_device
 from lmladder.neural.transformer import TransformerLM, WindowTrainConfig
 
 log = logging.getLogger(__name__)

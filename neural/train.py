@@ -118,6 +118,7 @@ from lmladder.api import (
     check_token_ids,
     require,
 )
+from lmladder.devices import resolve_device
 from lmladder.neural import compress
 from lmladder.neural.ddp import World, fit_distributed
 
@@ -199,17 +200,6 @@ class TrainConfig:
         require(self, "batch_size", self.batch_size % self.processes == 0,
                 f"a multiple of processes ({self.processes}): each replica takes an equal share")
         require(self, "sparsity", 0 <= self.sparsity < 1, "in [0, 1) (0: no pruning)")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"``, else ``"cpu"``; others unchanged."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _detach(carry: Any) -> Any:

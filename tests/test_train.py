@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from lmladder.api import Budget, ConfigError, Progress
+from lmladder.devices import resolve_device
 from lmladder.neural.rnn import RNNLM
-from lmladder.neural.train import StopTraining, cross_entropy, resolve_device
+from lmladder.neural.train import StopTraining, cross_entropy
 from lmladder.neural.transformer import TransformerLM
 from lmladder.registry import load_model
 
