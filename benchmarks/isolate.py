@@ -10,7 +10,6 @@ pipe; the parent turns a missing answer into an :class:`Outcome` that says why.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -30,6 +29,8 @@ try:
     import resource
 except ImportError:  # Windows
     resource = None
+
+from lmladder.process import die_with_parent
 
 
 @dataclass
@@ -152,18 +153,6 @@ def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
     answer = work(send, *args)
     conn.send(("answer", answer))
     conn.close()
-
-
-def die_with_parent(parent: int) -> None:
-    """On Linux, ask the kernel to kill this child when its parent dies (a killed run must not
-    leave cells computing for nobody, holding their locks and its output pipes)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
 
 
 def memory_error_message(limit_mib: int | None) -> str:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import os
 import subprocess
@@ -74,8 +75,7 @@ from lmladder.api import (
     Vocab,
     read_state_arrays,
 )
-from lmladder.isolate import die_with_parent
-from lmladder.registry import class_path, import_target
+from lmladder.process import die_with_parent
 
 # The job folder: what the launcher writes for the workers and what rank 0 writes back.
 SPEC, TRAIN, VALID = "spec.json", "train.npy", "valid.npy"
@@ -182,7 +182,8 @@ def fit_distributed(model: LanguageModel, train: np.ndarray, vocab: Vocab, *, bu
         np.save(job / TRAIN, np.asarray(train, dtype=np.int64))
         if valid is not None:
             np.save(job / VALID, np.asarray(valid, dtype=np.int64))
-        spec = {"class": class_path(klass), "config": {**model.config(), "processes": 1},
+        spec = {"class": f"{klass.__module__}:{klass.__qualname__}",  # what the workers import
+                "config": {**model.config(), "processes": 1},
                 "vocab": vocab.to_dict(), "budget": dataclasses.asdict(budget),
                 "backend": backend, "started": started}
         (job / SPEC).write_text(json.dumps(spec))
@@ -328,7 +329,7 @@ def _replica(job: Path, rank: int) -> None:
         torch.cuda.set_device(device)
     dist.init_process_group(spec["backend"], timeout=COLLECTIVE_TIMEOUT)
     try:
-        model = import_target(spec["class"])(**spec["config"]).to(device)
+        model = _import_class(spec["class"])(**spec["config"]).to(device)
         leader = rank == 0
         train = np.load(job / TRAIN)
         valid = np.load(job / VALID) if leader and (job / VALID).exists() else None
@@ -343,6 +344,16 @@ def _replica(job: Path, rank: int) -> None:
             (job / REPORT).write_text(json.dumps(dataclasses.asdict(report)))
     finally:
         dist.destroy_process_group()
+
+
+def _import_class(target: str) -> type:
+    """The class named ``"module:QualName"`` (as the launcher wrote it from the model's type):
+    the worker imports the model's own module, not the runner's registry."""
+    module, _, qualname = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""Process plumbing shared by the runner and the model families; imports nothing of lmladder.
+
+``lmladder.isolate`` runs every cell in a child process and ``lmladder.neural.ddp`` starts
+torchrun's workers; both ask that their children die with them, so a killed run leaves nothing
+computing for nobody.  The rule lives here, below both, so a family never imports the runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, ask the kernel to kill this child when its parent dies (a killed run must not
+    leave cells computing for nobody, holding their locks and its output pipes).
+
+    Call it in the child with the parent's pid (``os.getppid()`` in the child, or ``os.getpid()``
+    in the parent for a ``preexec_fn``): if that process is already gone, the child exits.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
