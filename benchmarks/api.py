@@ -3,7 +3,10 @@
 A model is trained on a stream of token ids and returns, for every token of another stream, the
 natural-log probability ln p(w_i | w_<i) it assigns to it.  It never aggregates: perplexity, bits
 per character and accuracies are computed by :mod:`lmladder.scoring` from those numbers.
-This module imports nothing else of lmladder: models depend on it, never the other way round.
+This module and the four beside it that it re-exports -- :mod:`lmladder.vocab` (``Vocab``),
+:mod:`lmladder.budget` (``Budget`` and the clocks a ``fit`` keeps), :mod:`lmladder.config` (typed
+configs) and :mod:`lmladder.checkpoint` (the saved-model folder) -- are the contract layer: they
+import nothing else of lmladder, and models depend on them, never the other way round.
 
 Streams and boundaries
 ----------------------
@@ -28,14 +31,7 @@ the reference.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
-import os
-import time
-import types
 import typing
-import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,19 +40,39 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from lmladder.budget import Budget, Stopwatch, ValidationTimer
+from lmladder.checkpoint import (
+    CHECKPOINT_KEYS,
+    FORMAT_VERSION,
+    CheckpointError,
+    check_state_array,
+    read_checkpoint,
+    read_state_arrays,
+    read_vocab,
+    restore_state,
+    write_checkpoint,
+)
+from lmladder.config import INT64_MAX, ConfigError, build_config, config_dict, require
+from lmladder.vocab import Vocab
 
-
-class ConfigError(ValueError):
-    """A configuration names an unknown key or gives a value of the wrong type."""
+# The contract, then the names that lived here before the contract layer was split into modules
+# (re-exported, so ``from lmladder.api import X`` keeps working for all of them).
+__all__ = [
+    "LanguageModel", "ContextPolicy", "Progress", "ProgressCallback", "FitReport",
+    "NotFittedError", "NotApplicable",
+    "Classifier", "FineTunable", "PseudoScorer", "supports_fine_tuning",
+    "supports_pseudo_logprobs",
+    "check_token_ids", "rank_counts", "sample_next", "log_softmax",
+    "Vocab",
+    "Budget", "Stopwatch", "ValidationTimer",
+    "ConfigError", "INT64_MAX", "build_config", "require",
+    "FORMAT_VERSION", "CHECKPOINT_KEYS", "CheckpointError", "read_checkpoint",
+    "read_state_arrays", "check_state_array",
+]
 
 
 class NotFittedError(RuntimeError):
     """A model was used before ``fit`` or ``load``."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder cannot be loaded; the message names the file and what is wrong."""
 
 
 class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
@@ -66,144 +82,7 @@ class NotApplicable(Exception):  # noqa: N818 -- a verdict, not a failure
 
 
 # --------------------------------------------------------------------------------------------
-# Vocabulary
-
-
-class Vocab:
-    """A frozen token <-> id mapping.
-
-    Parameters
-    ----------
-    tokens:
-        Every token, id = position.  Must be unique.
-    boundary:
-        The token that ends a line (``"<eos>"`` for words, ``"\\n"`` for characters).  It is also
-        the context a model has seen before the first token of a stream.
-    unk:
-        The token out-of-vocabulary input is mapped to, or ``None`` when the vocabulary is closed.
-    separator:
-        What stands between two tokens of one line in running text: ``" "`` for words, ``""`` for
-        characters.  ``detokenize`` uses it to give text-level models (and bits per character)
-        the text back.
-    """
-
-    def __init__(
-        self, tokens: Sequence[str], *, boundary: str, unk: str | None = None, separator: str = " "
-    ):
-        self.tokens: tuple[str, ...] = tuple(tokens)
-        self.index: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
-        if len(self.index) != len(self.tokens):
-            raise ValueError("vocabulary tokens must be unique")
-        if boundary not in self.index:
-            raise ValueError(f"boundary token {boundary!r} is not in the vocabulary")
-        if unk is not None and unk not in self.index:
-            raise ValueError(f"unknown-word token {unk!r} is not in the vocabulary")
-        self.boundary = boundary
-        self.unk = unk
-        self.separator = separator
-        self.boundary_id = self.index[boundary]
-        self.unk_id = None if unk is None else self.index[unk]
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.to_dict() == other.to_dict()
-
-    def __hash__(self) -> int:
-        return hash(self.sha256)
-
-    def encode(self, tokens: Sequence[str]) -> np.ndarray:
-        """Token strings to an int64 array; unknown tokens map to ``unk`` (KeyError if closed)."""
-        if self.unk_id is None:
-            return np.fromiter((self.index[t] for t in tokens), dtype=np.int64, count=len(tokens))
-        get, unk = self.index.get, self.unk_id
-        return np.fromiter((get(t, unk) for t in tokens), dtype=np.int64, count=len(tokens))
-
-    def decode(self, ids: Sequence[int] | np.ndarray) -> list[str]:
-        return [self.tokens[int(i)] for i in ids]
-
-    def detokenize(self, ids: Sequence[int] | np.ndarray) -> str:
-        """Running text for ``ids``: tokens joined by ``separator``, each boundary a newline."""
-        out, line = [], []
-        for i in ids:
-            if int(i) == self.boundary_id:
-                out.append(self.separator.join(line) + "\n")
-                line = []
-            else:
-                line.append(self.tokens[int(i)])
-        out.append(self.separator.join(line))
-        return "".join(out)
-
-    def to_dict(self) -> dict:
-        return {
-            "tokens": list(self.tokens),
-            "boundary": self.boundary,
-            "unk": self.unk,
-            "separator": self.separator,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> Vocab:
-        return cls(d["tokens"], boundary=d["boundary"], unk=d["unk"], separator=d["separator"])
-
-    @property
-    def sha256(self) -> str:
-        """A fingerprint of the vocabulary; checkpoints refuse to load onto another one."""
-        blob = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Training budget, progress and report
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Bounds one ``fit``: stop at whichever limit is reached first (``None`` = no limit).
-
-    ``tokens`` counts training tokens processed (repeated epochs count again), ``steps`` counts
-    optimizer steps or EM iterations, ``seconds`` is wall-clock time of the *whole* ``fit``,
-    validation inside it included (a family stops training early enough for its final
-    evaluation to fit, and cuts or skips that evaluation rather than overrun).  Every limit must
-    be > 0 (and finite): anything else is a :class:`ConfigError` naming the key and value.
-    """
-
-    tokens: int | None = None
-    steps: int | None = None
-    seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        for key in ("tokens", "steps"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ConfigError(f"budget.{key} must be a whole number, got {value!r}")
-            if value <= 0:
-                raise ConfigError(f"budget.{key} must be > 0, got {value!r}")
-        s = self.seconds
-        if s is not None:
-            if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"budget.seconds must be a number, got {s!r}")
-            if not math.isfinite(s) or s <= 0:
-                raise ConfigError(f"budget.seconds must be > 0, got {s!r}")
-
-    def exhausted(self, *, tokens: int = 0, steps: int = 0, seconds: float = 0.0) -> bool:
-        return (
-            (self.tokens is not None and tokens >= self.tokens)
-            or (self.steps is not None and steps >= self.steps)
-            or (self.seconds is not None and seconds >= self.seconds)
-        )
-
-    def fraction(self, *, tokens: int = 0, steps: int = 0, seconds: float = 0.0) -> float | None:
-        """How much of the budget is used, in [0, 1], or ``None`` if unbounded."""
-        parts = [
-            used / limit
-            for used, limit in ((tokens, self.tokens), (steps, self.steps), (seconds, self.seconds))
-            if limit
-        ]
-        return min(1.0, max(parts)) if parts else None
+# What a fit reports
 
 
 @dataclass(frozen=True)
@@ -234,54 +113,6 @@ class FitReport:
     history: list[dict[str, float]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
     valid_seconds: float = 0.0
-
-
-class Stopwatch:
-    """Wall-clock seconds since construction (``time.perf_counter``)."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.start
-
-
-class ValidationTimer:
-    """Times the validation scoring a ``fit`` does, so a time budget can cover it.
-
-    ``seconds`` is the total spent (what ``FitReport.valid_seconds`` reports); ``estimate(n)``
-    predicts the cost of scoring ``n`` tokens from the latest measurement (``None`` before any),
-    which lets a training loop stop while there is still room for its final evaluation.
-    """
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.per_token: float | None = None
-
-    def score(self, score: Callable[[np.ndarray], Any], ids: np.ndarray) -> Any:
-        """``score(ids)``, timed."""
-        start = time.perf_counter()
-        out = score(ids)
-        spent = time.perf_counter() - start
-        self.seconds += spent
-        self.per_token = spent / max(1, len(ids))
-        return out
-
-    def calibrate(self, score: Callable[[np.ndarray], Any], ids: np.ndarray,
-                  sample: int = 2048) -> None:
-        """Measure the per-token cost on the first ``sample`` ids if nothing is measured yet
-        (an over-estimate for long streams, which errs on the side of the budget)."""
-        if self.per_token is None and len(ids):
-            self.score(score, ids[:sample])
-
-    def estimate(self, n: int) -> float | None:
-        return None if self.per_token is None else self.per_token * n
-
-    def affordable(self, n: int, seconds_left: float | None) -> int:
-        """How many of ``n`` tokens can be scored in ``seconds_left`` (``None``: all)."""
-        if seconds_left is None or self.per_token is None or self.per_token == 0:
-            return n
-        return max(0, min(n, int(seconds_left / self.per_token)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,132 +156,6 @@ class ContextPolicy:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# --------------------------------------------------------------------------------------------
-# Typed configuration
-
-
-INT64_MAX = 2**63 - 1
-
-
-def _check_type(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_check_type(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if origin in (tuple, list):
-        args = typing.get_args(hint)
-        if not isinstance(value, (tuple, list)):
-            return False
-        if not args:
-            return True
-        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
-            return all(_check_type(v, args[0]) for v in value)
-        return len(value) == len(args) and all(
-            _check_type(v, a) for v, a in zip(value, args, strict=True)
-        )
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
-
-
-def _number_problem(value: Any) -> str | None:
-    """Why ``value`` (or a number inside it) cannot be a config number, or ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and abs(value) > INT64_MAX:
-        return f"must fit in 64 bits (|value| <= 2**63 - 1), got {value}"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"must be a finite number, got {value!r}"
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            problem = _number_problem(v)
-            if problem:
-                return problem
-    return None
-
-
-def require(config: Any, key: str, ok: bool, need: str) -> None:
-    """For configs' ``__post_init__``: ValueError ``"<key> must be <need>, got <value>"`` unless
-    ``ok`` (``build_config`` adds where the config came from)."""
-    if not ok:
-        raise ValueError(f"{key} must be {need}, got {getattr(config, key)!r}")
-
-
-def _fixed_arity(hint: Any) -> int | None:
-    """The number of values a fixed-length tuple type (or an optional one) holds, else None."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        sizes = {_fixed_arity(h) for h in typing.get_args(hint)} - {None}
-        return sizes.pop() if len(sizes) == 1 else None
-    args = typing.get_args(hint)
-    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        return len(args)
-    return None
-
-
-def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "config"):
-    """Instantiate the frozen dataclass ``config_cls`` from ``values``, checking keys and types.
-
-    Errors (:class:`ConfigError`, one line) name ``where`` (e.g. ``"quick.toml: models[2].config"``)
-    and the key: unknown keys (listing the valid ones), values of the wrong type, tuples of the
-    wrong length (``betas = [0.9]`` for ``tuple[float, float]``), integers beyond 64 bits,
-    non-finite floats, and any range the config's own ``__post_init__`` refuses.
-    Lists are converted to tuples so configs stay hashable.
-    """
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
-            f"for {config_cls.__qualname__}; "
-            f"valid keys: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(config_cls)
-    clean = {}
-    for key, raw in values.items():
-        value = tuple(raw) if isinstance(raw, list) else raw
-        problem = _number_problem(value)
-        if problem:
-            raise ConfigError(f"{where}: key {key!r} {problem}")
-        if not _check_type(value, hints[key]):
-            arity = _fixed_arity(hints[key])
-            size = f" ({arity} values)" if arity is not None else ""
-            raise ConfigError(
-                f"{where}: key {key!r} must be {_type_name(hints[key])}{size}, got {raw!r}"
-            )
-        if hints[key] is float and isinstance(value, int):
-            value = float(value)
-        clean[key] = value
-    missing = [
-        name for name, f in fields.items()
-        if name not in clean and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
-    try:
-        return config_cls(**clean)
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
-def _type_name(hint: Any) -> str:
-    if isinstance(hint, type):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,13 +341,12 @@ class LanguageModel(ABC):
 
     def config(self) -> dict[str, Any]:
         """The hyperparameters, verbatim (tuples as lists)."""
-        return _jsonable(dataclasses.asdict(self.cfg))
+        return config_dict(self.cfg)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.json`` (class, config, vocabulary, hash) and ``state.npz`` (arrays)."""
+        """Write ``model.json`` (class, config, vocabulary, hash) and ``state.npz`` (arrays);
+        see :mod:`lmladder.checkpoint` for the folder."""
         vocab = self._require_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
             "class": f"{type(self).__module__}:{type(self).__qualname__}",
@@ -651,15 +355,7 @@ class LanguageModel(ABC):
             "vocab": vocab.to_dict(),
             "vocab_sha256": vocab.sha256,
         }
-        arrays = self._state_arrays()
-        # each file appears whole or not at all (written aside, then renamed); model.json last,
-        # so a folder with a model.json has the state it describes
-        with open(directory / ".state.npz.tmp", "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(directory / ".state.npz.tmp", directory / "state.npz")
-        (directory / ".model.json.tmp").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
-        os.replace(directory / ".model.json.tmp", directory / "model.json")
-        return directory
+        return write_checkpoint(directory, meta, self._state_arrays())
 
     @classmethod
     def load(cls, directory: str | Path) -> LanguageModel:
@@ -678,14 +374,7 @@ class LanguageModel(ABC):
                 "lmladder.load_model(path) loads a checkpoint of any registered model"
             )
         meta_path = directory / "model.json"
-        try:
-            vocab = Vocab.from_dict(meta["vocab"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(
-                f"{meta_path}: the vocabulary is damaged ({_reason(err)})"
-            ) from err
-        if vocab.sha256 != meta["vocab_sha256"]:
-            raise CheckpointError(f"{meta_path}: vocabulary does not match its recorded hash")
+        vocab = read_vocab(meta, meta_path)
         if not isinstance(meta["config"], dict):
             raise CheckpointError(f"{meta_path}: 'config' must be an object, "
                                   f"got {type(meta['config']).__name__}")
@@ -694,18 +383,7 @@ class LanguageModel(ABC):
         except ConfigError as err:
             raise CheckpointError(f"{meta_path}: the saved config is refused: {err}") from err
         model.vocab_ = vocab
-        arrays = read_state_arrays(directory / "state.npz")
-        try:
-            model._load_state_arrays(arrays)
-        except CheckpointError:
-            raise
-        except KeyError as err:
-            raise CheckpointError(
-                f"{directory / 'state.npz'}: missing array {err.args[0]!r} "
-                f"(it holds {', '.join(sorted(arrays)) or 'no arrays'})"
-            ) from err
-        except (ValueError, TypeError, RuntimeError, IndexError) as err:
-            raise CheckpointError(f"{directory / 'state.npz'}: {_reason(err)}") from err
+        restore_state(directory / "state.npz", model._load_state_arrays)
         return model
 
     def _require_fitted(self) -> Vocab:
@@ -798,83 +476,8 @@ def supports_pseudo_logprobs(model: LanguageModel | type) -> bool:
     return callable(getattr(model, "pseudo_logprobs", None))
 
 
-CHECKPOINT_KEYS = ("format_version", "class", "config", "vocab", "vocab_sha256")
-
-
-def read_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """The ``model.json`` of a checkpoint folder: a JSON object with every key ``save`` writes
-    and a supported format version, else :class:`CheckpointError` naming the file."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        what = "is not a folder" if directory.exists() else "does not exist"
-        raise CheckpointError(f"{directory}: checkpoint folder {what}")
-    path = directory / "model.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: missing; is {directory} a checkpoint folder "
-                              "written by save()?") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot be read ({_reason(err)})") from err
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON, truncated or damaged ({err})") from err
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: must hold a JSON object, got {type(meta).__name__}")
-    missing = [k for k in CHECKPOINT_KEYS if k not in meta]
-    if missing:
-        raise CheckpointError(f"{path}: missing key(s) {', '.join(map(repr, missing))}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: unsupported checkpoint format {meta['format_version']!r} "
-            f"(this lmladder reads format {FORMAT_VERSION})"
-        )
-    if not isinstance(meta["class"], str):
-        raise CheckpointError(f"{path}: 'class' must be a string, got {meta['class']!r}")
-    return meta
-
-
-def read_state_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of a checkpoint's ``state.npz`` (no pickles), or :class:`CheckpointError`."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{path}: not an .npz archive of named arrays")
-            return {k: npz[k] for k in npz.files}
-    except CheckpointError:
-        raise
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: missing") from err
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable .npz archive ({_reason(err)})") from err
-
-
-def check_state_array(
-    arrays: Mapping[str, np.ndarray],
-    name: str,
-    shape: tuple[int | None, ...],
-    kind: str = "f",
-) -> np.ndarray:
-    """``arrays[name]`` after checking its shape (``None`` = any size) and dtype kind
-    (``"f"`` float, ``"i"`` integer, ``"u"`` unsigned); ValueError naming the array otherwise.
-    Families call it from ``_load_state_arrays`` so a checkpoint that does not fit the
-    vocabulary or config is refused at load time, not as an IndexError while scoring."""
-    if name not in arrays:
-        raise KeyError(name)
-    a = np.asarray(arrays[name])
-    ok_shape = a.ndim == len(shape) and all(
-        want is None or got == want for got, want in zip(a.shape, shape, strict=True)
-    )
-    if not ok_shape:
-        want = "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
-        raise ValueError(f"array {name!r} has shape {a.shape}, expected {want}")
-    kinds = {"f": "f", "i": "iu", "u": "u"}[kind]
-    if a.dtype.kind not in kinds and not (a.size == 0 and a.dtype.kind in "fiu"):
-        raise ValueError(f"array {name!r} has dtype {a.dtype}, expected "
-                         f"{ {'f': 'floating point', 'i': 'integer', 'u': 'unsigned'}[kind]}")
-    return a
+# --------------------------------------------------------------------------------------------
+# Token helpers the reference implementations use (and fast paths should use too)
 
 
 def check_token_ids(tokens: np.ndarray | Sequence[int], vocab_size: int) -> np.ndarray:
@@ -908,12 +511,6 @@ def rank_counts(logp: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reason(err: BaseException) -> str:
-    """An exception as one short line (KeyError's repr-quoting removed)."""
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(text.split()) or type(err).__name__
-
-
 def sample_next(
     logp: np.ndarray,
     rng: np.random.Generator,
@@ -937,13 +534,3 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     m = np.max(x, axis=axis, keepdims=True)
     return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
