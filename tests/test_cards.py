@@ -190,16 +190,16 @@ def test_prose_names_token_boundary_and_unk(records):
     r = records["AD3"]
     html = str(protocol_prose([r]))
     assert "A token is one whitespace-separated word" in html
-    assert "each line ends with one &lt;eos&gt; token, which is predicted and counted" in \
-        html.replace("Each", "each")
+    assert ("each line ends with one &lt;eos&gt; token, which is predicted and counted"
+            in html.replace("Each", "each"))
     assert "History carries across line boundaries" in html
     assert "No &lt;unk&gt;" in html  # the synthetic corpus has none
     ptb = as_dataset(r, name="ptb", unk="<unk>")
     html = str(protocol_prose([ptb]))
     assert "&lt;unk&gt; is an ordinary vocabulary word" in html
     assert "predicted, scored and counted like any other token" in html
-    assert "first 5,000 tokens of the test split" in html or \
-        f"first {r['protocol']['accuracy_tokens']:,} tokens" in html
+    assert ("first 5,000 tokens of the test split" in html
+            or f"first {r['protocol']['accuracy_tokens']:,} tokens" in html)
     assert f"{r['dataset']['splits']['test']['tokens']:,}" in html  # split sizes in tokens
 
 

@@ -86,7 +86,7 @@ def _task(path: Path, name: str, data: Path, cache: Path, spec: str) -> None:
     """An lm-eval task file reading the JSON-lines file ``data`` as its test split."""
     path.write_text(f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
                     f"    test: {data}\n  cache_dir: {cache}\ntest_split: test\n"
-                    + textwrap.dedent(spec))
+                    + textwrap.dedent(spec).lstrip("\n"))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def env(tmp_path_factory):
             "".join(json.dumps({"text": line + "\n"}) + "\n" for line in ROLLING))
         tasks = root / "tasks"
         tasks.mkdir()
-        _task(tasks / "mc.yaml", "ladder_mc", root / "mc.jsonl", root / "datasets", """\
+        _task(tasks / "mc.yaml", "ladder_mc", root / "mc.jsonl", root / "datasets", """
             output_type: multiple_choice
             doc_to_text: "{{context}}"
             doc_to_choice: choices
@@ -110,7 +110,7 @@ def env(tmp_path_factory):
             metric_list:
               - metric: acc
             """)
-        _task(tasks / "roll.yaml", "ladder_roll", root / "roll.jsonl", root / "datasets", """\
+        _task(tasks / "roll.yaml", "ladder_roll", root / "roll.jsonl", root / "datasets", """
             output_type: loglikelihood_rolling
             doc_to_text: ""
             doc_to_target: text

@@ -337,8 +337,8 @@ def test_matches_independent_reference_with_sentence_boundaries(smoothing, order
     np.testing.assert_allclose(ours.token_logprobs(vocab.encode(test)), expected,
                                atol=1e-10, rtol=0)
     if smoothing != "witten-bell":
-        used = ours.discounts_[:, :3] if smoothing == "modified-kneser-ney" else \
-            ours.discounts_[:, :1]
+        used = (ours.discounts_[:, :3] if smoothing == "modified-kneser-ney"
+                else ours.discounts_[:, :1])
         np.testing.assert_allclose(used, [ref.d[k][: used.shape[1]] for k in range(1, order + 1)])
 
 

@@ -117,8 +117,8 @@ def test_variants_share_the_cell_minus_the_compression_keys():
     plain = variant(LSTM, "LSTM", ppl=100.0)
     for config in ({"quantize": "int8"}, {"sparsity": 0.5}, {"quantize": "int8", "sparsity": 0.9},
                    {"quantize": "none"}):
-        assert base_identity(variant(LSTM, "any label", ppl=90.0, **config)) == \
-            base_identity(plain)
+        assert (base_identity(variant(LSTM, "any label", ppl=90.0, **config))
+                == base_identity(plain))
     # the seed pairs variants within a base; the label and matrix never matter
     assert base_identity(variant(LSTM, "LSTM", ppl=100.0, seed=3)) == base_identity(plain)
     # anything else that defines the trained model makes another base
