@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import in_ci
+from tests.conftest import unavailable
 
 VIEWPORTS = {"laptop": (1280, 800), "phone": (375, 812)}  # CSS pixels, width x height
 # The plots the tiny run must show at least: test perplexity against parameters and against
@@ -70,23 +70,16 @@ MATRIX = textwrap.dedent("""\
     """)
 
 
-def _no_browser(reason: str):
-    """Skip with ``reason``, or fail under CI, where the browser test must run."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI is set: the browser test must run here)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser():
     """A headless system Chromium driven by Playwright, shared by this module's tests."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _no_browser("playwright not installed: pip install -e '.[test]'")
+        unavailable("playwright not installed: pip install -e '.[test]'")
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        _no_browser("no chromium: apt-get install chromium")
+        unavailable("no chromium: apt-get install chromium")
     with sync_playwright() as p:
         # Playwright adds --no-sandbox by default (chromium_sandbox=False), which root in a CI
         # container needs; headless so that no display is required.
@@ -308,8 +301,8 @@ def test_the_page_never_scrolls_horizontally(browser, report, viewport):
     page = opened.page
     try:
         leaderboards = page.locator("table.sortable")
-        assert leaderboards.count() == page.locator("div.scroll > table.sortable").count(), \
-            "every leaderboard sits in a div.scroll"
+        assert leaderboards.count() == page.locator("div.scroll > table.sortable").count(), (
+            "every leaderboard sits in a div.scroll")
         width, inner = _page_scroll(page)
         assert width <= inner, f"{viewport}: the page is {width} px wide in {inner} px"
         # Everything open, as a reader who wants it all sees it: the detail columns shown and

@@ -24,6 +24,7 @@ from lmladder.reports.compare import (
 from lmladder.reports.render import ReportError
 from lmladder.results import load_records, record_path, write_record
 from lmladder.run import load_matrix, run_matrix
+from tests.conftest import require_extra, unavailable
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -199,10 +200,10 @@ def test_page_is_self_contained_and_escapes_records(record, tmp_path):
 
 
 def test_page_sorts_in_a_headless_browser_without_errors_or_network(record, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    sync_api = require_extra("playwright.sync_api", "test")
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser_path is None:
-        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+        unavailable("no chromium on PATH (Debian: apt-get install chromium)")
     a = folder(tmp_path / "a", [cell(record, label=n, ppl=p) for n, p in (("m", 30.0),
                                                                           ("n", 10.0))])
     b = folder(tmp_path / "b", [cell(record, label=n, ppl=p) for n, p in (("m", 20.0),
