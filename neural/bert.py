@@ -8,7 +8,7 @@ taken over the V dataset ids only (``[MASK]`` and ``[PAD]`` are never predicted)
 below is a proper distribution over the dataset vocabulary.
 
 Pre-training (Devlin et al. 2019, masked LM only, no next-sentence task) runs in the shared loop
-of :mod:`lmladder.neural.train` on windows of ``context`` tokens: each token is chosen with
+of :mod:`lmladder.neural.loop` on windows of ``context`` tokens: each token is chosen with
 probability ``mask_prob`` (15%); a chosen token is replaced by ``[MASK]`` 80% of the time, by a
 random dataset token 10%, kept 10%; the loss is the cross-entropy of the chosen tokens.  The mask
 draws come from torch's seeded generator, so a fit is reproducible and resumable like any other.
@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmladder.api import ConfigError, ContextPolicy, require
-from lmladder.neural.train import TorchLM
+from lmladder.neural.torchlm import TorchLM
 from lmladder.neural.transformer import WindowTrainConfig
 
 

@@ -1,6 +1,6 @@
 """Post-training compression of a trained network: magnitude pruning and int8 dynamic quantization.
 
-:class:`~lmladder.neural.train.TorchLM` applies both at the end of ``fit`` when its config asks
+:class:`~lmladder.neural.torchlm.TorchLM` applies both at the end of ``fit`` when its config asks
 (``sparsity``, then ``quantize``), so every torch family has them; this module holds the
 algorithms and the checkpoint format of a quantized network.
 

@@ -1,6 +1,6 @@
 """Data-parallel training of one torch model over several processes, launched with torchrun.
 
-A :class:`~lmladder.neural.train.TorchLM` whose config says ``processes = N`` (N > 1) trains as N
+A :class:`~lmladder.neural.torchlm.TorchLM` whose config says ``processes = N`` (N > 1) trains as N
 replicas of its network: ``fit`` writes a job folder, runs the real launcher
 (``python -m torch.distributed.run --standalone --nproc-per-node N -m lmladder.neural.ddp JOB``)
 and waits for it, then loads the trained weights into the model and returns rank 0's
@@ -12,7 +12,7 @@ models and tasks see an ordinary fitted model, and a matrix asks for it with
 What the replicas compute
 -------------------------
 Every replica builds the same network (same seed), wraps it in ``DistributedDataParallel`` and
-runs the one training loop of :mod:`lmladder.neural.train`.  Each draws the *whole* batch of
+runs the one training loop of :mod:`lmladder.neural.loop`.  Each draws the *whole* batch of
 ``batch_size`` rows, exactly as a single process would, and trains on its own ``batch_size / N``
 contiguous rows of it (so ``batch_size`` must be a multiple of N; a stream's rows keep their
 hidden state on the replica that owns them).  The loss is the mean over a replica's tokens and

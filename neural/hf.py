@@ -2,7 +2,7 @@
 
 ``hf-gpt2`` -- :class:`HFGPT2LM`
     A ``transformers`` GPT-2 built from a config on the dataset vocabulary and trained from
-    scratch by the shared loop of :mod:`lmladder.neural.train`: the library's network beside our
+    scratch by the shared loop of :mod:`lmladder.neural.loop`: the library's network beside our
     own :mod:`lmladder.neural.transformer` at the same size, under the same training and scoring
     protocol.  ``save_pretrained(folder)`` exports it for the Hugging Face ecosystem: the network
     and a tokenizer of the dataset vocabulary (:func:`dataset_tokenizer`), which plain
@@ -490,7 +490,7 @@ class HFGPT2LM(TransformerLM):
 
     The network is the library's ``GPT2LMHeadModel`` (learned positions, pre-LayerNorm, GELU MLP
     of width 4 x ``n_embd``, biases, tied output layer, GPT-2's initialisation); training is the
-    shared loop of :mod:`lmladder.neural.train`, and the KV-cache ``step`` and sliding-window
+    shared loop of :mod:`lmladder.neural.loop`, and the KV-cache ``step`` and sliding-window
     scoring are :class:`~lmladder.neural.transformer.TransformerLM`'s, so both Transformers are
     trained and scored under one protocol and only the network differs.
 

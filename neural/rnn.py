@@ -6,10 +6,10 @@ to the vocabulary.  Dropout is applied only to non-recurrent connections.  With 
 decoder reuses the embedding matrix (Press & Wolf 2017; Inan et al. 2017), which needs
 ``emb_size == hidden``.  All weights start uniform in ``[-init_range, init_range]``.
 
-Training is truncated back-propagation through time over a batchified stream (see
-:mod:`lmladder.neural.train`): ``batch_size`` contiguous rows, ``bptt`` tokens per step, the hidden
-state carried across batches.  Scoring is stateful: the whole stream is read in order with the
-hidden state carried, so every token is conditioned on everything before it
+Training is truncated back-propagation through time over a batchified stream (pictured in
+:mod:`lmladder.neural.batches`): ``batch_size`` contiguous rows, ``bptt`` tokens per step, the
+hidden state carried across batches.  Scoring is stateful: the whole stream is read in order with
+the hidden state carried, so every token is conditioned on everything before it
 (``ContextPolicy.window`` is not used: an RNN's history is unbounded).
 
 Parameter count (PyTorch keeps two bias vectors per gate), with ``g`` = 1 (RNN), 3 (GRU), 4 (LSTM),
@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from lmladder.api import require
-from lmladder.neural.train import TorchLM, TrainConfig
+from lmladder.neural.loop import TrainConfig
+from lmladder.neural.torchlm import TorchLM
 
 GATES = {"rnn-tanh": 1, "rnn-relu": 1, "gru": 3, "lstm": 4}
 

@@ -1,4 +1,4 @@
-"""A decoder-only Transformer language model (GPT-style), trained by :mod:`lmladder.neural.train`.
+"""A decoder-only Transformer language model (GPT-style), trained by :mod:`lmladder.neural.loop`.
 
 Architecture: token embedding (+ learned position embedding, or rotary position encoding of queries
 and keys, Su et al. 2021) -> ``layers`` pre-LayerNorm blocks ``x + Attn(LN(x))``, ``x + MLP(LN(x))``
@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmladder.api import ConfigError, ContextPolicy, require
-from lmladder.neural.train import TorchLM, TrainConfig
+from lmladder.neural.loop import TrainConfig
+from lmladder.neural.torchlm import TorchLM
 
 
 @dataclass(frozen=True)
