@@ -27,13 +27,13 @@ import math
 import os
 import re
 import shutil
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import unavailable
+from tests.helpers import matrix_text
 
 VIEWPORTS = {"laptop": (1280, 800), "phone": (375, 812)}  # CSS pixels, width x height
 # The plots the tiny run must show at least: test perplexity against parameters and against
@@ -41,33 +41,15 @@ VIEWPORTS = {"laptop": (1280, 800), "phone": (375, 812)}  # CSS pixels, width x 
 # model and device.  (One HMM size: no perplexity-against-states plot; no tasks or fractions.)
 MIN_PLOTS = 4
 
-MATRIX = textwrap.dedent("""\
-    [matrix]
-    description = "browser test: every family, tiny budgets"
-    datasets = ["synthetic"]
-    seeds = [0]
-    devices = ["cpu"]
-
-    [[models]]
-    name = "kn3"
-    label = "KN3"
-
-    [[models]]
-    name = "laplace2"
-    label = "Add-one 2"
-
-    [[models]]
-    name = "hmm"
-    label = "HMM 4 states (3 EM steps)"
-    budget = { steps = 3 }
-    config = { states = 4, threads = 1 }
-
-    [[models]]
-    name = "lstm"
-    label = "LSTM 1x16 (2k tokens)"
-    budget = { tokens = 2000 }
-    config = { hidden = 16, layers = 1, bptt = 10, batch_size = 8, eval_tokens = 500 }
-    """)
+MATRIX = matrix_text([
+    {"name": "kn3", "label": "KN3"},
+    {"name": "laplace2", "label": "Add-one 2"},
+    {"name": "hmm", "label": "HMM 4 states (3 EM steps)", "budget": {"steps": 3},
+     "config": {"states": 4, "threads": 1}},
+    {"name": "lstm", "label": "LSTM 1x16 (2k tokens)", "budget": {"tokens": 2000},
+     "config": {"hidden": 16, "layers": 1, "bptt": 10, "batch_size": 8, "eval_tokens": 500}},
+], description="browser test: every family, tiny budgets", datasets=["synthetic"], seeds=[0],
+    devices=["cpu"])
 
 
 @pytest.fixture(scope="module")

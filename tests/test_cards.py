@@ -19,6 +19,7 @@ from lmladder.reports.protocol import protocol_data, protocol_prose, worked_exam
 from lmladder.results import load_records
 from lmladder.run import load_matrix, run_matrix
 from lmladder.scoring import LN2, metrics_from_logprobs
+from tests.helpers import write_matrix
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -29,12 +30,12 @@ def records(tmp_path_factory) -> dict:
     """Real records of one tiny run on the synthetic corpus, by label: add-one (no discounts),
     absolute discounting (D1 only) and a 4-state HMM fitted for 3 EM steps."""
     path = tmp_path_factory.mktemp("m") / "m.toml"
-    path.write_text(
-        '[matrix]\ndatasets = ["synthetic"]\n'
-        '[[models]]\nname = "laplace2"\nlabel = "Add-one 2"\n'
-        '[[models]]\nname = "ad3"\nlabel = "AD3"\n'
-        '[[models]]\nname = "hmm"\nlabel = "HMM 4"\nbudget = { steps = 3 }\n'
-        'config = { states = 4, threads = 1 }\n')
+    write_matrix(path, [
+        {"name": "laplace2", "label": "Add-one 2"},
+        {"name": "ad3", "label": "AD3"},
+        {"name": "hmm", "label": "HMM 4", "budget": {"steps": 3},
+         "config": {"states": 4, "threads": 1}},
+    ], datasets=["synthetic"])
     out = tmp_path_factory.mktemp("res")
     run_matrix(load_matrix(str(path)), out)
     found = {r["cell"]["label"]: r for r in load_records(out)}

@@ -22,6 +22,7 @@ from lmladder import run as run_module
 from lmladder.cli import clip, format_amount, format_progress, main
 from lmladder.data import DataNotFoundError
 from lmladder.run import MatrixError, read_matrix_section
+from tests.helpers import write_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,15 +43,8 @@ def write(path: Path, body: str) -> Path:
 
 @pytest.mark.parametrize("isolated", [True, False], ids=["child-process", "in-process"])
 def test_a_run_says_when_a_cell_scores_and_runs_its_tasks(tmp_path, capsys, isolated):
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        devices = ["cpu"]
-        tasks = ["cloze"]
-        [[models]]
-        name = "toy-uniform"
-        label = "flat"
-        """)
+    path = write_matrix(tmp_path / "m.toml", [{"name": "toy-uniform", "label": "flat"}],
+                        datasets=["synthetic"], devices=["cpu"], tasks=["cloze"])
     argv = ["run", str(path), "--results", str(tmp_path / "res"), "--no-report"]
     assert main(argv + ([] if isolated else ["--in-process"])) == 0
     phases = [line.strip() for line in capsys.readouterr().err.splitlines()
@@ -116,19 +110,10 @@ def test_clip_pads_short_text_and_cuts_long_text_with_an_ellipsis():
 def test_cell_lines_align_for_labels_of_3_and_60_characters(tmp_path, capsys):
     long = "A very long label that a researcher wrote to describe it, v2"
     assert len(long) == 60
-    path = write(tmp_path / "m.toml", f"""
-        [matrix]
-        datasets = ["synthetic"]
-        devices = ["cpu"]
-        [[models]]
-        name = "toy-uniform"
-        label = "KN5"
-        budget = {{ tokens = 1 }}
-        [[models]]
-        name = "toy-uniform"
-        label = "{long}"
-        budget = {{ tokens = 2 }}
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "toy-uniform", "label": "KN5", "budget": {"tokens": 1}},
+        {"name": "toy-uniform", "label": long, "budget": {"tokens": 2}},
+    ], datasets=["synthetic"], devices=["cpu"])
     assert main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report"]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("  ok ")]
@@ -147,19 +132,10 @@ def test_cells_skipped_for_one_reason_are_one_summary_line(tmp_path, capsys, mon
         return real(name, data_dir)
 
     monkeypatch.setattr(run_module, "load_dataset", no_ptb)
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic", "ptb"]
-        devices = ["cpu"]
-        [[models]]
-        name = "toy-uniform"
-        label = "U1"
-        budget = { tokens = 1 }
-        [[models]]
-        name = "toy-uniform"
-        label = "U2"
-        budget = { tokens = 2 }
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "toy-uniform", "label": "U1", "budget": {"tokens": 1}},
+        {"name": "toy-uniform", "label": "U2", "budget": {"tokens": 2}},
+    ], datasets=["synthetic", "ptb"], devices=["cpu"])
     assert main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report"]) == 0
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if line.startswith("skipped:")]
@@ -193,13 +169,7 @@ def test_list_matrices_is_fast_torch_free_and_shows_expected_times():
 def test_an_unreadable_matrix_is_listed_not_fatal(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "matrices"
     folder.mkdir()
-    write(folder / "good.toml", """
-        [matrix]
-        description = "fine"
-        expected_time = "1 min"
-        [[models]]
-        name = "toy-uniform"
-        """)
+    write_matrix(folder / "good.toml", ["toy-uniform"], description="fine", expected_time="1 min")
     write(folder / "bad.toml", "[matrix\n")
     write(folder / "wrong.toml", '[matrix]\nexpected_time = 5\n')
     monkeypatch.setattr(run_module, "MATRIX_DIR", folder)

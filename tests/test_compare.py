@@ -25,6 +25,7 @@ from lmladder.reports.render import ReportError
 from lmladder.results import load_records, record_path, write_record
 from lmladder.run import load_matrix, run_matrix
 from tests.conftest import require_extra, unavailable
+from tests.helpers import write_matrix
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -35,7 +36,7 @@ def record(tmp_path_factory):
     registry.MODELS.setdefault("toy-uniform", registry.Entry("tests.toy_models:UniformLM"))
     try:
         path = tmp_path_factory.mktemp("m") / "m.toml"
-        path.write_text('[matrix]\ndatasets = ["synthetic"]\n[[models]]\nname = "toy-uniform"\n')
+        write_matrix(path, ["toy-uniform"], datasets=["synthetic"])
         res = tmp_path_factory.mktemp("res")
         run_matrix(load_matrix(str(path)), res)
         (rec,) = load_records(res)

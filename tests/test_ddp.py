@@ -20,6 +20,7 @@ from lmladder.neural.rnn import RNNLM
 from lmladder.neural.train import StopTraining
 from lmladder.results import load_records
 from lmladder.run import MatrixError, load_matrix
+from tests.helpers import write_matrix
 
 # SGD and no dropout: the update of a batch is a deterministic function of it
 TINY = dict(cell="lstm", hidden=16, layers=1, bptt=8, batch_size=8, dropout=0.0,
@@ -102,29 +103,19 @@ def test_stop_training_from_the_callback_stops_every_replica(data):
     assert np.isfinite(model.token_logprobs(data.test.ids[:50])).all()  # the weights so far
 
 
-MATRIX = """
-    [matrix]
-    description = "one LSTM in one process and as two replicas"
-    datasets = ["synthetic"]
-    seeds = [0]
-    devices = ["cpu"]
-    threads = 1
+TINY_LSTM = {"hidden": 16, "layers": 1, "bptt": 8, "batch_size": 8, "dropout": 0.0}
 
-    [scoring]
-    accuracy_tokens = 300
 
-    [[models]]
-    name = "lstm"
-    label = "one"
-    budget = {{ steps = 8 }}
-    config = {{ hidden = 16, layers = 1, bptt = 8, batch_size = 8, dropout = 0.0, processes = 1 }}
-
-    [[models]]
-    name = "lstm"
-    label = "two"
-    budget = {{ steps = 8 }}
-    config = {{ hidden = 16, layers = 1, bptt = 8, batch_size = 8, dropout = 0.0, processes = {} }}
-    """
+def _matrix(path, processes):
+    """One LSTM in one process ("one") and in ``processes`` replicas ("two")."""
+    return write_matrix(path, [
+        {"name": "lstm", "label": "one", "budget": {"steps": 8},
+         "config": {**TINY_LSTM, "processes": 1}},
+        {"name": "lstm", "label": "two", "budget": {"steps": 8},
+         "config": {**TINY_LSTM, "processes": processes}},
+    ], scoring={"accuracy_tokens": 300},
+        description="one LSTM in one process and as two replicas", datasets=["synthetic"],
+        seeds=[0], devices=["cpu"], threads=1)
 
 
 def schema(value):
@@ -137,8 +128,7 @@ def schema(value):
 
 
 def test_a_matrix_cell_with_two_processes_has_the_record_of_a_single_process_cell(tmp_path):
-    path = tmp_path / "ddp.toml"
-    path.write_text(MATRIX.format(2))
+    path = _matrix(tmp_path / "ddp.toml", 2)
     lmladder.run_matrix(load_matrix(str(path)), tmp_path / "results")
     records = {r["cell"]["label"]: r for r in load_records(tmp_path / "results")}
     one, two = records["one"], records["two"]
@@ -164,8 +154,7 @@ def test_bad_processes_are_one_line_config_errors(config, needle):
 
 
 def test_bad_processes_in_a_matrix_name_the_file(tmp_path):
-    path = tmp_path / "bad.toml"
-    path.write_text(MATRIX.format(0))
+    path = _matrix(tmp_path / "bad.toml", 0)
     with pytest.raises(MatrixError) as err:
         load_matrix(str(path))
     assert "bad.toml" in str(err.value) and "processes must be >= 1" in str(err.value)

@@ -4,37 +4,22 @@ quiet machine and under a CPU hog gives identical numbers (only slower)."""
 from __future__ import annotations
 
 import multiprocessing
-import textwrap
 
 import pytest
 
 from lmladder.cli import main
 from lmladder.results import load_records
 from lmladder.run import load_matrix, select_cells
+from tests.helpers import write_matrix
 
-MATRIX = """
-    [matrix]
-    datasets = ["synthetic"]
-    devices = ["cpu"]
-    threads = 1
-    [scoring]
-    accuracy_tokens = 500
-    [[models]]
-    name = "hmm"
-    label = "HMM 8"
-    budget = { steps = 6 }
-    config = { states = 8 }
-    [[models]]
-    name = "lstm"
-    label = "LSTM"
-    budget = { tokens = 6000 }
-    config = { hidden = 32, layers = 1, bptt = 16, batch_size = 8, eval_tokens = 500 }
-    [[models]]
-    name = "transformer"
-    label = "Transformer"
-    budget = { steps = 15 }
-    config = { layers = 1, heads = 2, width = 32, context = 16, batch_size = 8, eval_tokens = 500 }
-    """
+MODELS = [
+    {"name": "hmm", "label": "HMM 8", "budget": {"steps": 6}, "config": {"states": 8}},
+    {"name": "lstm", "label": "LSTM", "budget": {"tokens": 6000},
+     "config": {"hidden": 32, "layers": 1, "bptt": 16, "batch_size": 8, "eval_tokens": 500}},
+    {"name": "transformer", "label": "Transformer", "budget": {"steps": 15},
+     "config": {"layers": 1, "heads": 2, "width": 32, "context": 16, "batch_size": 8,
+                "eval_tokens": 500}},
+]
 
 
 def _numbers(results) -> dict:
@@ -52,8 +37,8 @@ def _spin(stop) -> None:
 
 
 def test_a_loaded_machine_gives_the_same_numbers(tmp_path):
-    path = tmp_path / "m.toml"
-    path.write_text(textwrap.dedent(MATRIX))
+    path = write_matrix(tmp_path / "m.toml", MODELS, scoring={"accuracy_tokens": 500},
+                        datasets=["synthetic"], devices=["cpu"], threads=1)
     quiet, loaded = tmp_path / "quiet", tmp_path / "loaded"
     assert main(["run", str(path), "--results", str(quiet), "--no-report"]) == 0
     ctx = multiprocessing.get_context("spawn")

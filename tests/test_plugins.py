@@ -21,6 +21,7 @@ import pytest
 import lmladder
 from lmladder import registry
 from tests import contract
+from tests.helpers import write_matrix
 
 UNIGRAM = '''
 """A third-party model: an add-k unigram language model."""
@@ -129,8 +130,7 @@ def test_list_models_shows_the_plugin_and_reports_bad_ones_once(site, tmp_path):
 
 
 def test_a_plugin_model_runs_in_a_matrix(site, tmp_path):
-    (tmp_path / "one.toml").write_text(
-        '[matrix]\ndatasets = ["synthetic"]\n\n[[models]]\nname = "myunigram"\n')
+    write_matrix(tmp_path / "one.toml", ["myunigram"], datasets=["synthetic"])
     done = _cli(site, "run", "one.toml", "--results", "out", "--no-report", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("myunigram*.json")]

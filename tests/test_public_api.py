@@ -7,27 +7,15 @@ import json
 import pytest
 
 import lmladder
-
-MATRIX = """
-[matrix]
-datasets = ["synthetic"]
-seeds = [0, 1]
-
-[[models]]
-name = "kn3"
-
-[[models]]
-name = "wb3"
-label = "Witten-Bell 3"
-budget = { tokens = 1000000 }
-"""
+from tests.helpers import write_matrix
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     folder = tmp_path_factory.mktemp("results")
-    path = folder / "tiny.toml"
-    path.write_text(MATRIX)
+    path = write_matrix(folder / "tiny.toml", [
+        "kn3", {"name": "wb3", "label": "Witten-Bell 3", "budget": {"tokens": 1000000}},
+    ], datasets=["synthetic"], seeds=[0, 1])
     summary = lmladder.run_matrix(lmladder.load_matrix(str(path)), str(folder / "out"))
     assert summary.done == 4 and not summary.failed
     return folder / "out"

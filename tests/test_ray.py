@@ -16,7 +16,6 @@ Where ray is missing the test is skipped, but fails under CI (``$CI`` set), whic
 from __future__ import annotations
 
 import importlib.util
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,35 +24,15 @@ from lmladder.perf.ray_cells import LocalCluster
 from lmladder.results import load_records
 from lmladder.run import load_matrix, run_matrix
 from tests.conftest import require_extra
+from tests.helpers import matrix_text
 
-MATRIX = textwrap.dedent("""\
-    [matrix]
-    description = "ray test: n-grams and HMMs, tiny budgets"
-    datasets = ["synthetic"]
-    devices = ["cpu"]
-    threads = 1
-
-    [scoring]
-    accuracy_tokens = 300
-
-    [[models]]
-    name = "hmm-hmmlearn"
-    label = "HMM 4"
-    budget = { steps = 5 }
-    config = { states = 4 }
-
-    [[models]]
-    name = "hmm-hmmlearn"
-    label = "HMM 5"
-    budget = { steps = 5 }
-    config = { states = 5 }
-
-    [[models]]
-    name = "kn3"
-
-    [[models]]
-    name = "laplace2"
-    """)
+MATRIX = matrix_text([
+    {"name": "hmm-hmmlearn", "label": "HMM 4", "budget": {"steps": 5}, "config": {"states": 4}},
+    {"name": "hmm-hmmlearn", "label": "HMM 5", "budget": {"steps": 5}, "config": {"states": 5}},
+    "kn3",
+    "laplace2",
+], scoring={"accuracy_tokens": 300}, description="ray test: n-grams and HMMs, tiny budgets",
+    datasets=["synthetic"], devices=["cpu"], threads=1)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from lmladder import data as data_module
 from lmladder import registry
 from lmladder.cli import main
 from lmladder.results import load_records, read_record, scan_records
+from tests.helpers import write_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,11 +35,6 @@ def toy_registry(monkeypatch):
                         registry.Entry("tests.toy_models:BrokenLM", {"mode": "raise"}))
 
 
-def write(path: Path, body: str) -> Path:
-    path.write_text(textwrap.dedent(body))
-    return path
-
-
 def _vm_mib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmSize:"):
@@ -49,31 +44,13 @@ def _vm_mib() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and rlimits: Linux")
 def test_crashing_cells_are_recorded_with_their_reason_and_the_run_goes_on(tmp_path, capsys):
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        devices = ["cpu"]
-        [[models]]
-        name = "toy-broken"
-        label = "oom-killed"
-        config = { mode = "kill" }
-        [[models]]
-        name = "toy-broken"
-        label = "segfault"
-        config = { mode = "segv" }
-        [[models]]
-        name = "toy-broken"
-        label = "never-ends"
-        config = { mode = "hang" }
-        time_limit = 2
-        [[models]]
-        name = "toy-broken"
-        label = "hog"
-        config = { mode = "hog" }
-        [[models]]
-        name = "toy-uniform"
-        label = "fine"
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "toy-broken", "label": "oom-killed", "config": {"mode": "kill"}},
+        {"name": "toy-broken", "label": "segfault", "config": {"mode": "segv"}},
+        {"name": "toy-broken", "label": "never-ends", "config": {"mode": "hang"}, "time_limit": 2},
+        {"name": "toy-broken", "label": "hog", "config": {"mode": "hog"}},
+        {"name": "toy-uniform", "label": "fine"},
+    ], datasets=["synthetic"], devices=["cpu"])
     limit = _vm_mib() + 600  # the child starts as a copy of this process
     t0 = time.monotonic()
     rc = main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report",
@@ -97,18 +74,13 @@ def test_crashing_cells_are_recorded_with_their_reason_and_the_run_goes_on(tmp_p
 
 
 def test_threads_are_recorded_and_part_of_the_key(tmp_path):
-    body = """
-        [matrix]
-        datasets = ["synthetic"]
-        threads = {n}
-        [[models]]
-        name = "toy-uniform"
-        """
+    def matrix(threads):
+        return write_matrix(tmp_path / "a.toml", ["toy-uniform"], datasets=["synthetic"],
+                            threads=threads)
+
     res = tmp_path / "res"
-    assert main(["run", str(write(tmp_path / "a.toml", body.format(n=1))), "--results", str(res),
-                 "--no-report"]) == 0
-    assert main(["run", str(write(tmp_path / "a.toml", body.format(n=2))), "--results", str(res),
-                 "--no-report"]) == 0
+    assert main(["run", str(matrix(1)), "--results", str(res), "--no-report"]) == 0
+    assert main(["run", str(matrix(2)), "--results", str(res), "--no-report"]) == 0
     records = load_records(res)
     assert sorted(r["cell"]["threads"] for r in records) == [1, 2]
     assert len({r["key"] for r in records}) == 2
@@ -118,20 +90,11 @@ def test_threads_are_recorded_and_part_of_the_key(tmp_path):
 
 
 def test_max_seconds_caps_every_cells_training_and_is_part_of_its_budget(tmp_path):
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        devices = ["cpu"]
-        [[models]]
-        name = "hmm"
-        label = "endless EM"
-        budget = { steps = 100000 }
-        config = { states = 8, tol = 0.0, patience = 100000 }
-        [[models]]
-        name = "toy-uniform"
-        label = "short already"
-        budget = { seconds = 0.5 }
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "hmm", "label": "endless EM", "budget": {"steps": 100000},
+         "config": {"states": 8, "tol": 0.0, "patience": 100000}},
+        {"name": "toy-uniform", "label": "short already", "budget": {"seconds": 0.5}},
+    ], datasets=["synthetic"], devices=["cpu"])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report",
                  "--max-seconds", "1.5"]) == 0
@@ -147,24 +110,23 @@ def test_max_seconds_caps_every_cells_training_and_is_part_of_its_budget(tmp_pat
 
 
 def test_a_renamed_matrix_finds_its_finished_cells(tmp_path, capsys):
-    body = '[matrix]\ndatasets = ["synthetic"]\n[[models]]\nname = "toy-uniform"\n'
     res = tmp_path / "res"
-    assert main(["run", str(write(tmp_path / "a.toml", body)), "--results", str(res),
-                 "--no-report"]) == 0
+    for name in ("a.toml", "b.toml"):
+        write_matrix(tmp_path / name, ["toy-uniform"], datasets=["synthetic"])
+    assert main(["run", str(tmp_path / "a.toml"), "--results", str(res), "--no-report"]) == 0
     capsys.readouterr()
-    assert main(["run", str(write(tmp_path / "b.toml", body)), "--results", str(res),
-                 "--no-report"]) == 0
+    assert main(["run", str(tmp_path / "b.toml"), "--results", str(res), "--no-report"]) == 0
     assert "0 cells run, 1 already done" in capsys.readouterr().err
     assert len(list(res.glob("*.json"))) == 1
 
 
 def test_any_printable_label_names_a_safe_visible_file(tmp_path):
     labels = [".hidden", "../../escape", "a/b\\c", "$\\frac{$", "<script>alert(1)</script>", "..."]
-    body = '[matrix]\ndatasets = ["synthetic"]\n' + "".join(
-        f'[[models]]\nname = "toy-uniform"\nlabel = {json.dumps(label)}\nthreads = {i + 1}\n'
-        for i, label in enumerate(labels))
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "toy-uniform", "label": label, "threads": i + 1} for i, label in enumerate(labels)
+    ], datasets=["synthetic"])
     res = tmp_path / "deep" / "res"
-    assert main(["run", str(write(tmp_path / "m.toml", body)), "--results", str(res)]) == 0
+    assert main(["run", str(path), "--results", str(res)]) == 0
     files = [p for p in tmp_path.rglob("*.json") if p.name != "results.json"]  # the export
     assert len(files) == len(labels)
     assert all(p.parent == res and not p.name.startswith(".") for p in files)
@@ -176,12 +138,7 @@ def test_any_printable_label_names_a_safe_visible_file(tmp_path):
 def test_a_forced_rerun_that_fails_keeps_the_ok_record(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"the cat number {i % 7} sat\n" for i in range(40)))
-    path = write(tmp_path / "m.toml", f"""
-        [matrix]
-        datasets = ["text:{corpus}"]
-        [[models]]
-        name = "kn3"
-        """)
+    path = write_matrix(tmp_path / "m.toml", ["kn3"], datasets=[f"text:{corpus}"])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     (record_file,) = res.glob("*.json")
@@ -204,14 +161,8 @@ def test_a_bad_corpus_fails_its_cells_and_the_others_run(tmp_path):
     latin1.write_bytes(b"na\xefve words here\n" * 30)
     blank = tmp_path / "blank.txt"
     blank.write_text("   \n" * 30)
-    path = write(tmp_path / "m.toml", f"""
-        [matrix]
-        datasets = ["text:{latin1}", "text:{blank}", "synthetic"]
-        [[models]]
-        name = "kn3"
-        [[models]]
-        name = "toy-uniform"
-        """)
+    path = write_matrix(tmp_path / "m.toml", ["kn3", "toy-uniform"],
+                        datasets=[f"text:{latin1}", f"text:{blank}", "synthetic"])
     assert main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report"]) == 1
     records = load_records(tmp_path / "res")
     assert len(records) == 6
@@ -223,8 +174,7 @@ def test_a_bad_corpus_fails_its_cells_and_the_others_run(tmp_path):
 
 
 def test_unreadable_records_are_named_and_their_cells_rerun(tmp_path, capsys):
-    body = '[matrix]\ndatasets = ["synthetic"]\nseeds = [0, 1]\n[[models]]\nname = "toy-uniform"\n'
-    path = write(tmp_path / "m.toml", body)
+    path = write_matrix(tmp_path / "m.toml", ["toy-uniform"], datasets=["synthetic"], seeds=[0, 1])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     first, second = sorted(res.glob("*.json"))
@@ -254,10 +204,10 @@ def test_records_are_written_atomically_readable_and_orphans_removed(tmp_path):
     dead.write_text("{")
     mine = res / f".tmp-{os.getpid()}-live.json"
     mine.write_text("{")
-    body = '[matrix]\ndatasets = ["synthetic"]\n[[models]]\nname = "toy-uniform"\n'
+    path = write_matrix(tmp_path / "m.toml", ["toy-uniform"], datasets=["synthetic"])
     old = os.umask(0o022)
     try:
-        assert main(["run", str(write(tmp_path / "m.toml", body)), "--results", str(res)]) == 0
+        assert main(["run", str(path), "--results", str(res)]) == 0
     finally:
         os.umask(old)
     assert not dead.exists() and mine.exists()
@@ -267,27 +217,14 @@ def test_records_are_written_atomically_readable_and_orphans_removed(tmp_path):
 
 # ---- the real command line in other processes --------------------------------------------
 
-NGRAM_MATRIX = """
-    [matrix]
-    description = "six n-gram models, two seeds"
-    datasets = ["synthetic"]
-    seeds = [0, 1]
-    devices = ["cpu"]
-    [scoring]
-    accuracy_tokens = 500
-    [[models]]
-    name = "kn3"
-    [[models]]
-    name = "kn5"
-    [[models]]
-    name = "wb3"
-    [[models]]
-    name = "ad3"
-    [[models]]
-    name = "laplace2"
-    [[models]]
-    name = "unigram"
-    """
+NGRAM_MODELS = ["kn3", "kn5", "wb3", "ad3", "laplace2", "unigram"]
+
+
+def _ngram_matrix(tmp_path: Path) -> Path:
+    """Six n-gram models, two seeds: 12 cells."""
+    return write_matrix(tmp_path / "m.toml", NGRAM_MODELS, scoring={"accuracy_tokens": 500},
+                        description="six n-gram models, two seeds", datasets=["synthetic"],
+                        seeds=[0, 1], devices=["cpu"])
 
 
 def _cli(*args: str) -> list[str]:
@@ -304,7 +241,7 @@ def _numbers(res: Path) -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and signals: Linux")
 def test_concurrent_runs_compute_each_cell_once(tmp_path):
-    path = write(tmp_path / "m.toml", NGRAM_MATRIX)
+    path = _ngram_matrix(tmp_path)
     res = tmp_path / "res"
     procs = [subprocess.Popen(_cli("run", str(path), "--results", str(res), "--no-report"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -323,7 +260,7 @@ def test_concurrent_runs_compute_each_cell_once(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals: Linux")
 def test_killed_runs_lose_nothing_and_duplicate_nothing(tmp_path):
-    path = write(tmp_path / "m.toml", NGRAM_MATRIX)
+    path = _ngram_matrix(tmp_path)
     reference = tmp_path / "reference"
     subprocess.run(_cli("run", str(path), "--results", str(reference), "--no-report"),
                    check=True, capture_output=True, env=_env(), cwd=tmp_path, timeout=300)
@@ -346,14 +283,9 @@ def test_killed_runs_lose_nothing_and_duplicate_nothing(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals: Linux")
 def test_ctrl_c_stops_the_cell_and_the_run_at_once(tmp_path):
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        [[models]]
-        name = "hmm-hmmlearn"
-        config = { states = 64 }
-        budget = { seconds = 120 }
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "hmm-hmmlearn", "config": {"states": 64}, "budget": {"seconds": 120}},
+    ], datasets=["synthetic"])
     # as from a terminal: a shell without job control starts background jobs (a CI runner's
     # `.ci/run &`) with SIGINT ignored, which Python and this child would inherit
     proc = subprocess.Popen(_cli("run", str(path), "--results", str(tmp_path / "res")),
@@ -382,17 +314,10 @@ def test_a_matrix_runs_tasks_and_learning_curves_into_its_records(tmp_path, monk
 
     monkeypatch.setitem(tasks.TASKS, "toy-broken-task", "tests.toy_models:BrokenTask")
     monkeypatch.setitem(tasks.TASKS, "toy-picky-task", "tests.toy_models:PickyTask")
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        tasks = ["cloze", "toy-picky-task", "toy-broken-task"]
-        [[models]]
-        name = "kn3"
-        fractions = [0.25, 1.0]
-        [[models]]
-        name = "toy-uniform"
-        tasks = ["cloze", "toy-picky-task"]
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "kn3", "fractions": [0.25, 1.0]},
+        {"name": "toy-uniform", "tasks": ["cloze", "toy-picky-task"]},
+    ], datasets=["synthetic"], tasks=["cloze", "toy-picky-task", "toy-broken-task"])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res)]) == 1  # the broken task
     err = capsys.readouterr().err
@@ -428,18 +353,11 @@ def test_a_learning_curve_scales_the_budget(tmp_path):
 
 
 def test_a_masked_lm_cell_records_its_pseudo_perplexity_apart(tmp_path):
-    path = write(tmp_path / "m.toml", """
-        [matrix]
-        datasets = ["synthetic"]
-        [scoring]
-        accuracy_tokens = 300
-        [[models]]
-        name = "hf-bert"
-        config = { n_layer = 1, n_head = 2, n_embd = 16, context = 8, batch_size = 8 }
-        budget = { steps = 5 }
-        [[models]]
-        name = "kn3"
-        """)
+    path = write_matrix(tmp_path / "m.toml", [
+        {"name": "hf-bert", "budget": {"steps": 5},
+         "config": {"n_layer": 1, "n_head": 2, "n_embd": 16, "context": 8, "batch_size": 8}},
+        "kn3",
+    ], scoring={"accuracy_tokens": 300}, datasets=["synthetic"])
     assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
     records = {r["cell"]["model"]: r for r in load_records(tmp_path / "res")}
     pseudo = records["hf-bert"]["metrics"]["test_pseudo"]

@@ -17,6 +17,7 @@ from lmladder.reports import plots
 from lmladder.reports.render import ReportError, aggregate, render_html, render_report
 from lmladder.results import load_records, record_path, scan_records, write_record
 from lmladder.run import load_matrix, run_matrix
+from tests.helpers import write_matrix
 
 SCRIPT = "<script>alert(1)</script>"
 ATTR = '"><img src=x onerror=alert(1)>'
@@ -28,7 +29,7 @@ ESCAPED = ("&lt;script&gt;alert(1)&lt;/script&gt;", "&#34;&gt;&lt;img src=x oner
 def record(tmp_path_factory):
     registry.MODELS.setdefault("toy-uniform", registry.Entry("tests.toy_models:UniformLM"))
     path = tmp_path_factory.mktemp("m") / "m.toml"
-    path.write_text('[matrix]\ndatasets = ["synthetic"]\n[[models]]\nname = "toy-uniform"\n')
+    write_matrix(path, ["toy-uniform"], datasets=["synthetic"])
     res = tmp_path_factory.mktemp("res")
     run_matrix(load_matrix(str(path)), res)
     (rec,) = load_records(res)

@@ -10,6 +10,7 @@ from lmladder import registry
 from lmladder.cli import main
 from lmladder.results import API_VERSION, RecordError, load_records, read_record, scan_records
 from lmladder.run import MatrixError, list_matrices, load_matrix
+from tests.helpers import write_matrix
 
 
 @pytest.fixture(autouse=True)
@@ -26,28 +27,19 @@ def write(tmp_path, body, name="m.toml"):
     return path
 
 
-MATRIX = """
-    [matrix]
-    description = "toy"
-    datasets = ["synthetic"]
-    seeds = [0, 1]
-    devices = ["cpu"]
+UNIFORM = {"name": "toy-uniform", "label": "Uniform"}
+BROKEN = {"name": "toy-broken", "label": "Broken"}
 
-    [scoring]
-    accuracy_tokens = 300
 
-    [[models]]
-    name = "toy-uniform"
-    label = "Uniform"
-
-    [[models]]
-    name = "toy-broken"
-    label = "Broken"
-    """
+def toy_matrix(tmp_path, models=(UNIFORM, BROKEN)):
+    """The toy models (by default the uniform one and one that fails) on the synthetic corpus,
+    seeds 0 and 1: ``tmp_path / "m.toml"``."""
+    return write_matrix(tmp_path / "m.toml", models, scoring={"accuracy_tokens": 300},
+                        description="toy", datasets=["synthetic"], seeds=[0, 1], devices=["cpu"])
 
 
 def test_run_records_failures_and_goes_on(tmp_path, capsys):
-    path = write(tmp_path, MATRIX)
+    path = toy_matrix(tmp_path)
     rc = main(["run", str(path), "--results", str(tmp_path / "res")])
     assert rc == 1  # a cell failed
     records = load_records(tmp_path / "res")
@@ -76,7 +68,7 @@ def test_run_records_failures_and_goes_on(tmp_path, capsys):
 
 
 def test_rerun_skips_done_cells_and_force_reruns(tmp_path, capsys):
-    path = write(tmp_path, MATRIX.split("[[models]]\n    name = \"toy-broken\"")[0])
+    path = toy_matrix(tmp_path, [UNIFORM])
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     files = sorted(res.glob("*.json"))
@@ -94,7 +86,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
     """In-process (debugging) mode: a KeyboardInterrupt inside a fit ends the run at once."""
     monkeypatch.setitem(registry.MODELS, "toy-broken",
                         registry.Entry("tests.toy_models:BrokenLM", {"mode": "interrupt"}))
-    path = write(tmp_path, MATRIX)
+    path = toy_matrix(tmp_path)
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--in-process"]) == 130
     records = load_records(res)
@@ -104,8 +96,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
 
 
 def test_nan_score_is_a_failed_cell_naming_the_position(tmp_path):
-    body = MATRIX.replace('"toy-broken"\n', '"toy-broken"\n    config = { mode = "nan" }\n')
-    path = write(tmp_path, body)
+    path = toy_matrix(tmp_path, [UNIFORM, {**BROKEN, "config": {"mode": "nan"}}])
     main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report", "--only", "Broken"])
     (rec,) = [r for r in load_records(tmp_path / "res") if r["cell"]["seed"] == 0]
     assert rec["status"] == "failed" and "position 3" in rec["error"]["message"]
@@ -153,7 +144,7 @@ def test_list_commands(capsys):
 def test_report_command_and_missing_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     res = tmp_path / "res"
-    main(["run", str(write(tmp_path, MATRIX)), "--results", str(res), "--no-report"])
+    main(["run", str(toy_matrix(tmp_path)), "--results", str(res), "--no-report"])
     assert main(["report", str(res), "-o", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 1000
 
@@ -182,17 +173,8 @@ def test_end_to_end_with_real_models(tmp_path, capsys):
     for split, n in (("train", 400), ("valid", 40), ("test", 40)):
         lines = [" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(n)]
         (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    body = f"""
-        [matrix]
-        description = "e2e"
-        datasets = ["text:{corpus}"]
-        [[models]]
-        name = "kn3"
-        [[models]]
-        name = "wb3"
-        label = "WB3"
-        """
-    path = write(tmp_path, body)
+    path = write_matrix(tmp_path / "m.toml", ["kn3", {"name": "wb3", "label": "WB3"}],
+                        description="e2e", datasets=[f"text:{corpus}"])
     assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
     assert "report:" in out

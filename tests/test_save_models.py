@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,9 @@ from lmladder.data import load_dataset
 from lmladder.results import load_records, read_record
 from lmladder.run import load_matrix, run_matrix
 from lmladder.scoring import score_split
+from tests.helpers import write_matrix
 from tests.toy_models import UniformLM
 
-MATRIX = textwrap.dedent("""\
-    [matrix]
-    datasets = ["synthetic"]
-    devices = ["cpu"]
-    threads = 1
-
-    [scoring]
-    accuracy_tokens = 200
-
-    [[models]]
-    name = "{name}"
-    """)
 SAVE_FAILS = "LMLADDER_TEST_SAVE"  # "kill" or "raise": how SaveBombLM's save fails, if at all
 
 
@@ -62,9 +50,8 @@ def toy_registry(monkeypatch):
 
 
 def _matrix_file(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(MATRIX.format(name=name))
-    return path
+    return write_matrix(tmp_path / f"{name}.toml", [name], scoring={"accuracy_tokens": 200},
+                        datasets=["synthetic"], devices=["cpu"], threads=1)
 
 
 def _matrix(tmp_path: Path, name: str):
