@@ -47,6 +47,7 @@ class FailsOnRank1(RNNLM):
         return super().build_module(vocab_size)
 
 
+@pytest.mark.slow  # each of the four tests that start replicas takes 5-12 s
 def test_two_replicas_with_half_batches_train_like_one_process_with_whole_batches(data,
                                                                                     tmp_path):
     budget = Budget(steps=6)
@@ -80,6 +81,7 @@ def test_two_replicas_with_half_batches_train_like_one_process_with_whole_batche
     np.testing.assert_array_equal(loaded.token_logprobs(ids), two.token_logprobs(ids))
 
 
+@pytest.mark.slow
 def test_a_failing_worker_is_one_line_naming_its_rank_and_error(data):
     model = FailsOnRank1(**TINY, processes=2)
     with pytest.raises(RuntimeError) as err:
@@ -90,6 +92,7 @@ def test_a_failing_worker_is_one_line_naming_its_rank_and_error(data):
     assert model.vocab_ is None  # nothing was loaded
 
 
+@pytest.mark.slow
 def test_stop_training_from_the_callback_stops_every_replica(data):
     def stop(progress):
         raise StopTraining
@@ -127,6 +130,7 @@ def schema(value):
     return None
 
 
+@pytest.mark.slow
 def test_a_matrix_cell_with_two_processes_has_the_record_of_a_single_process_cell(tmp_path):
     path = _matrix(tmp_path / "ddp.toml", 2)
     lmladder.run_matrix(load_matrix(str(path)), tmp_path / "results")

@@ -36,6 +36,7 @@ def _spin(stop) -> None:
         sum(i * i for i in range(10_000))
 
 
+@pytest.mark.slow  # about 4 s: three neural cells, twice
 def test_a_loaded_machine_gives_the_same_numbers(tmp_path):
     path = write_matrix(tmp_path / "m.toml", MODELS, scoring={"accuracy_tokens": 500},
                         datasets=["synthetic"], devices=["cpu"], threads=1)

@@ -188,6 +188,7 @@ def test_rolling_perplexity_equals_lmladder_scoring(env):
     assert out["bits_per_byte,none"] == pytest.approx(metrics.bpc, rel=1e-12)
 
 
+@pytest.mark.slow  # about 19 s: lm-eval's command line indexes its built-in tasks first
 def test_command_line_loads_a_saved_model(env, tmp_path):
     """The documented way: ``python -m lmladder.lmeval`` is lm-eval's CLI with ``lmladder``."""
     folder = _fitted("wb3", env["true"]).save(tmp_path / "wb3.model")

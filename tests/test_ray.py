@@ -26,6 +26,8 @@ from lmladder.run import load_matrix, run_matrix
 from tests.conftest import require_extra
 from tests.helpers import matrix_text
 
+pytestmark = pytest.mark.slow  # starting and stopping the local cluster is most of 27 s
+
 MATRIX = matrix_text([
     {"name": "hmm-hmmlearn", "label": "HMM 4", "budget": {"steps": 5}, "config": {"states": 4}},
     {"name": "hmm-hmmlearn", "label": "HMM 5", "budget": {"steps": 5}, "config": {"states": 5}},

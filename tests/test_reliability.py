@@ -42,6 +42,7 @@ def _vm_mib() -> int:
     raise AssertionError("no VmSize")
 
 
+@pytest.mark.slow  # the cells' child processes crash, hang and hog memory: about 3 s
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and rlimits: Linux")
 def test_crashing_cells_are_recorded_with_their_reason_and_the_run_goes_on(tmp_path, capsys):
     path = write_matrix(tmp_path / "m.toml", [
@@ -239,6 +240,7 @@ def _numbers(res: Path) -> dict:
     return {r["key"]: (r["status"], r["metrics"]["test"]["ppl"]) for r in load_records(res)}
 
 
+@pytest.mark.slow  # this and the next two start lmladder in other processes: 2-4 s each
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and signals: Linux")
 def test_concurrent_runs_compute_each_cell_once(tmp_path):
     path = _ngram_matrix(tmp_path)
@@ -258,6 +260,7 @@ def test_concurrent_runs_compute_each_cell_once(tmp_path):
     assert all(r["status"] == "ok" for r in records)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals: Linux")
 def test_killed_runs_lose_nothing_and_duplicate_nothing(tmp_path):
     path = _ngram_matrix(tmp_path)
@@ -281,6 +284,7 @@ def test_killed_runs_lose_nothing_and_duplicate_nothing(tmp_path):
     assert not list(res.glob(".tmp-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals: Linux")
 def test_ctrl_c_stops_the_cell_and_the_run_at_once(tmp_path):
     path = write_matrix(tmp_path / "m.toml", [

@@ -20,6 +20,8 @@ from lmladder.tasks import NotApplicable, Subject, task_class, tasks
 
 SMALL = {"cloze": {"items": 20}, "continuation": {"prompts": 5}, "translation": {"sentences": 5}}
 SKIPPED = {"movie-reviews", "movie-reviews-finetune"}
+# 4-12 s each on 2 cores (the developer run, pytest -m "not slow", keeps the n-gram, HMM and toys)
+SLOW = {"hf-gpt2", "hf-bert", "transformer", "rnn-tanh", "hmm-hmmlearn"}
 
 
 def _one_entry_per_class() -> list[str]:
@@ -27,7 +29,8 @@ def _one_entry_per_class() -> list[str]:
     for name, entry in registry.models().items():
         if not name.endswith(":"):  # hf:<id> needs weights; tests/test_hf.py builds its own
             seen.setdefault(entry.target, name)
-    return sorted(seen.values())
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+            for name in sorted(seen.values())]
 
 
 @pytest.mark.parametrize("name", _one_entry_per_class())
