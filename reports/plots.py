@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import math
 import re
@@ -40,6 +39,8 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from lmladder.numbers import finite
 
 log = logging.getLogger(__name__)
 
@@ -181,20 +182,9 @@ def shorten(label: str, n: int) -> str:
     return text[:head].rstrip() + "…" + (text[len(text) - tail:].lstrip() if tail else "")
 
 
-def _number(value) -> float | None:
-    """``value`` as a finite float, or None (bools, strings, NaN and inf are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _usable(value, log: bool) -> float | None:
     """``value`` if an axis (log or not) can show it, else None."""
-    number = _number(value)
+    number = finite(value)
     if number is None or (log and number <= 0):
         return None
     return number
@@ -207,7 +197,7 @@ def log_limits(values: Iterable[float]) -> tuple[float, float]:
     tiny range such as 100..101 gives about (95.5, 105.8), never an axis from 1 or 0.
     Non-positive and non-finite values are ignored; raises ValueError if none is left.
     """
-    usable = [v for v in map(_number, values) if v is not None and v > 0]
+    usable = [v for v in map(finite, values) if v is not None and v > 0]
     if not usable:
         raise ValueError("log_limits: no positive finite value")
     lo, hi = math.log10(min(usable)), math.log10(max(usable))
@@ -218,7 +208,7 @@ def log_limits(values: Iterable[float]) -> tuple[float, float]:
 def linear_limits(values: Iterable[float], *, zero: bool = False) -> tuple[float, float]:
     """Limits (lo, hi) of a linear axis showing every finite value with a 5% margin; ``zero``
     keeps 0 inside (bars start at zero).  Raises ValueError if no value is finite."""
-    usable = [v for v in map(_number, values) if v is not None]
+    usable = [v for v in map(finite, values) if v is not None]
     if zero:
         usable.append(0.0)
     if not usable:
@@ -278,7 +268,7 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     two identical points do not beat each other, so both are kept.  Points whose x or y is
     None or not finite are ignored.
     """
-    usable = [p for p in points if _number(p.x) is not None and _number(p.y) is not None]
+    usable = [p for p in points if finite(p.x) is not None and finite(p.y) is not None]
     front: list[Point] = []
     best_y = math.inf
     for p in sorted(usable, key=lambda p: (p.x, p.y)):
@@ -1035,66 +1025,3 @@ def grouped_bars(groups: dict[str, dict[str, float]], families: dict[str, str], 
         _legend(fig, handles, labels)
         _titles(ax, title, x_label, None)
         return _svg(fig, title)
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers shared with render.py
-
-
-def finite(value) -> float | None:
-    """``value`` as a float if it is a finite real number (not a bool), else None: records may
-    hold anything where a number is expected."""
-    return _number(value)
-
-
-# --------------------------------------------------------------------------------------------
-# Finding hyperparameter sweeps in records (render.py draws them with ``curves``)
-
-
-def _test_ppl(record: dict) -> float | None:
-    metrics = record.get("metrics")
-    test = metrics.get("test") if isinstance(metrics, dict) else None
-    ppl = finite(test.get("ppl")) if isinstance(test, dict) else None
-    return ppl if ppl is not None and ppl > 0 else None
-
-
-def find_sweeps(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """(registry model, dataset, key) -> [(value, mean test ppl)] where exactly one numeric
-    config key takes ≥3 values among the successful cells of one model on one dataset.
-
-    Cells are compared only within one budget, device, scoring protocol, thread count and code
-    revision; several seeds of one value become their mean.  Where two such groups sweep the
-    same key of one model on one dataset, the model name is followed by what tells them apart.
-    """
-    from lmladder.results import IDENTITY, code_revision
-
-    groups = defaultdict(list)
-    for r in records:
-        cell = r["cell"]
-        if r["status"] != "ok" or _test_ppl(r) is None:
-            continue
-        rest = {k: cell.get(k) for k in IDENTITY if k not in ("model", "config", "dataset")}
-        rest["code"] = code_revision(r)
-        groups[(cell["model"], cell["dataset"], json.dumps(rest, sort_keys=True,
-                                                             default=str))].append(r)
-    out = {}
-    for (model, ds, rest), rs in sorted(groups.items()):
-        if len(rs) < 3:
-            continue
-        configs = [c if isinstance(c, dict) else {} for c in (r["cell"].get("config") for r in rs)]
-        keys = sorted(set().union(*configs))
-        varying = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
-        if len(varying) != 1:
-            continue
-        k = varying[0]
-        by_value = defaultdict(list)
-        for r, config in zip(rs, configs, strict=True):
-            by_value[repr(config.get(k))].append((config.get(k), _test_ppl(r)))
-        xs = [pairs[0][0] for pairs in by_value.values()]
-        if len(xs) < 3 or any(finite(x) is None for x in xs):
-            continue
-        name = model if (model, ds, k) not in out else f"{model} ({rest})"
-        out[(name, ds, k)] = sorted(
-            (pairs[0][0], sum(p for _, p in pairs) / len(pairs)) for pairs in by_value.values()
-        )
-    return out

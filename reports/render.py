@@ -37,13 +37,14 @@ from pathlib import Path
 from markupsafe import Markup
 
 from lmladder.files import atomic_write
+from lmladder.numbers import finite
 from lmladder.registry import family_of
 from lmladder.reports import plots
 from lmladder.reports.anchors import load_anchors
 from lmladder.reports.cards import model_cards
 from lmladder.reports.jinja import environment
-from lmladder.reports.plots import finite
 from lmladder.reports.protocol import protocol_prose
+from lmladder.reports.sweeps import find_sweeps
 from lmladder.reports.values import as_text, clip, value_at
 from lmladder.results import (
     STATUSES,
@@ -1518,7 +1519,7 @@ def efficiency(ctx: Context) -> Section | None:
 def sweeps(ctx: Context) -> Section | None:
     """Curves for a registry model run with several values of one numeric hyperparameter."""
     current = [r for row in ctx.rows if row.current for r in row.records]
-    found = plots.find_sweeps(current)
+    found = find_sweeps(current)
     if not found:
         return None
     figures = []

@@ -13,8 +13,8 @@ import stat
 import pytest
 
 from lmladder import registry
-from lmladder.reports import plots
 from lmladder.reports.render import ReportError, aggregate, render_html, render_report
+from lmladder.reports.sweeps import find_sweeps
 from lmladder.results import load_records, record_path, scan_records, write_record
 from lmladder.run import load_matrix, run_matrix
 from tests.helpers import write_matrix
@@ -69,7 +69,7 @@ def test_sweep_curve_for_one_varying_numeric_key(record):
                for k, p in ((16, 300.0), (64, 200.0), (256, 150.0))]
     records.append(variant(record, label="HMM K=64 b", config={"states": 64, "lr": 0.1},
                            ppl=220.0, seed=1))
-    found = plots.find_sweeps(records)
+    found = find_sweeps(records)
     assert found == {("hmm", "synthetic", "states"): [(16, 300.0), (64, 210.0), (256, 150.0)]}
     html = render_html(records)
     assert "Scaling curves" in html
@@ -78,14 +78,14 @@ def test_sweep_curve_for_one_varying_numeric_key(record):
 def test_no_sweep_when_two_keys_vary(record):
     records = [variant(record, label=str(k), config={"states": k, "lr": k / 10}, ppl=1.0 + k)
                for k in (1, 2, 3)]
-    assert plots.find_sweeps(records) == {}
+    assert find_sweeps(records) == {}
     assert "Scaling curves" not in render_html(records)
 
 
 def test_no_sweep_across_code_revisions(record):
     records = [variant(record, label=f"K={k}", config={"states": k}, ppl=float(k),
                        version="0.1.0" if k == 16 else None) for k in (16, 64, 256)]
-    assert plots.find_sweeps(records) == {}
+    assert find_sweeps(records) == {}
 
 
 def test_model_inspection_tables_are_rendered_escaped(record):
