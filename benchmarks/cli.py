@@ -38,22 +38,22 @@ from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
 from lmladder.numbers import first_line
-from lmladder.results import RecordError
+from lmladder.record import RecordError, TaskResult
 from lmladder.run import (
     EXECUTORS,
     MATRIX_DIR,
+    Cell,
+    CellPlan,
     ExecutorError,
     Limits,
     MatrixError,
     Phase,
     ResultsError,
-    cell_budget,
     list_matrices,
     load_matrix,
     prepare_results_dir,
     read_matrix_section,
     run_matrix,
-    scaled_budget,
     select_cells,
 )
 
@@ -248,12 +248,12 @@ class _CellBar:
             self.bar.close()
 
 
-def _headline(result: dict) -> str:
+def _headline(result: TaskResult) -> str:
     """A task result in a few characters: its first metric, or its status."""
-    if result.get("status") != "ok":
-        return result.get("status", "?")
-    value = next((v for k, v in result.items() if k not in ("status", "seconds", "seed")
-                  and isinstance(v, float)), None)
+    if result.status != "ok":
+        return result.status
+    value = next((v for v in map(result.score, (m.name for m in result.metrics))
+                  if v is not None), None)
     return "ok" if value is None else f"{value:.3g}"
 
 
@@ -278,33 +278,31 @@ def _run(args) -> int:
     current: dict = {}  # the running cell's time budget, for its bar
     outer = tqdm(desc="cells", unit="cell", dynamic_ncols=True, disable=None)
 
-    def start(cell, i, n):
+    def start(plan, i, n):
         outer.total = n
         outer.n = i
-        outer.set_postfix_str(f"{clip(_cell_name(cell), LABEL_CAP).rstrip()} / {cell.dataset}")
+        outer.set_postfix_str(f"{clip(_cell_name(plan), LABEL_CAP).rstrip()} / {plan.dataset}")
         outer.refresh()
-        budget = scaled_budget(cell_budget(cell, limits), cell.fraction)
-        current["seconds"] = budget.get("seconds")
+        current["seconds"] = plan.fit_budget.seconds
 
-    def end(cell, record):
+    def end(plan, record):
         for b in bars:
             b.close()
         bars.clear()
-        m = record.get("metrics", {}).get("test")
-        what = f"{clip(_cell_name(cell), label_width)} {clip(cell.dataset, dataset_width)}"
-        if record["status"] == "skipped":
-            skipped_cells.setdefault(record["error"]["message"], []).append(
-                f"{_cell_name(cell)} on {cell.dataset}")
-        node = (record.get("provenance") or {}).get("node")
+        what = f"{clip(_cell_name(plan), label_width)} {clip(plan.dataset, dataset_width)}"
+        if record.status == "skipped":
+            skipped_cells.setdefault(record.error.message, []).append(
+                f"{_cell_name(plan)} on {plan.dataset}")
+        node = record.provenance.get("node")
         where = f"  [{node}]" if node else ""
-        if record["status"] == "ok":
-            tasks_done = ", ".join(f"{name} {_headline(t)}"
-                                   for name, t in (record.get("tasks") or {}).items())
-            tqdm.write(f"  ok      {what} test ppl {m['ppl']:9.2f}  bpc {m['bpc']:.3f}"
+        if record.ok:
+            tasks_done = ", ".join(f"{name} {_headline(t)}" for name, t in record.tasks.items())
+            tqdm.write(f"  ok      {what} test ppl {record.metric('test', 'ppl'):9.2f}  "
+                       f"bpc {record.metric('test', 'bpc'):.3f}"
                        + (f"  | {tasks_done}" if tasks_done else "") + where)
         else:
-            first = first_line(record["error"]["message"])
-            tqdm.write(f"  {record['status']:<7} {what} {first}{where}")
+            first = first_line(record.error.message)
+            tqdm.write(f"  {record.status:<7} {what} {first}{where}")
 
     def placed(cell, node, attempt):
         again = f" (attempt {attempt})" if attempt > 1 else ""
@@ -367,7 +365,7 @@ def _run(args) -> int:
     return 1 if summary.failed else 0
 
 
-def _cell_name(cell) -> str:
+def _cell_name(cell: Cell | CellPlan) -> str:
     """A cell's label as the console shows it, with its share of the training data."""
     return cell.label + ("" if cell.fraction == 1 else f" ({cell.fraction:g} of train)")
 

@@ -1,10 +1,11 @@
 """Run a matrix's cells as Ray tasks: ``lmladder run MATRIX --executor ray [--address ...]``.
 
 This process, the driver, claims each cell with the lock a local run takes, submits it as a Ray
-task asking for the cell's :func:`~lmladder.run.cell_resources`, and writes each record into
-the results folder as it comes back, through the same :class:`~lmladder.run.Runner` as a local
-run: resuming, skipping ok records, ``force`` and concurrent runs behave alike.  A task calls
-:func:`~lmladder.run.run_cell`, so on its node the cell still runs in a child process of its
+task asking for its plan's ``resources`` (:class:`~lmladder.plan.CellPlan`), and writes each
+record into the results folder as it comes back, through the same
+:class:`~lmladder.runner.Runner` as a local run: resuming, skipping ok records, ``force`` and
+concurrent runs behave alike.  A task receives the plan and calls
+:func:`~lmladder.cell.run_cell`, so on its node the cell still runs in a child process of its
 own, under its time and memory limits.  At most as many cells as the cluster has CPUs (plus one)
 are claimed at a time, so a second run of the same folder still finds cells to take.
 
@@ -28,20 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmladder._version import __version__
+from lmladder.cell import failed_record, run_cell
+from lmladder.matrix import Cell
 from lmladder.numbers import first_line
-from lmladder.run import (
-    BUSY,
-    DONE,
-    Cell,
-    Claim,
-    ExecutorError,
-    Limits,
-    Matrix,
-    Runner,
-    cell_resources,
-    failed_record,
-    run_cell,
-)
+from lmladder.plan import CellPlan
+from lmladder.record import Record
+from lmladder.runner import BUSY, DONE, Claim, ExecutorError, Runner
 
 MAX_RETRIES = 1  # Ray reruns a task once when its worker or node dies
 POLL_S = 0.2  # how often the driver looks for started and finished cells
@@ -49,18 +42,17 @@ INSTALL = "pip install 'lmladder[ray]'"
 
 
 def run_cells(runner: Runner, todo: list[Cell], *, address: str | None, data_dir=None,
-              isolated: bool = True,
-              on_cell_start: Callable[[Cell, int, int], None] | None = None,
+              on_cell_start: Callable[[CellPlan, int, int], None] | None = None,
               on_wait: Callable[[Cell], None] | None = None,
-              on_cell_placed: Callable[[Cell, str, int], None] | None = None) -> None:
+              on_cell_placed: Callable[[CellPlan, str, int], None] | None = None) -> None:
     """Compute ``todo`` on the Ray cluster at ``address`` ("auto", "HOST:PORT"; None starts a
     Ray instance with this machine's CPUs, shut down at the end; a session this process already
     opened is used as it is).  ``on_cell_start`` is told as a cell is submitted,
-    ``on_cell_placed(cell, node, attempt)`` as it starts on a node."""
+    ``on_cell_placed(plan, node, attempt)`` as it starts on a node."""
     ray = _import_ray()
     started_here = _connect(ray, address)
     try:
-        _Dispatcher(ray, runner, data_dir, isolated, on_cell_start, on_cell_placed).run(
+        _Dispatcher(ray, runner, data_dir, on_cell_start, on_cell_placed).run(
             todo, on_wait)
     finally:
         if started_here:
@@ -93,32 +85,30 @@ def _connect(ray, address: str | None) -> bool:
     return True
 
 
-def _cell_task(queue, index: int, driver_version: str, matrix: Matrix, limits: Limits,
-               cell: Cell, described: tuple[dict, str], data_dir, isolated: bool,
-               save_model_to: Path | None) -> tuple[dict, str]:
-    """One cell on a Ray worker: tell the driver where it runs, run it; (record, node id)."""
+def _cell_task(queue, index: int, driver_version: str, plan: CellPlan, data_dir,
+               save_model_to: Path | None) -> tuple[Record, str]:
+    """One planned cell on a Ray worker: tell the driver where it runs, run it; (record, node
+    id)."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     queue.put((index, node))
     if __version__ != driver_version:
-        return failed_record(matrix, cell, "VersionMismatch", (
+        return failed_record(plan, "VersionMismatch", (
             f"this node has lmladder {__version__}, the driver {driver_version}; install the "
-            "same lmladder on every node"), described=described, limits=limits,
-            isolated=isolated), node
-    return run_cell(matrix, cell, data_dir=data_dir, described=described, limits=limits,
-                    isolated=isolated, save_model_to=save_model_to), node
+            "same lmladder on every node")), node
+    return run_cell(plan, data_dir=data_dir, save_model_to=save_model_to), node
 
 
 class _Dispatcher:
     """Claims cells, keeps at most a cluster's worth of them in flight, writes what returns."""
 
-    def __init__(self, ray, runner, data_dir, isolated, on_cell_start, on_cell_placed):
+    def __init__(self, ray, runner, data_dir, on_cell_start, on_cell_placed):
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.ray, self.runner = ray, runner
-        self.data_dir, self.isolated = data_dir, isolated
+        self.data_dir = data_dir
         self.on_cell_start, self.on_cell_placed = on_cell_start, on_cell_placed
         here = ray.get_runtime_context().get_node_id()
         # on the driver's node, so the queue outlives any worker node
@@ -159,18 +149,16 @@ class _Dispatcher:
         return busy
 
     def _submit(self, claim: Claim) -> None:
-        need = cell_resources(self.runner.matrix, claim.cell, claim.desc)
+        need = claim.plan.resources
         unfit = self._unschedulable(need)
         if unfit:
             self.runner.finish(claim, self._failed(claim, "Unschedulable", unfit))
             return
         if self.on_cell_start:
-            self.on_cell_start(claim.cell, claim.index, claim.of)
+            self.on_cell_start(claim.plan, claim.index, claim.of)
         ref = self.task.options(num_cpus=need.cpus, num_gpus=need.gpus,
                                 max_retries=MAX_RETRIES, retry_exceptions=False).remote(
-            self.queue, claim.index, __version__, self.runner.matrix, self.runner.limits,
-            claim.cell,
-            (claim.desc, claim.key), self.data_dir, self.isolated, claim.save_model_to)
+            self.queue, claim.index, __version__, claim.plan, self.data_dir, claim.save_model_to)
         self.in_flight[ref] = claim
 
     def _unschedulable(self, need) -> str | None:
@@ -205,9 +193,9 @@ class _Dispatcher:
             claim = next((c for c in self.in_flight.values() if c.index == index), None)
             self.nodes_seen[index].append(self._name(node))
             if claim is not None and self.on_cell_placed:
-                self.on_cell_placed(claim.cell, self._name(node), len(self.nodes_seen[index]))
+                self.on_cell_placed(claim.plan, self._name(node), len(self.nodes_seen[index]))
 
-    def _outcome(self, ref, claim: Claim) -> dict:
+    def _outcome(self, ref, claim: Claim) -> Record:
         """The cell's record, or a failed one saying which node lost it."""
         ray = self.ray
         try:
@@ -221,16 +209,11 @@ class _Dispatcher:
             return self._failed(claim, type(err).__name__, (
                 f"the Ray worker computing the cell died on {nodes} ({first_line(err)}); "
                 f"tried {MAX_RETRIES + 1} times"))
-        record["provenance"]["node"] = self._name(node)
-        return record
+        return _on_node(record, self._name(node))
 
-    def _failed(self, claim: Claim, kind: str, message: str) -> dict:
-        record = failed_record(self.runner.matrix, claim.cell, kind, message,
-                               described=(claim.desc, claim.key), limits=self.runner.limits,
-                               isolated=self.isolated)
+    def _failed(self, claim: Claim, kind: str, message: str) -> Record:
         where = self.nodes_seen.get(claim.index)
-        record["provenance"]["node"] = where[-1] if where else None
-        return record
+        return _on_node(failed_record(claim.plan, kind, message), where[-1] if where else None)
 
     def _name(self, node_id: str) -> str:
         """A node as people read it: its address and the start of its id ("10.0.0.2 (3f2a9c1d)";
@@ -239,3 +222,8 @@ class _Dispatcher:
             for n in self.ray.nodes():
                 self.names[n["NodeID"]] = f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})"
         return self.names.get(node_id, f"node {node_id[:8]}")
+
+
+def _on_node(record: Record, node: str | None) -> Record:
+    """``record`` with the node that computed it in its provenance."""
+    return record.replace(provenance={**record.provenance, "node": node})

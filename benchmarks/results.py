@@ -1,31 +1,9 @@
-"""Versioned JSON result records: one file per matrix cell, written atomically.
-
-A record is a plain dict (schema ``API_VERSION``)::
-
-    {"api_version": 3, "key": "...", "status": "ok" | "failed" | "skipped", "error": None | {...},
-     "cell": {"matrix", "model", "label", "config", "dataset", "seed", "device", "budget",
-              "scoring", "threads", "fraction", "tasks"},
-     "budget_used": {... the budget scaled by the fraction ...},
-     "limits": {"time_limit_s", "memory_limit_mib", "isolated"},
-     "model": {"class", "revision", "family", "parameters", "disk_bytes"},
-     "saved_model": "<record stem>.model" (only with --save-models),
-     "dataset": {... Dataset.summary() ...},
-     "protocol": {... ContextPolicy ..., "accuracy_tokens", "first_context"},
-     "metrics": {"valid": {...}, "test": {...}, "test_accuracy": {...},
-                 "test_pseudo": None | {... pseudo-perplexity of a masked LM ...}},
-     "oracle": None | {"valid": {...}, "test": {...}},
-     "throughput": {"train_tokens_per_s", "score_tokens_per_s", "generate_tokens_per_s"},
-     "timing": {"fit_s", "valid_in_fit_s", "score_valid_s", "score_test_s", "generate_s"},
-     "memory": {"rss_start_mib", "rss_peak_mib", "device_peak_mib"},
-     "fit": {... FitReport ...}, "inspect": [...], "sample": "...",
-     "tasks": {name: {"status": "ok" | "not applicable" | "failed" | "skipped", "seconds",
-                      ... the task's scores ...}},
-     "provenance": {"git_commit", "git_dirty", "date", "python", "platform", "versions", ...,
-                    "node" (Ray runs only)}}
+"""Result records on disk: one JSON file per matrix cell, written atomically, read back as
+:class:`~lmladder.record.Record` values (the schema is documented there).
 
 The key hashes the cell (less its label and matrix name, which do not change the numbers) and the
 code version, so a renamed matrix or label finds its finished cells.  Reports read only files named
-like records; ``read_record`` migrates versions 1 and 2 forward and names the file and the
+like records; :func:`read_record` migrates older versions forward and names the file and the
 problem for anything it cannot read.
 """
 
@@ -44,16 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lmladder._version import __version__
 from lmladder.files import atomic_write
+from lmladder.migrate import migrate
+from lmladder.record import CellSection, Record, RecordError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-API_VERSION = 3
-STATUSES = ("ok", "failed", "skipped")
 PACKAGES = ("numpy", "torch", "transformers", "nltk", "hmmlearn", "pandas", "matplotlib")
 
 
@@ -63,20 +41,22 @@ def cell_key(cell: dict, code_version: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def record_path(results_dir: Path, cell: dict, key: str) -> Path:
+def record_path(results_dir: Path, cell: CellSection, key: str) -> Path:
+    """Where the record of ``cell`` with ``key`` goes: ``LABEL__DATASET__seedN__DEVICE__KEY.json``
+    (each part cut to safe ASCII)."""
     def slug(s) -> str:
         text = "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in str(s))
         return text.lstrip(".")[:40] or "-"  # never a hidden file, never '..'
 
-
-    seed = f"seed{cell['seed']}"
-    name = "__".join((slug(cell["label"]), slug(cell["dataset"]), seed, slug(cell["device"])))
+    seed = f"seed{cell.seed}"
+    name = "__".join((slug(cell.label), slug(cell.dataset), seed, slug(cell.device)))
     return results_dir / f"{name}__{key}.json"
 
 
-def write_record(path: Path, record: dict) -> None:
+def write_record(path: Path, record: Record) -> None:
     """Write ``record`` to ``path`` atomically: an interrupted run never leaves half a file."""
-    atomic_write(path, json.dumps(record, indent=1, ensure_ascii=False, default=_default))
+    atomic_write(path, json.dumps(record.to_json(), indent=1, ensure_ascii=False,
+                                  default=_default))
 
 
 def _default(obj):
@@ -90,19 +70,16 @@ def _default(obj):
 RECORD_NAME = re.compile(r"^[^.].*__[0-9a-f]{16}\.json$")
 
 
-class RecordError(ValueError):
-    """A file in a results folder is not a readable record; the message is one line."""
-
-
 def is_record_name(path: Path) -> bool:
     """Whether ``path`` is named like a record (``LABEL__DATASET__seedN__DEVICE__KEY.json``)."""
     return bool(RECORD_NAME.match(path.name))
 
 
-def read_record(path: Path) -> dict:
-    """The record in ``path``, migrated to :data:`API_VERSION`; :class:`RecordError` names the
-    file and what is wrong with it (unreadable, not UTF-8, not JSON, not a record, a schema
-    version this lmladder does not know)."""
+def read_record(path: Path) -> Record:
+    """The record in ``path``, migrated to :data:`~lmladder.record.API_VERSION` and checked;
+    :class:`RecordError` names the file and what is wrong with it (unreadable, not UTF-8, not
+    JSON, not a record, a schema version this lmladder does not know, a field a report could
+    not trust)."""
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as err:
@@ -112,47 +89,19 @@ def read_record(path: Path) -> dict:
     if not text.strip():
         raise RecordError(f"{path}: empty file (a record that was never completely written)")
     try:
-        record = json.loads(text)
+        data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as err:
         reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
         raise RecordError(f"{path}: not valid JSON ({reason}); its cell will be rerun") from None
-    if not isinstance(record, dict):
-        raise RecordError(f"{path}: a JSON {type(record).__name__}, not a result record")
-    return migrate(record, path)
+    return parse_record(data, path)
 
 
-def migrate(record: dict, path: Path | str = "<record>") -> dict:
-    """Bring an older record forward to :data:`API_VERSION`; refuse unknown versions and
-    records whose required fields are missing or of the wrong type."""
-    version = record.get("api_version")
-    if version == 1:  # version 2 recorded the torch threads and the validation time inside fit
-        record = {**record, "api_version": 2, "cell": {**_section(record, "cell"),
-                                                         "threads": None}}
-        version = 2
-    if version == 2:  # version 3: task scores and the share of the training data
-        record = {**record, "api_version": 3, "tasks": {},
-                  "cell": {**_section(record, "cell"), "tasks": [], "fraction": 1.0}}
-        version = 3
-    if version != API_VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > API_VERSION
-        raise RecordError(
-            f"{path}: result schema version {version!r} "
-            + ("is newer than this lmladder reads; upgrade lmladder"
-               if newer else "is not one this lmladder reads")
-            + f" (it reads versions 1 to {API_VERSION})"
-        )
-    for key, kind in (("key", str), ("status", str), ("cell", dict)):
-        if not isinstance(record.get(key), kind):
-            raise RecordError(f"{path}: not a result record (no {key!r} {kind.__name__})")
-    if record["status"] not in STATUSES:
-        raise RecordError(f"{path}: unknown status {record['status']!r}")
-    cell = record["cell"]
-    for key in ("model", "label", "dataset", "device"):
-        if not isinstance(cell.get(key), str):
-            raise RecordError(f"{path}: not a result record (cell.{key} is not a string)")
-    if not isinstance(cell.get("seed"), int) or isinstance(cell.get("seed"), bool):
-        raise RecordError(f"{path}: not a result record (cell.seed is not an integer)")
-    return record
+def parse_record(data: Any, where: str | Path = "<record>") -> Record:
+    """A record from its JSON object, whatever schema version it was written with: migrated
+    (:func:`lmladder.migrate.migrate`) and checked (:meth:`Record.from_json`)."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}: a JSON {type(data).__name__}, not a result record")
+    return Record.from_json(migrate(data, where), where)
 
 
 @dataclass
@@ -160,7 +109,7 @@ class Scan:
     """What a results folder holds: its readable records (one per key, the newest) and the
     record-named files that could not be read, each with a one-line reason."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
 
 
@@ -179,35 +128,22 @@ def scan_records(results_dir: str | Path) -> Scan:
             records.append(read_record(path))
         except RecordError as err:
             scan.unreadable.append(str(err))
-    scan.records = sorted(newest_per(records, lambda r: r["key"]),
-                          key=lambda r: (r["cell"]["label"], r["cell"]["dataset"],
-                                         r["cell"]["seed"], r["key"]))
+    scan.records = sorted(newest_per(records, lambda r: r.key),
+                          key=lambda r: (r.cell.label, r.cell.dataset, r.cell.seed, r.key))
     return scan
 
 
-def record_date(record: dict) -> str:
-    """When a record was written (ISO 8601, UTC), or "" where it does not say."""
-    return str(_section(record, "provenance").get("date") or "")
-
-
-def newest_per(records: Iterable[dict], key: Callable[[dict], object]) -> list[dict]:
-    """One record per ``key(record)``, the newest by :func:`record_date` (the later one on a
-    tie)."""
+def newest_per(records: Iterable[Record], key: Callable[[Record], object]) -> list[Record]:
+    """One record per ``key(record)``, the newest by its date (the later one on a tie)."""
     newest: dict = {}
     for r in records:
         k = key(r)
-        if k not in newest or record_date(r) >= record_date(newest[k]):
+        if k not in newest or r.date >= newest[k].date:
             newest[k] = r
     return list(newest.values())
 
 
-def _section(record: dict, name: str) -> dict:
-    """An optional section of a record, or ``{}`` where a crafted record has something else."""
-    value = record.get(name)
-    return value if isinstance(value, dict) else {}
-
-
-def load_records(results_dir: str | Path) -> list[dict]:
+def load_records(results_dir: str | Path) -> list[Record]:
     """The readable records under ``results_dir`` (see :func:`scan_records`)."""
     return scan_records(results_dir).records
 
@@ -215,27 +151,27 @@ def load_records(results_dir: str | Path) -> list[dict]:
 IDENTITY = ("model", "config", "budget", "dataset", "device", "scoring", "threads", "fraction")
 
 
-def identity(record: dict) -> str:
+def identity(record: Record) -> str:
     """What makes two records the same experiment up to the seed: the cell's model, config,
     budget, dataset, device, scoring, threads and share of the training data (not its label,
     matrix, seed or the tasks it ran)."""
-    cell = record["cell"]
+    cell = record.cell.to_json()
     blob = json.dumps({k: cell.get(k) for k in IDENTITY}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def lmladder_version(record: dict) -> str | None:
+def lmladder_version(record: Record) -> str | None:
     """The lmladder version that wrote a record (``None`` if it does not say)."""
-    versions = _section(record, "provenance").get("versions")
+    versions = record.provenance.get("versions")
     return versions.get("lmladder") if isinstance(versions, dict) else None
 
 
-def code_revision(record: dict) -> str:
+def code_revision(record: Record) -> str:
     """The code that computed a record: lmladder's version, the model's revision and the
     record schema, e.g. ``lmladder 0.2.0, model revision 1``.  Records of one identity but
     different code revisions are different results."""
     version = lmladder_version(record)
-    revision = _section(record, "model").get("revision")
+    revision = (record.model or {}).get("revision")
     return f"lmladder {version or '?'}, model revision {revision if revision is not None else '?'}"
 
 
@@ -255,25 +191,23 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
 
     rows = []
     for r in load_records(results_dir):
-        cell = r["cell"]
-        row = {k: cell.get(k) for k in ("matrix", "label", "model", "dataset", "seed", "device",
-                                        "threads", "fraction")}
-        row["config"] = json.dumps(cell.get("config", {}), sort_keys=True)
-        row.update(key=r["key"], status=r["status"],
-                   error=(r.get("error") or {}).get("message"))
+        cell = r.cell
+        row = {k: getattr(cell, k) for k in ("matrix", "label", "model", "dataset", "seed",
+                                             "device", "threads", "fraction")}
+        row["config"] = json.dumps(dict(cell.config), sort_keys=True)
+        row.update(key=r.key, status=r.status, error=r.error and r.error.message)
         for unit in ("tokens", "steps", "seconds"):
-            row[f"budget_{unit}"] = (cell.get("budget") or {}).get(unit)
-        row["parameters"] = (r.get("model") or {}).get("parameters")
-        row.update(_flatten(r.get("metrics") or {}))
-        for section in ("throughput", "timing", "memory"):
-            row.update(r.get(section) or {})
-        row["train_tokens"] = (r.get("fit") or {}).get("train_tokens")
-        for task, result in (r.get("tasks") or {}).items():
-            row[f"task_{task}_status"] = result.get("status")
-            row.update({f"task_{task}_{k}": v for k, v in result.items()
+            row[f"budget_{unit}"] = cell.budget.get(unit)
+        row["parameters"] = (r.model or {}).get("parameters")
+        row.update(_flatten(r.metrics or {}))
+        for section in (r.throughput, r.timing, r.memory):
+            row.update(section or {})
+        row["train_tokens"] = (r.fit or {}).get("train_tokens")
+        for task, result in r.tasks.items():
+            row[f"task_{task}_status"] = result.status
+            row.update({f"task_{task}_{k}": v for k, v in result.scores.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        prov = r.get("provenance") or {}
-        row.update(git_commit=prov.get("git_commit"), date=prov.get("date"))
+        row.update(git_commit=r.provenance.get("git_commit"), date=r.provenance.get("date"))
         rows.append(row)
     return pd.DataFrame(rows)
 

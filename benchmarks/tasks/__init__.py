@@ -21,18 +21,10 @@ from typing import Any, ClassVar
 
 from lmladder.api import Budget, LanguageModel, NotApplicable
 from lmladder.corpus import Dataset
+from lmladder.record import MetricSpec
 from lmladder.registry import class_path, import_target, load_entry_points, unknown
 
 PLUGIN_GROUP = "lmladder.tasks"
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """A metric a task reports: which way is better, and what guessing scores."""
-
-    name: str
-    higher_is_better: bool
-    chance: float | None = None
 
 
 @dataclass(frozen=True)
