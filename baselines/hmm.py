@@ -48,6 +48,7 @@ from lmladder.api import (
     require,
 )
 from lmladder.baselines.hmm_core import (
+    ConvergenceMonitor,
     EMConfig,
     HMMBase,
     initial_parameters,
@@ -254,8 +255,9 @@ class HMM(HMMBase):
             return clock() + reserve()
 
         best: tuple[float, tuple | None] = (math.inf, None)
-        stale, passes, prev = 0, 0, -math.inf
-        best_objective, flat = -math.inf, 0
+        stale, passes = 0, 0
+        monitor = ConvergenceMonitor(cfg.tol, tally.train_tokens, monotone=run.monotone,
+                                     patience=cfg.patience)
         while max_passes is None or passes < max_passes:
             seconds = clock()
             if tally.passes and budget.exhausted(
@@ -301,19 +303,9 @@ class HMM(HMMBase):
             if stale >= cfg.patience:
                 tally.stopped_by = "patience"
                 break
-            if run.monotone:
-                if (objective - prev) / tally.train_tokens < cfg.tol:
-                    tally.stopped_by = "converged"
-                    break
-                prev = objective
-            else:
-                if objective > best_objective + cfg.tol * tally.train_tokens:
-                    best_objective, flat = objective, 0
-                else:
-                    flat += 1
-                if flat >= cfg.patience:
-                    tally.stopped_by = "converged"
-                    break
+            if monitor.report(objective):
+                tally.stopped_by = "converged"
+                break
         else:
             tally.stopped_by = "max_iterations"
         if best[1] is not None:

@@ -30,8 +30,9 @@ All log-probabilities are natural logs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -437,3 +438,38 @@ def pick_example(train: np.ndarray, boundary_id: int, low: int = 6, high: int = 
     ok = np.flatnonzero((lengths >= low) & (lengths <= high))
     i = int(ok[0]) if len(ok) else 0
     return np.asarray(train[starts[i] : starts[i] + lengths[i]], dtype=np.int64).copy()
+
+
+@dataclass
+class ConvergenceMonitor:
+    """The one rule that ends an HMM's training passes for both backends, after hmmlearn's
+    ``ConvergenceMonitor``: :meth:`report` each pass's objective (log-likelihood plus log prior,
+    in nats); the history is kept as data.
+
+    - ``monotone`` (EM, which never lowers the objective): converged when a pass gains less than
+      ``tol`` nats per token.
+    - otherwise (Adam): converged when ``patience`` passes in a row fail to beat the best
+      objective by ``tol`` nats per token.
+
+    Both objectives are bounded above, so either rule always ends training.
+    """
+
+    tol: float
+    tokens: int  # the training tokens the objective sums over (its per-token scale)
+    monotone: bool = True
+    patience: int = 1
+    history: list[float] = field(default_factory=list)
+    _best: float = -math.inf
+    _flat: int = 0
+
+    def report(self, objective: float) -> bool:
+        """Record one pass's objective; whether training has converged."""
+        self.history.append(objective)
+        if self.monotone:
+            return len(self.history) > 1 and (
+                (objective - self.history[-2]) / self.tokens < self.tol)
+        if objective > self._best + self.tol * self.tokens:
+            self._best, self._flat = objective, 0
+        else:
+            self._flat += 1
+        return self._flat >= self.patience

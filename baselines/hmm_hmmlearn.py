@@ -26,6 +26,7 @@ from lmladder.api import (
     Vocab,
 )
 from lmladder.baselines.hmm_core import (
+    ConvergenceMonitor,
     EMConfig,
     HMMBase,
     initial_parameters,
@@ -145,7 +146,8 @@ class HmmlearnHMM(HMMBase):
         seconds of a time budget are held back for the validation after the last one."""
         cfg, n = self.cfg, len(x)
         history: list[dict[str, float]] = []
-        steps, tokens, last, prev = 0, 0, 0.0, None
+        steps, tokens, last = 0, 0, 0.0
+        monitor = ConvergenceMonitor(cfg.tol, n)
         while cfg.max_iterations is None or steps < cfg.max_iterations:
             seconds = clock()
             if steps and (
@@ -168,9 +170,6 @@ class HmmlearnHMM(HMMBase):
             if callback is not None:
                 total = budget.steps or cfg.max_iterations
                 callback(Progress(steps, total, "iterations", {"train_nll": record["train_nll"]}))
-            # MAP-EM never lowers ln p(train) + ln prior, which is bounded: a small gain means
-            # convergence, and the gains cannot stay above tol for ever.
-            if prev is not None and (ll + prior - prev) / n < cfg.tol:
+            if monitor.report(ll + prior):  # MAP-EM: monotone in ln p(train) + ln prior
                 return history, steps, tokens, "converged"
-            prev = ll + prior
         return history, steps, tokens, "max_iterations"

@@ -322,3 +322,20 @@ def test_time_budget_covers_validation(cls, tiny):
     assert wall <= seconds + 0.35, (wall, report.valid_seconds, report.notes)
     assert 0 < report.valid_seconds < report.seconds <= wall
     assert report.notes["stopped_by"] == "budget" and report.notes["valid_nll"] is not None
+
+
+def test_one_convergence_monitor_rules_both_backends():
+    """EM stops on a small gain per token; Adam after ``patience`` passes without beating its
+    best by ``tol`` per token; both backends use this one monitor."""
+    from lmladder.baselines import hmm, hmm_core, hmm_hmmlearn
+
+    em = hmm_core.ConvergenceMonitor(tol=0.01, tokens=100)
+    assert not em.report(-500.0)  # one pass: nothing to compare
+    assert not em.report(-400.0)  # +1 nat per token
+    assert em.report(-399.5)  # +0.005 per token < 0.01
+    assert em.history == [-500.0, -400.0, -399.5]
+    adam = hmm_core.ConvergenceMonitor(tol=0.01, tokens=100, monotone=False, patience=2)
+    assert [adam.report(x) for x in (-500.0, -400.0, -399.5, -450.0)] == [
+        False, False, False, True]
+    for module in (hmm, hmm_hmmlearn):
+        assert module.ConvergenceMonitor is hmm_core.ConvergenceMonitor
