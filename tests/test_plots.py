@@ -14,6 +14,7 @@ import pytest
 
 from lmladder.reports import plots
 from lmladder.reports.plots import Line, Mark, Point, Series
+from lmladder.reports.svg import _REF as REF
 
 SVG = "{http://www.w3.org/2000/svg}"
 LONG = "A very long model label " * 12 + "that ends here"
@@ -134,7 +135,7 @@ def test_two_figures_on_one_page_share_no_id(figures):
     # and every reference points at an id of its own figure
     for svg in figures.values():
         own = set(ids(svg))
-        for ref in plots._REF.finditer(svg):
+        for ref in REF.finditer(svg):
             assert ref.group(2) in own
 
 
