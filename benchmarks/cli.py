@@ -101,8 +101,8 @@ def _list_matrices() -> None:
     name_width = max((len(r[0]) for r in rows), default=0)
     time_width = max((len(r[1]) for r in rows if r[2]), default=0)
     for name, expected, description in rows:
-        line = f"{name:<{name_width}}  {expected:<{time_width}}  {description}" if description \
-            else f"{name:<{name_width}}  {expected}"
+        line = (f"{name:<{name_width}}  {expected:<{time_width}}  {description}" if description
+                else f"{name:<{name_width}}  {expected}")
         print(line.rstrip())
 
 

@@ -321,8 +321,8 @@ def _cell(cell: Any, at: _Where) -> CellSection:
 def _error(error: Any, path: str, at: _Where) -> ErrorInfo | None:
     if error is None:
         return None
-    if not isinstance(error, dict) or not isinstance(error.get("type"), str) \
-            or not isinstance(error.get("message"), str):
+    if not (isinstance(error, dict) and isinstance(error.get("type"), str)
+            and isinstance(error.get("message"), str)):
         raise at.fail(path, "is not an object with a type and a message")
     tb = error.get("traceback")
     return ErrorInfo(error["type"], error["message"], tb if isinstance(tb, str) else None)
@@ -389,8 +389,8 @@ def _tasks(tasks: Any, at: _Where) -> dict[str, TaskResult]:
 
 
 def _spec(spec: Any, path: str, at: _Where) -> MetricSpec:
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
-            or not isinstance(spec.get("higher_is_better"), bool):
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("higher_is_better"), bool)):
         raise at.fail(path, "is not a metric spec (name, higher_is_better, chance)")
     chance = spec.get("chance")
     if chance is not None and finite(chance) is None:
