@@ -2,13 +2,16 @@
 
 The figures live in ``anchors.toml`` beside this module, one ``[[anchor]]`` table each, with its
 source.  :func:`load_anchors` reads and checks them; :func:`matching` picks those of one dataset
-and metric.  A metric is the path of the matching number in a result record, e.g.
-``"metrics.test.ppl"`` or ``"tasks.rt-polarity.accuracy"``.
+and metric, :func:`match_anchor` the one that stands for a leaderboard row's model, and
+:func:`distance` says how far a measured value is from it.  A metric is the path of the
+matching number in a result record, e.g. ``"metrics.test.ppl"`` or
+``"tasks.rt-polarity.accuracy"``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -97,3 +100,40 @@ def load_anchors(path: str | Path = ANCHORS) -> list[Anchor]:
 def matching(anchors: list[Anchor], dataset: str, metric: str) -> list[Anchor]:
     """The anchors of ``dataset`` (or of every dataset) for ``metric``, in file order."""
     return [a for a in anchors if a.applies_to(dataset, metric)]
+
+
+def cite(anchor: Anchor) -> str:
+    """An anchor's source up to its year ("Mikolov 2012", "Zaremba et al. 2014"), else its
+    first clause."""
+    found = re.match(r"(.*?\b(?:1[89]|20)\d\d)\b", str(anchor.source))
+    return (found.group(1) if found else str(anchor.source).split(",")[0]).strip()
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w-]+", text.lower())
+
+
+def match_anchor(label: str, family: str, anchors: list[Anchor], metric: str, *,
+                 higher_is_better: bool) -> Anchor | None:
+    """The comparable anchor of ``metric`` that stands for a row's model: same ``family`` and
+    the anchor's first model word (e.g. "KN5", "LSTM") among the ``label``'s words.  Of several,
+    the one sharing most words with the label ("LSTM medium …" → Zaremba's medium LSTM), then
+    the weakest published figure (the smallest published model of that kind)."""
+    words = set(_words(label))
+    found = [a for a in anchors if a.comparable and a.metric == metric and a.family == family
+             and (_words(a.model) or [""])[0] in words]
+    if not found:
+        return None
+    sign = 1 if higher_is_better else -1
+    return min(found, key=lambda a: (-len(words & set(_words(a.model))), sign * a.value))
+
+
+def distance(value: float, anchor: Anchor) -> str:
+    """How far ``value`` is from ``anchor.value``: a signed percentage within 10 %, a ratio
+    beyond ("−0.01%", "2.3×")."""
+    if anchor.value == 0:
+        return f"{value - anchor.value:+.3g}"
+    ratio = value / anchor.value
+    if abs(ratio - 1) < 0.1:
+        return f"{(ratio - 1) * 100:+.2f}%".replace("-", "−")
+    return f"{ratio:.2g}×" if ratio < 10 else f"{ratio:,.0f}×"

@@ -21,14 +21,15 @@ from a record is marked safe.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup
 
-from lmladder.registry import family_of
+from lmladder.numbers import finite
+from lmladder.record import Record, TaskResult
 from lmladder.reports.jinja import environment
-from lmladder.reports.values import as_text, clip
+from lmladder.reports.values import as_text, clip, mapping_at, number_at, value_at
 
 MAX_HISTORY_ROWS = 20
 MAX_TABLES = 3
@@ -48,7 +49,7 @@ HISTORY_HEADS = {"seconds": "seconds (wall clock)", "loss": "train loss (nats/to
 NOTES_SHOWN = {"epochs", "stopped_by", "passes"}
 
 
-def model_cards(groups: Sequence[tuple[str, list[dict]]]) -> Markup:
+def model_cards(groups: Sequence[tuple[str, list[Record]]]) -> Markup:
     """The HTML of one collapsed card per leaderboard row.
 
     ``groups``: ``(row label as the leaderboard shows it, the row's result records, one per
@@ -66,50 +67,34 @@ def model_cards(groups: Sequence[tuple[str, list[dict]]]) -> Markup:
     return Markup(environment().get_template("cards.html.j2").render(cards=cards))
 
 
-def card_data(label: str, records: list[dict]) -> dict[str, Any]:
+def card_data(label: str, records: list[Record]) -> dict[str, Any]:
     """Template data for the card of one row (``records``: its seeds, first seed first)."""
-    record = records[0] if isinstance(records[0], dict) else {}
-    cell = _dict(record.get("cell"))
-    model = _dict(record.get("model"))
-    seeds = [_show(_dict(_dict(r).get("cell")).get("seed")) or "?" for r in records]
-    parameters = _number(model.get("parameters"))
+    record = records[0]
+    cell, model = record.cell, record.model or {}
+    seeds = [_show(r.cell.seed) for r in records]
+    parameters = finite(model.get("parameters"))
     return {
         "label": as_text(label),
-        "anchor": "card-" + _slug(f"{label}-{cell.get('dataset', '')}"),
-        "dataset": as_text(cell.get("dataset", "")),
-        "family": family_of(record) if isinstance(record.get("model"), dict) else "other",
-        "model_class": as_text(model.get("class") or cell.get("model") or "unknown"),
+        "anchor": "card-" + _slug(f"{label}-{cell.dataset}"),
+        "dataset": cell.dataset,
+        "family": record.family,
+        "model_class": as_text(model.get("class") or cell.model or "unknown"),
         "revision": _show(model.get("revision")),
         "parameters": f"{parameters:,.0f}" if parameters is not None else None,
         "seeds": len(records),
         "seed_note": _seed_note(seeds),
-        "config": _pairs(_dict(cell.get("config"))),
+        "config": _pairs(cell.config),
         "training": _training(record),
-        "notes": _notes(_dict(_dict(record.get("fit")).get("notes"))),
-        "history": history_table(_dict(record.get("fit")).get("history")),
-        "tables": inspect_tables(record.get("inspect")),
-        "sample": _sample(record.get("sample")),
-        "examples": task_examples(record.get("tasks")),
+        "notes": _notes(mapping_at(record.fit, ("notes",))),
+        "history": history_table(value_at(record.fit, ("history",))),
+        "tables": inspect_tables(record.inspect),
+        "sample": _sample(record.sample),
+        "examples": task_examples(record.tasks),
         "provenance": _provenance(record),
     }
 
 
 # ---- values as text ----------------------------------------------------------------------------
-
-
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value) -> float | None:
-    """``value`` as a float if it is a real number (not a bool) that a float can hold, else
-    None (a record may hold an integer too large for a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:
-        return None
 
 
 def _missing(value) -> bool:
@@ -142,7 +127,7 @@ def _cell(value) -> dict[str, str]:
     shown = _show(value)
     if shown is None:
         return {"text": "—", "kind": "missing"}
-    return {"text": shown, "kind": "" if _number(value) is not None else "text"}
+    return {"text": shown, "kind": "" if finite(value) is not None else "text"}
 
 
 def _pairs(mapping: dict) -> list[tuple[str, str]]:
@@ -165,34 +150,34 @@ def _seed_note(seeds: list[str]) -> str:
 # ---- training amount -----------------------------------------------------------------------------
 
 
-def _budget_text(budget: dict) -> str | None:
-    """A budget dict (``tokens``, ``steps``, ``seconds``) as ``12 s, 1,000 steps``."""
+def _budget_text(budget: Mapping) -> str | None:
+    """A budget (``tokens``, ``steps``, ``seconds``) as ``12 s, 1,000 steps``."""
     units = (("seconds", "s"), ("tokens", "tokens"), ("steps", "steps"))
     parts = [f"{_show(budget[key])} {unit}" for key, unit in units
-             if _number(budget.get(key)) is not None]
+             if finite(budget.get(key)) is not None]
     return ", ".join(parts) if parts else None
 
 
-def _training(record: dict) -> list[tuple[str, str]]:
+def _training(record: Record) -> list[tuple[str, str]]:
     """How much the model trained, as ``(fact, value)`` rows."""
-    cell, fit = _dict(record.get("cell")), _dict(record.get("fit"))
-    notes = _dict(fit.get("notes"))
+    fit = record.fit or {}
+    notes = mapping_at(fit, ("notes",))
     facts = []
-    given = _budget_text(_dict(cell.get("budget")))
+    given = _budget_text(record.cell.budget)
     facts.append(("budget", given or "no limit"))
-    applied = _budget_text(_dict(record.get("budget_used")))
+    applied = _budget_text(record.budget_used or {})
     if applied is not None and applied != given:
         # the harness scales a budget with the training share and caps it (run --max-seconds)
-        share = _number(cell.get("fraction"))
-        why = f" (for {share:.0%} of the training data)" if share is not None and share < 1 else ""
+        share = record.cell.fraction
+        why = f" (for {share:.0%} of the training data)" if share < 1 else ""
         facts.append(("budget as applied", applied + why))
-    seconds, valid_s = _number(fit.get("seconds")), _number(fit.get("valid_seconds"))
+    seconds, valid_s = finite(fit.get("seconds")), finite(fit.get("valid_seconds"))
     if seconds is not None:
         used = f"{seconds:.1f} s"
         if valid_s:
             used += f", of which {valid_s:.1f} s validation"
         facts.append(("fit time", used))
-    tokens = _number(fit.get("train_tokens"))
+    tokens = finite(fit.get("train_tokens"))
     if tokens is not None:
         text = f"{tokens:,.0f}"
         if (epochs := _epochs(record, tokens)) is not None:
@@ -207,17 +192,16 @@ def _training(record: dict) -> list[tuple[str, str]]:
     return facts
 
 
-def _epochs(record: dict, tokens: float) -> float | None:
+def _epochs(record: Record, tokens: float) -> float | None:
     """Epochs as the model reported them, else training tokens / training split tokens."""
-    reported = _number(_dict(_dict(record.get("fit")).get("notes")).get("epochs"))
+    reported = number_at(record, ("fit", "notes", "epochs"))
     if reported is not None:
         return reported
-    split = _number(_dict(_dict(_dict(record.get("dataset")).get("splits")).get("train"))
-                    .get("tokens"))
+    split = number_at(record, ("dataset", "splits", "train", "tokens"))
     return tokens / split if split else None
 
 
-def _notes(notes: dict) -> list[tuple[str, str]]:
+def _notes(notes: Mapping) -> list[tuple[str, str]]:
     """The scalar ``fit.notes`` the training facts do not already show (lists such as discounts
     are in the inspect tables), at most :data:`MAX_NOTES`."""
     rows = [(str(k), _show(v)) for k, v in notes.items()
@@ -246,7 +230,7 @@ def history_table(history, limit: int = MAX_HISTORY_ROWS) -> dict | None:
     points = [p for p in history if isinstance(p, dict)] if isinstance(history, list) else []
     if not points:
         return None
-    validated = [p for p in points if _number(p.get("valid_nll")) is not None]
+    validated = [p for p in points if finite(p.get("valid_nll")) is not None]
     chosen = validated if len(validated) >= 2 else points
     shown = [chosen[i] for i in thin(len(chosen), limit)]
     keys = [k for k in HISTORY_ORDER if any(k in p for p in shown)]
@@ -301,20 +285,21 @@ def inspect_tables(inspect, limit: int = MAX_TABLES) -> dict:
 # ---- samples and task examples -----------------------------------------------------------------
 
 
-def _sample(sample) -> dict | None:
-    if not isinstance(sample, str) or not sample:
+def _sample(sample: str | None) -> dict | None:
+    if not sample:
         return None
     note = (f"the first {MAX_SAMPLE_CHARS:,} of {len(sample):,} characters"
             if len(sample) > MAX_SAMPLE_CHARS else "")
     return {"text": clip(sample, MAX_SAMPLE_CHARS), "note": note}
 
 
-def task_examples(tasks, limit: int = MAX_TASK_EXAMPLES) -> list[dict]:
-    """The examples tasks kept (``tasks[name]["samples"]``: dicts such as ``source``,
+def task_examples(tasks: Mapping[str, TaskResult],
+                  limit: int = MAX_TASK_EXAMPLES) -> list[dict]:
+    """The examples tasks kept (the ``samples`` of a task result: dicts such as ``source``,
     ``reference``, ``output``), at most ``limit`` per task, as small tables."""
     out = []
-    for name, result in sorted(_dict(tasks).items()):
-        samples = _dict(result).get("samples")
+    for name, result in sorted(tasks.items()):
+        samples = result.scores.get("samples")
         samples = [s for s in samples if isinstance(s, dict)] if isinstance(samples, list) else []
         if not samples:
             continue
@@ -333,19 +318,19 @@ def _example_cell(value) -> dict[str, str]:
 # ---- provenance ----------------------------------------------------------------------------------
 
 
-def _provenance(record: dict) -> list[tuple[str, str]]:
-    prov, cell = _dict(record.get("provenance")), _dict(record.get("cell"))
+def _provenance(record: Record) -> list[tuple[str, str]]:
+    prov, cell = record.provenance, record.cell
     facts = []
     if (commit := _show(prov.get("git_commit"))) is not None:
         facts.append(("commit", commit[:10] + (" (uncommitted changes)"
                                                 if prov.get("git_dirty") is True else "")))
-    version = _show(_dict(prov.get("versions")).get("lmladder"))
+    version = _show(mapping_at(prov, ("versions",)).get("lmladder"))
     for name, value in (("lmladder", version), ("date", _show(prov.get("date"))),
                         ("machine", _join(prov.get("machine"), prov.get("platform"))),
                         ("CPU cores", _show(prov.get("cpu_count"))),
-                        ("threads", _show(cell.get("threads"))),
-                        ("device", _show(cell.get("device"))),
-                        ("matrix", _show(cell.get("matrix")))):
+                        ("threads", _show(cell.threads)),
+                        ("device", _show(cell.device)),
+                        ("matrix", _show(cell.matrix))):
         if value is not None:
             facts.append((name, value))
     return facts

@@ -30,7 +30,6 @@ from records only, with autoescape on; nothing from a record is marked safe.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import statistics
@@ -40,17 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmladder.files import atomic_write
-from lmladder.registry import family_of
+from lmladder.numbers import finite
+from lmladder.record import Record, TaskResult
 from lmladder.reports.jinja import environment
 from lmladder.reports.render import ReportError
-from lmladder.reports.values import value_at
+from lmladder.reports.values import number_at
 from lmladder.results import (
     IDENTITY,
     code_revision,
     identity,
     lmladder_version,
     newest_per,
-    record_date,
     scan_records,
 )
 
@@ -73,8 +72,8 @@ class Metric:
 
     ``path`` is the chain of keys into the record (``("metrics", "test", "ppl")``); ``kind`` picks
     the tolerance (``"quality"``, ``"speed"`` or ``"memory"``); ``higher_is_better`` is ``None``
-    where the direction is unknown (a task whose class is not installed).  ``task`` names the task
-    for task scores, whose value only counts where that task's status is "ok".
+    where the direction is unknown (a task result that carries no metric specs).  ``task`` names
+    the task for task scores, whose value only counts where that task's status is "ok".
     """
 
     key: str
@@ -126,7 +125,7 @@ def thresholds_with(overrides: Mapping[str, float] | None) -> dict[str, float]:
         if key not in DEFAULT_THRESHOLDS:
             raise ValueError(f"unknown comparison threshold {key!r}; "
                              f"valid: {', '.join(DEFAULT_THRESHOLDS)}")
-        if not _is_number(value) or value < 0:
+        if finite(value) is None or value < 0:
             raise ValueError(f"comparison threshold {key!r} must be a number >= 0, not {value!r}")
         merged[key] = float(value)
     return merged
@@ -169,12 +168,12 @@ class Folder:
     the number left out as older code, and the unreadable files' one-line reasons."""
 
     path: Path
-    records: list[dict]
+    records: list[Record]
     older: int = 0
     unreadable: list[str] = field(default_factory=list)
 
-    def by_identity(self) -> dict[str, list[dict]]:
-        groups: dict[str, list[dict]] = defaultdict(list)
+    def by_identity(self) -> dict[str, list[Record]]:
+        groups: dict[str, list[Record]] = defaultdict(list)
         for r in self.records:
             groups[identity(r)].append(r)
         return groups
@@ -192,13 +191,13 @@ def read_folder(path: str | Path) -> Folder:
         why = f"; {len(scan.unreadable)} could not be read: {scan.unreadable[0]}" \
             if scan.unreadable else ""
         raise ReportError(f"{path}: no readable result records{why}")
-    newest = newest_per(scan.records, lambda r: (identity(r), r["cell"]["seed"]))
-    groups: dict[str, list[dict]] = defaultdict(list)
+    newest = newest_per(scan.records, lambda r: (identity(r), r.cell.seed))
+    groups: dict[str, list[Record]] = defaultdict(list)
     for r in newest:
         groups[identity(r)].append(r)
     kept, older = [], 0
     for group in groups.values():
-        latest = code_revision(max(group, key=record_date))
+        latest = code_revision(_newest(group))
         same = [r for r in group if code_revision(r) == latest]
         kept += same
         older += len(group) - len(same)
@@ -209,15 +208,15 @@ def folder_summary(folder: Folder) -> dict:
     """What the page says about a folder: path, record count, commits, dates, machines."""
     commits, machines, versions, dates = Counter(), Counter(), Counter(), []
     for r in folder.records:
-        prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
+        prov = r.provenance
         commit = str(prov.get("git_commit") or "unknown")[:10]
         commits[commit + (" (uncommitted changes)" if prov.get("git_dirty") else "")] += 1
         cpus = prov.get("cpu_count")
         machine = f"{prov.get('machine') or '?'}, {cpus if cpus is not None else '?'} CPUs"
         machines[f"{machine}, {prov.get('platform') or 'unknown platform'}"] += 1
         versions[f"lmladder {lmladder_version(r) or '?'}"] += 1
-        if record_date(r):
-            dates.append(record_date(r))
+        if r.date:
+            dates.append(r.date)
     return {
         "path": str(folder.path),
         "records": len(folder.records),
@@ -227,7 +226,7 @@ def folder_summary(folder: Folder) -> dict:
         "machines": _counted(machines),
         "versions": _counted(versions),
         "dates": f"{min(dates)} to {max(dates)}" if dates else "unknown",
-        "devices": ", ".join(sorted({str(r["cell"]["device"]) for r in folder.records})),
+        "devices": ", ".join(sorted({r.cell.device for r in folder.records})),
     }
 
 
@@ -238,75 +237,64 @@ def _counted(counter: Counter) -> list[str]:
 # ---- values and cells -------------------------------------------------------------------------
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+def _newest(records: list[Record]) -> Record:
+    return max(records, key=lambda r: r.date)
 
 
-def _task_result(record: dict, task: str) -> dict:
-    tasks = record.get("tasks")
-    result = tasks.get(task) if isinstance(tasks, dict) else None
-    return result if isinstance(result, dict) else {}
+def _task_result(record: Record, task: str) -> TaskResult | None:
+    return record.tasks.get(task)
 
 
-@functools.cache
-def _task_specs(task: str) -> tuple[tuple[str, bool], ...] | None:
-    """``(metric, higher_is_better)`` of an installed task, ``None`` where it is not installed."""
-    from lmladder.tasks import task_class  # the task registry, only when a record has tasks
-
-    try:
-        return tuple((spec.name, spec.higher_is_better) for spec in task_class(task).metrics)
-    except Exception:  # noqa: BLE001 -- a plugin task that is not installed here
-        return None
-
-
-def task_metrics(records: Sequence[dict]) -> list[Metric]:
+def task_metrics(records: Sequence[Record]) -> list[Metric]:
     """The task scores present in ``records`` (status "ok"), in task and declaration order.
 
-    Installed tasks contribute their declared metrics with their direction; a task whose class is
-    not installed contributes its float-valued fields, with the direction unknown."""
+    Tasks contribute the metrics their results declare (name, direction), as the records carry
+    them; a result without metric specs (a task an old record's lmladder could not describe)
+    contributes its float-valued scores, with the direction unknown."""
     present: dict[str, set[str]] = {}
+    specs: dict[str, tuple[tuple[str, bool | None], ...]] = {}
     for r in records:
-        tasks = r.get("tasks") if isinstance(r.get("tasks"), dict) else {}
-        for name in tasks:
-            result = _task_result(r, name)
-            if result.get("status") == "ok":
+        for name, result in r.tasks.items():
+            if result.status == "ok":
                 present.setdefault(name, set()).update(
-                    k for k, v in result.items() if _is_number(v))
+                    k for k in result.scores if result.score(k) is not None)
+            if result.metrics and name not in specs:
+                specs[name] = tuple((m.name, m.higher_is_better) for m in result.metrics)
     metrics = []
     for name in sorted(present):
-        specs = _task_specs(name)
-        if specs is None:
-            specs = tuple((k, None) for k in sorted(present[name]) if k not in _TASK_BOOKKEEPING
-                          and any(isinstance(_task_result(r, name).get(k), float)
-                                  for r in records))
+        found = specs.get(name)
+        if found is None:
+            found = tuple((k, None) for k in sorted(present[name]) if k not in _TASK_BOOKKEEPING
+                          and any(isinstance(t.scores.get(k), float) for r in records
+                                  if (t := r.tasks.get(name)) is not None))
         metrics += [Metric(f"task:{name}:{metric}", f"{name} {metric}", ("tasks", name, metric),
                            "quality", higher, task=name)
-                    for metric, higher in specs if metric in present[name]]
+                    for metric, higher in found if metric in present[name]]
     return metrics
 
 
-def _values(records: list[dict], metric: Metric) -> list[float]:
+def _values(records: list[Record], metric: Metric) -> list[float]:
     out = []
     for r in records:
-        if r["status"] != "ok":
+        if not r.ok:
             continue
-        if metric.task is not None and _task_result(r, metric.task).get("status") != "ok":
+        if metric.task is not None and getattr(_task_result(r, metric.task), "status",
+                                               None) != "ok":
             continue
-        value = value_at(r, metric.path)
-        if _is_number(value):
-            out.append(float(value))
+        value = number_at(r, metric.path)
+        if value is not None:
+            out.append(value)
     return out
 
 
-def _status(records: list[dict], metric: Metric) -> str:
+def _status(records: list[Record], metric: Metric) -> str:
     """What to show on a side without a value: the cells' or the task's status."""
     if not records:
         return "absent"
-    statuses = Counter(r["status"] for r in records if r["status"] != "ok")
+    statuses = Counter(r.status for r in records if not r.ok)
     if metric.task is not None:
-        statuses.update(_task_result(r, metric.task).get("status") or "not run"
-                        for r in records if r["status"] == "ok")
+        statuses.update(getattr(_task_result(r, metric.task), "status", None) or "not run"
+                        for r in records if r.ok)
     return ", ".join(sorted(statuses)) or "—"
 
 
@@ -319,7 +307,7 @@ def fmt(value: float | None) -> str:
     return f"{value:#.4g}".rstrip(".")  # '#' keeps trailing zeros: 148.0, not 148
 
 
-def _side_cell(records: list[dict], values: list[float], metric: Metric) -> dict:
+def _side_cell(records: list[Record], values: list[float], metric: Metric) -> dict:
     if not values:
         return {"text": _status(records, metric), "value": "", "status": True, "title": ""}
     mean = statistics.fmean(values)
@@ -331,7 +319,7 @@ def _side_cell(records: list[dict], values: list[float], metric: Metric) -> dict
     return {"text": text, "value": repr(mean), "status": False, "title": title}
 
 
-def _cells(group_a: list[dict], group_b: list[dict], metric: Metric, limits) -> dict:
+def _cells(group_a: list[Record], group_b: list[Record], metric: Metric, limits) -> dict:
     values_a, values_b = _values(group_a, metric), _values(group_b, metric)
     verdict = judge(values_a, values_b, kind=metric.kind,
                     higher_is_better=metric.higher_is_better, thresholds=limits)
@@ -350,18 +338,18 @@ def _cells(group_a: list[dict], group_b: list[dict], metric: Metric, limits) -> 
 # ---- rows and tables --------------------------------------------------------------------------
 
 
-def _facets(record: dict) -> dict[str, str]:
-    cell = record["cell"]
+def _facets(record: Record) -> dict[str, str]:
+    cell = record.cell.to_json()
     return {k: json.dumps(cell.get(k), sort_keys=True, default=str) for k in IDENTITY}
 
 
-def _labels(groups: dict[str, list[dict]]) -> dict[str, str]:
+def _labels(groups: dict[str, list[Record]]) -> dict[str, str]:
     """A label per experiment; experiments of one dataset that share a label get what differs
     between them in brackets (model, config, budget, ...)."""
-    base = {ident: str(max(rs, key=record_date)["cell"]["label"]) for ident, rs in groups.items()}
+    base = {ident: _newest(rs).cell.label for ident, rs in groups.items()}
     clashes: dict[tuple, list[str]] = defaultdict(list)
     for ident, rs in groups.items():
-        clashes[(base[ident], rs[0]["cell"]["dataset"])].append(ident)
+        clashes[(base[ident], rs[0].cell.dataset)].append(ident)
     labels = dict(base)
     for idents in clashes.values():
         if len(idents) < 2:
@@ -373,10 +361,10 @@ def _labels(groups: dict[str, list[dict]]) -> dict[str, str]:
     return labels
 
 
-def _seeds(records: list[dict]) -> str:
-    ok = sorted(r["cell"]["seed"] for r in records if r["status"] == "ok")
+def _seeds(records: list[Record]) -> str:
+    ok = sorted(r.cell.seed for r in records if r.ok)
     text = f"{len(ok)}" if ok else "0"
-    failed = Counter(r["status"] for r in records if r["status"] != "ok")
+    failed = Counter(r.status for r in records if not r.ok)
     if failed:
         text += " (" + ", ".join(f"{n} {s}" for s, n in sorted(failed.items())) + ")"
     return text
@@ -397,7 +385,7 @@ def comparison_tables(a: Folder, b: Folder,
     labels = _labels(both)
     by_dataset: dict[str, list[str]] = defaultdict(list)
     for ident, records in both.items():
-        by_dataset[str(records[0]["cell"]["dataset"])].append(ident)
+        by_dataset[records[0].cell.dataset].append(ident)
     tables = []
     for dataset in sorted(by_dataset):
         idents = sorted(by_dataset[dataset], key=lambda i: (labels[i], i))
@@ -407,14 +395,14 @@ def comparison_tables(a: Folder, b: Folder,
         rows = []
         for ident in idents:
             ra, rb = groups_a[ident], groups_b[ident]
-            newest = max(ra + rb, key=record_date)
-            label_a = str(max(ra, key=record_date)["cell"]["label"])
+            newest = _newest(ra + rb)
+            label_a = _newest(ra).cell.label
             rows.append({
                 "label": labels[ident],
                 "title": f"label in A: {label_a}; code A: {code_revision(ra[0])}; "
                          f"code B: {code_revision(rb[0])}",
-                "family": family_of(newest),
-                "device": str(newest["cell"]["device"]),
+                "family": newest.family,
+                "device": newest.cell.device,
                 "seeds_a": _seeds(ra), "seeds_b": _seeds(rb),
                 "cells": [_cells(ra, rb, m, limits) for m in metrics],
             })
@@ -427,20 +415,20 @@ def _only_in(mine: Folder, other: Folder) -> list[dict]:
     groups, others = mine.by_identity(), other.by_identity()
     alone = {i: rs for i, rs in groups.items() if i not in others}
     labels = _labels(alone)
-    namesakes: dict[tuple, list[dict]] = defaultdict(list)  # the other folder's, by label
+    namesakes: dict[tuple, list[Record]] = defaultdict(list)  # the other folder's, by label
     for records in others.values():
-        newest = max(records, key=record_date)
-        namesakes[(newest["cell"]["label"], newest["cell"]["dataset"])].append(newest)
+        newest = _newest(records)
+        namesakes[(newest.cell.label, newest.cell.dataset)].append(newest)
     rows = []
     for ident, records in alone.items():
-        newest = max(records, key=record_date)
-        near = namesakes.get((newest["cell"]["label"], newest["cell"]["dataset"]), [])
+        newest = _newest(records)
+        near = namesakes.get((newest.cell.label, newest.cell.dataset), [])
         ppl = _values(records, BASE_METRICS[0])
         rows.append({
-            "label": labels[ident], "family": family_of(newest),
-            "dataset": str(newest["cell"]["dataset"]), "device": str(newest["cell"]["device"]),
+            "label": labels[ident], "family": newest.family,
+            "dataset": newest.cell.dataset, "device": newest.cell.device,
             "seeds": _seeds(records),
-            "status": ", ".join(sorted({r["status"] for r in records})),
+            "status": ", ".join(sorted({r.status for r in records})),
             "ppl": fmt(statistics.fmean(ppl)) if ppl else "—",
             "ppl_value": repr(statistics.fmean(ppl)) if ppl else "",
             "note": _namesake_note(newest, near),
@@ -448,7 +436,7 @@ def _only_in(mine: Folder, other: Folder) -> list[dict]:
     return sorted(rows, key=lambda row: (row["dataset"], row["label"]))
 
 
-def _namesake_note(record: dict, namesakes: list[dict]) -> str:
+def _namesake_note(record: Record, namesakes: list[Record]) -> str:
     """Why an experiment found no partner although the other folder has its label: what
     differs (budget, config, ...), so that a changed budget is not mistaken for a lost cell."""
     if not namesakes:

@@ -8,9 +8,11 @@ how much history each family of models may use, how ``<unk>`` is counted, what a
 computed on and how large each split is.  Datasets scored under the same protocol share one
 block that names them; a dataset scored two ways appears in two blocks.
 
-Each block ends with a worked example whose numbers are computed by
-:func:`lmladder.scoring.metrics_from_logprobs` -- the function that scores every model -- on a
-made-up sentence, so the example can never disagree with the code.
+Each block ends with a worked example: a made-up sentence scored by
+:func:`lmladder.scoring.metrics_from_logprobs` -- the function that scores every model -- which
+the harness computed and stored in the record's ``protocol.example``
+(:mod:`lmladder.protocol_example`), so the example can never disagree with the code and the
+report computes nothing.
 
 Markup lives in ``templates/protocol.html.j2``, rendered with autoescape on; nothing that comes
 from a record is marked safe.
@@ -20,25 +22,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from markupsafe import Markup
 
-from lmladder.corpus import Split
-from lmladder.registry import family_of
+from lmladder.record import Record
 from lmladder.reports.jinja import environment
-from lmladder.scoring import metrics_from_logprobs
-
-# Made-up ln-probabilities of the worked examples (natural log, one per token).  Word level:
-# "the <unk> sat" and the line's boundary token; character level: "to be" and its newline.
-WORD_EXAMPLE = (("the", -2.0), (None, -3.5), ("sat", -4.0), ("<boundary>", -1.5))
-CHAR_EXAMPLE = (("t", -2.5), ("o", -1.0), (" ", -0.5), ("b", -3.0), ("e", -1.5), ("\n", -0.3))
+from lmladder.reports.values import mapping_at
 
 FAMILY_ORDER = ("n-gram", "HMM", "RNN", "Transformer", "other")
 
 
-def protocol_prose(records: list[dict]) -> Markup:
+def protocol_prose(records: list[Record]) -> Markup:
     """Readable prose for the scoring protocol of every dataset found in ``records``: one block
     per distinct protocol (the datasets it covers named), each with its split sizes and a worked
     example.  Records without a dataset and protocol description are ignored; if none has one,
@@ -47,26 +43,26 @@ def protocol_prose(records: list[dict]) -> Markup:
         **protocol_data(records)))
 
 
-def protocol_data(records: list[dict]) -> dict[str, Any]:
+def protocol_data(records: list[Record]) -> dict[str, Any]:
     """The template data of :func:`protocol_prose`: ``{"groups": [...]}``, each group holding
     ``datasets`` (names), ``paragraphs`` (``(lead, text)`` pairs), ``splits`` (a table) and
-    ``example`` (:func:`worked_example`, or None where an earlier group shows the same one)."""
-    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    ``example`` (the records' ``protocol.example``, or None where an earlier group shows the
+    same one or no record carries one)."""
+    grouped: dict[tuple, list[Record]] = defaultdict(list)
     for record in records:
-        if not isinstance(record, dict):
-            continue
-        dataset, protocol = record.get("dataset"), record.get("protocol")
-        if isinstance(dataset, dict) and isinstance(protocol, dict) and dataset.get("name"):
-            grouped[_protocol_key(dataset, protocol)].append(record)
+        if record.dataset is not None and record.protocol is not None \
+                and record.dataset.get("name"):
+            grouped[_protocol_key(record.dataset, record.protocol)].append(record)
     groups, examples_shown = [], set()
     for members in sorted(grouped.values(), key=_names):
-        dataset, protocol = members[0]["dataset"], members[0]["protocol"]
+        dataset, protocol = members[0].dataset, members[0].protocol
         level, boundary, unk = (_str(dataset.get(k)) for k in ("level", "boundary", "unk"))
         example_key = (level, boundary)  # <unk> or not, the computation reads the same
         example = None
         if example_key not in examples_shown:
             examples_shown.add(example_key)
-            example = worked_example(level, boundary or "<eos>", unk)
+            example = next((e for r in members
+                            if isinstance(e := r.protocol.get("example"), Mapping)), None)
         groups.append({
             "datasets": _names(members),
             "paragraphs": [
@@ -93,7 +89,7 @@ def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _protocol_key(dataset: dict, protocol: dict) -> tuple:
+def _protocol_key(dataset: Mapping, protocol: Mapping) -> tuple:
     """What makes two datasets' protocols read the same (dataset sizes and sources do not)."""
     facts = {k: protocol.get(k) for k in ("token", "first_context", "reset_at_boundary",
                                           "window", "stride", "accuracy_tokens")}
@@ -103,19 +99,19 @@ def _protocol_key(dataset: dict, protocol: dict) -> tuple:
                         for k, v in facts.items()))
 
 
-def _names(records: list[dict]) -> list[str]:
-    return sorted({str(r["dataset"]["name"]) for r in records})
+def _names(records: list[Record]) -> list[str]:
+    return sorted({str(r.dataset["name"]) for r in records})
 
 
-def _families(records: list[dict]) -> list[str]:
-    found = {family_of(r) if isinstance(r.get("model"), dict) else "other" for r in records}
+def _families(records: list[Record]) -> list[str]:
+    found = {r.family for r in records}
     return [f for f in FAMILY_ORDER if f in found] + sorted(found - set(FAMILY_ORDER))
 
 
 # ---- sentences -----------------------------------------------------------------------------------
 
 
-def _token_text(level: str | None, boundary: str | None, protocol: dict) -> str:
+def _token_text(level: str | None, boundary: str | None, protocol: Mapping) -> str:
     if level == "word":
         mark = boundary or "<eos>"
         return (f"A token is one whitespace-separated word of the text as its source gives it "
@@ -135,7 +131,7 @@ def _token_text(level: str | None, boundary: str | None, protocol: dict) -> str:
     return f"A token is: {token}; each line ends with one boundary token, which is counted."
 
 
-def _boundary_text(boundary: str | None, protocol: dict) -> str:
+def _boundary_text(boundary: str | None, protocol: Mapping) -> str:
     mark = boundary or "boundary"
     first = _str(protocol.get("first_context")) or f"one boundary token {mark!r}"
     if protocol.get("reset_at_boundary") is True:
@@ -149,7 +145,7 @@ def _boundary_text(boundary: str | None, protocol: dict) -> str:
             f"predicted and counted, the first one included.")
 
 
-def _context_text(records: list[dict], protocol: dict) -> str:
+def _context_text(records: list[Record], protocol: Mapping) -> str:
     window, stride = _int(protocol.get("window")), _int(protocol.get("stride"))
     families = _families(records)
     if window is not None:
@@ -177,16 +173,14 @@ def _context_text(records: list[dict], protocol: dict) -> str:
             + "; ".join(parts) + ".")
 
 
-def _transformer_text(records: list[dict]) -> str:
+def _transformer_text(records: list[Record]) -> str:
     """The sliding windows of Transformers: W is the model's context length (its config's
     ``context``), S = W // 2, the defaults of :class:`lmladder.api.ContextPolicy`."""
     windows = set()
     for r in records:
-        if family_of(r) != "Transformer":
+        if r.family != "Transformer":
             continue
-        cell = r.get("cell") if isinstance(r.get("cell"), dict) else {}
-        config = cell.get("config") if isinstance(cell.get("config"), dict) else {}
-        if (w := _int(config.get("context"))) is not None and w > 0:
+        if (w := _int(r.cell.config.get("context"))) is not None and w > 0:
             windows.add(w)
     text = ("Transformers read a sliding window of W tokens, their context length, with stride "
             "S = W / 2 (rounded down): every token is scored exactly once, with at least "
@@ -197,7 +191,7 @@ def _transformer_text(records: list[dict]) -> str:
     return text
 
 
-def _unk_text(level: str | None, unk: str | None, records: list[dict]) -> str:
+def _unk_text(level: str | None, unk: str | None, records: list[Record]) -> str:
     if unk is None:
         if level == "char":
             return "No <unk>: character level; the vocabulary holds every character of the data."
@@ -215,7 +209,7 @@ def _unk_text(level: str | None, unk: str | None, records: list[dict]) -> str:
     return text
 
 
-def _accuracy_text(protocol: dict) -> str:
+def _accuracy_text(protocol: Mapping) -> str:
     n = _int(protocol.get("accuracy_tokens"))
     where = f"the first {n:,} tokens of the test split" if n else "every token of the test split"
     return ("Perplexity, nll, bits per token and bpc average over every token of the validation "
@@ -227,16 +221,14 @@ def _accuracy_text(protocol: dict) -> str:
 # ---- split sizes ---------------------------------------------------------------------------------
 
 
-def _split(record: dict, name: str) -> dict:
-    splits = record["dataset"].get("splits")
-    split = splits.get(name) if isinstance(splits, dict) else None
-    return split if isinstance(split, dict) else {}
+def _split(record: Record, name: str) -> Mapping:
+    return mapping_at(record.dataset, ("splits", name))
 
 
-def _one_per_dataset(records: list[dict]) -> list[dict]:
-    seen: dict[str, dict] = {}
+def _one_per_dataset(records: list[Record]) -> list[Record]:
+    seen: dict[str, Record] = {}
     for r in records:
-        seen.setdefault(str(r["dataset"]["name"]), r)
+        seen.setdefault(str(r.dataset["name"]), r)
     return [seen[name] for name in sorted(seen)]
 
 
@@ -256,12 +248,12 @@ def _count(value) -> str:
     return f"{n:,}" if n is not None else "—"
 
 
-def _split_table(records: list[dict]) -> dict:
+def _split_table(records: list[Record]) -> dict:
     """One row per dataset: vocabulary size, tokens (and characters) per split, test tokens that
     lmladder mapped to <unk>, source."""
     rows = []
     for r in _one_per_dataset(records):
-        d = r["dataset"]
+        d = r.dataset
         row = [str(d["name"]), _count(d.get("vocab_size"))]
         for name in ("train", "valid", "test"):
             split = _split(r, name)
@@ -274,65 +266,3 @@ def _split_table(records: list[dict]) -> dict:
     return {"columns": ["dataset", "vocabulary", "train tokens", "valid tokens", "test tokens",
                         "test tokens mapped to <unk> by lmladder", "source"],
             "rows": rows}
-
-
-# ---- the worked example --------------------------------------------------------------------------
-
-
-def worked_example(level: str | None, boundary: str = "<eos>",
-                   unk: str | None = None) -> dict[str, Any]:
-    """A tiny split scored by :func:`lmladder.scoring.metrics_from_logprobs`.
-
-    Word level (anything but ``"char"``): the line ``the <unk> sat`` (``cat`` where the dataset
-    has no ``<unk>``) and its ``boundary`` token; character level: ``to be`` and its newline.
-    Returns ``tokens``, ``logprobs`` (natural log, float64), ``split`` (its character and word
-    counts), ``metrics`` (:class:`lmladder.scoring.Metrics`), ``rows`` (one per token: position,
-    token, history, ln p) and ``steps`` (quantity, computation, value) as display text.
-    """
-    if level == "char":
-        tokens = [t for t, _ in CHAR_EXAMPLE]
-        logprobs = np.array([lp for _, lp in CHAR_EXAMPLE], dtype=np.float64)
-        text = "".join(tokens)
-        chars, words = len(text), len(text.split()) + text.count("\n")
-        shown = [_char(t) for t in tokens]
-        history = ["\\n" + "".join(_char(t) for t in tokens[:i]) for i in range(len(tokens))]
-    else:
-        tokens = [boundary if t == "<boundary>" else (unk or "cat") if t is None else t
-                  for t, _ in WORD_EXAMPLE]
-        logprobs = np.array([lp for _, lp in WORD_EXAMPLE], dtype=np.float64)
-        line = tokens[:-1]
-        # running text as lmladder counts it: the line's words joined by spaces, one newline
-        chars, words = len(" ".join(line)) + 1, len(line) + 1
-        shown = tokens
-        history = [" ".join([boundary, *tokens[:i]]) for i in range(len(tokens))]
-    split = Split("example", np.arange(len(tokens)), num_chars=chars, num_words=words,
-                  num_lines=1)
-    m = metrics_from_logprobs(logprobs, split)
-    rows = [(str(i + 1), tok, hist, f"{lp:.2f}") for i, (tok, hist, lp)
-            in enumerate(zip(shown, history, logprobs, strict=True))]
-    unit = "character" if level == "char" else "token"
-    steps = [
-        ("total", "− (sum of ln p)", f"{m.nats:.4f} nats"),
-        ("nll", f"total / {m.tokens} tokens", f"{m.nll:.4f} nats per {unit}"),
-        ("ppl", "e^nll", f"{m.ppl:.4f}"),
-        ("bits per token", "nll / ln 2", f"{m.bits_per_token:.4f}"),
-        ("bpc", f"total / ln 2 / {chars} characters", f"{m.bpc:.4f}"),
-        ("word ppl", f"e^(total / {words} words)", f"{m.word_ppl:.4f}"),
-    ]
-    return {"tokens": tokens, "logprobs": logprobs, "chars": chars, "words": words,
-            "metrics": m, "rows": rows, "steps": steps, "unit": unit,
-            "running_text": _running_text(level, tokens)}
-
-
-def _char(token: str) -> str:
-    """A character as the example table shows it (a space and a newline made visible)."""
-    return {" ": "␣", "\n": "\\n"}.get(token, token)
-
-
-def _running_text(level: str | None, tokens: list[str]) -> str:
-    if level == "char":
-        return "".join(tokens).replace("\n", "\\n")
-    return " ".join(tokens[:-1]) + "\\n"
-
-
-# ---- rendering -----------------------------------------------------------------------------------

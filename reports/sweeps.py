@@ -7,16 +7,16 @@ import json
 from collections import defaultdict
 
 from lmladder.numbers import finite
+from lmladder.record import Record
+from lmladder.results import IDENTITY, code_revision
 
 
-def _test_ppl(record: dict) -> float | None:
-    metrics = record.get("metrics")
-    test = metrics.get("test") if isinstance(metrics, dict) else None
-    ppl = finite(test.get("ppl")) if isinstance(test, dict) else None
+def _test_ppl(record: Record) -> float | None:
+    ppl = record.metric("test", "ppl")
     return ppl if ppl is not None and ppl > 0 else None
 
 
-def find_sweeps(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+def find_sweeps(records: list[Record]) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
     """(registry model, dataset, key) -> [(value, mean test ppl)] where exactly one numeric
     config key takes ≥3 values among the successful cells of one model on one dataset.
 
@@ -24,22 +24,20 @@ def find_sweeps(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[fl
     revision; several seeds of one value become their mean.  Where two such groups sweep the
     same key of one model on one dataset, the model name is followed by what tells them apart.
     """
-    from lmladder.results import IDENTITY, code_revision
-
     groups = defaultdict(list)
     for r in records:
-        cell = r["cell"]
-        if r["status"] != "ok" or _test_ppl(r) is None:
+        if not r.ok or _test_ppl(r) is None:
             continue
+        cell = r.cell.to_json()
         rest = {k: cell.get(k) for k in IDENTITY if k not in ("model", "config", "dataset")}
         rest["code"] = code_revision(r)
-        groups[(cell["model"], cell["dataset"], json.dumps(rest, sort_keys=True,
-                                                             default=str))].append(r)
+        groups[(r.cell.model, r.cell.dataset, json.dumps(rest, sort_keys=True,
+                                                           default=str))].append(r)
     out = {}
     for (model, ds, rest), rs in sorted(groups.items()):
         if len(rs) < 3:
             continue
-        configs = [c if isinstance(c, dict) else {} for c in (r["cell"].get("config") for r in rs)]
+        configs = [r.cell.config for r in rs]
         keys = sorted(set().union(*configs))
         varying = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
         if len(varying) != 1:

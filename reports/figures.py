@@ -1,0 +1,234 @@
+"""The figures of one dataset (quality against parameters and training compute, learning
+curves with their crossovers, HMM states, training curves, throughput), drawn by
+:mod:`lmladder.reports.plots` from rows (:mod:`lmladder.reports.rows`).  Nothing is computed
+here beyond means over seeds and which rows to draw."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import defaultdict
+
+from markupsafe import Markup
+
+from lmladder.numbers import finite
+from lmladder.reports import plots
+from lmladder.reports.anchors import Anchor, cite
+from lmladder.reports.rows import COLUMNS, UNITS, Context, Row, level, quality, ranked
+from lmladder.reports.values import clip, number_at, value_at
+from lmladder.results import identity
+
+MAX_DRAWN = 24  # rows per figure: beyond this, labels become unreadable and figures heavy
+MAX_CURVE_POINTS = 60  # points per training curve (evenly thinned, the last one kept)
+DRAWABLE = 1e100  # larger magnitudes are corrupt records, not measurements: never drawn
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def family_colours() -> dict[str, str]:
+    """Family -> hex colour, from the plots so tables and figures agree."""
+    return dict(plots.FAMILY_COLOURS)
+
+
+def plot(kind: str, *args, **kwargs) -> Markup | None:
+    """``plots.<kind>(...)`` as markup, or None where it draws nothing."""
+    svg = getattr(plots, kind)(*args, **kwargs)
+    return Markup(svg) if svg else None  # lmladder's own SVG; record text inside is escaped
+
+
+def drawable(value: float | None) -> bool:
+    return value is not None and abs(value) < DRAWABLE
+
+
+def _point(row: Row, x: float | None, y: float):
+    return plots.Point(row.label, row.family, x, y, flagged=row.training.flagged,
+                       reference=row.kind == "reference")
+
+
+def few(points: list, *, front: bool = False, higher: bool = False) -> list:
+    """At most :data:`MAX_DRAWN` of ``points`` (``plots.Point``): those on the Pareto front
+    (where ``front``), then the best by y."""
+    if len(points) <= MAX_DRAWN:
+        return points
+    keep = list(plots.pareto_front(points)) if front else []
+    for p in sorted(points, key=lambda p: -p.y if higher else p.y):
+        if len(keep) >= MAX_DRAWN:
+            break
+        if p not in keep:
+            keep.append(p)
+    return keep
+
+
+def _thin(points: tuple) -> tuple:
+    """``points`` thinned evenly to at most :data:`MAX_CURVE_POINTS`, the last one kept."""
+    if len(points) <= MAX_CURVE_POINTS:
+        return points
+    step = math.ceil(len(points) / MAX_CURVE_POINTS)
+    kept = points[::step]
+    return kept if kept[-1] == points[-1] else (*kept, points[-1])
+
+
+def anchor_lines(anchors: list[Anchor], metric: str) -> list:
+    return [plots.Line(a.value, f"{clip(a.model, 28)} {a.value:g} ({cite(a)})"
+                       + ("" if a.comparable else " — not comparable"))
+            for a in anchors if a.metric == metric]
+
+
+def _compute(row: Row) -> tuple[float | None, float | None]:
+    """(training FLOPs, training seconds) of a row's first record, each None where unknown."""
+    r = row.records[0]
+    per_token = number_at(r, ("fit", "notes", "train_flops_per_token"))
+    tokens = number_at(r, ("fit", "train_tokens"))
+    flops = per_token * tokens if per_token and tokens else None
+    seconds = number_at(r, ("fit", "seconds")) or number_at(r, ("timing", "fit_s"))
+    return flops, seconds
+
+
+def learning_curve_lines(rows: list[Row]) -> dict[str, list[tuple]]:
+    """Dataset -> [(label, row kind, [(train tokens, fit s, test ppl)], flagged, family)] for
+    experiments run on several shares of the training data (a share grouped with its whole)."""
+    curves = defaultdict(list)
+    for row in rows:
+        first = row.records[0]
+        tokens = number_at(first, ("dataset", "splits", "train", "tokens"))
+        ppl, fit_s = finite(row.mean("test ppl")), finite(row.mean("fit s"))
+        if tokens is None or ppl is None:
+            continue
+        whole = first.replace(cell=dataclasses.replace(first.cell, fraction=1.0))
+        curves[(row.dataset, row.kind, identity(whole))].append(
+            (tokens, fit_s, ppl, row.label, row.training.flagged, row.family))
+    out = defaultdict(list)
+    for (ds, kind, _), pts in sorted(curves.items()):
+        if len(pts) < 2:
+            continue
+        pts.sort(key=lambda p: p[0])
+        label = re.sub(r" \[fraction=[^]]*\]$", "", pts[-1][3])
+        out[ds].append((label, kind, [(t, s, p) for t, s, p, *_ in pts], pts[-1][4], pts[-1][5]))
+    return out
+
+
+def _crossings(ds: str, lines: list) -> list[dict]:
+    """Pairs of curves of one dataset whose order flips between two shared training sizes."""
+    out = []
+    for a_label, a_pts in lines:
+        for b_label, b_pts in lines:
+            a = {t: p for t, _, p in a_pts}
+            b = {t: p for t, _, p in b_pts}
+            shared = sorted(set(a) & set(b))
+            for lo, hi in zip(shared, shared[1:], strict=False):
+                if a[lo] > b[lo] and a[hi] < b[hi]:  # a was worse, then better
+                    out.append({"dataset": ds, "winner": a_label, "loser": b_label,
+                                "between": f"{lo:,.0f} and {hi:,.0f}", "x": hi, "y": a[hi]})
+    return out
+
+
+def crossings(ctx: Context) -> list[dict]:
+    """Every learning-curve crossover, own curves and reference curves apart."""
+    out = []
+    for rows in ([row for row in ctx.rows if row.current], ctx.ref_rows):
+        for ds, lines in learning_curve_lines(rows).items():
+            out += _crossings(ds, [(label, pts) for label, _, pts, *_ in lines])
+    return out
+
+
+def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
+    """The figures of one dataset, in reading order; those with nothing to show are left out."""
+    full = ctx.measured(ds, full=True)
+    column = quality(full or ctx.measured(ds))
+    metric = ".".join(COLUMNS[column][0])
+    unit = f"{column} ({UNITS[column]}, log scale)"
+    lines = anchor_lines(ctx.anchors_of(ds), metric)
+    by_params = [_point(row, row.mean("parameters"), y) for row in full
+                 if drawable(y := row.mean(column)) and drawable(row.mean("parameters"))]
+    figures = [plot("pareto", few(by_params, front=True),
+                    title=f"{ds}: {column} against parameters",
+                    x_label="parameters (log scale)", y_label=unit, lines=lines)]
+    compute = {row.identity + row.kind: _compute(row) for row in full}
+    use_flops = all(c[0] for c in compute.values())
+    x_label = ("training compute (FLOPs, log scale)" if use_flops else
+               "training time (seconds, log scale; FLOPs unknown for some rows)")
+    by_compute = [_point(row, x, y) for row in full
+                  if drawable(y := row.mean(column))
+                  and drawable(x := compute[row.identity + row.kind][0 if use_flops else 1])]
+    figures.append(plot("pareto", few(by_compute, front=True),
+                        title=f"{ds}: {column} against training", x_label=x_label,
+                        y_label=unit, lines=lines))
+    figures.append(_learning_curves(ctx, ds))
+    figures.append(_hmm_states(full, ds, column, unit))
+    figures.append(_training_curves(ctx, ds, full, column))
+    figures.append(_throughput(full, ds, column))
+    return [f for f in figures if f is not None]
+
+
+def _learning_curves(ctx: Context, ds: str) -> Markup | None:
+    series, marks = [], []
+    for rows in ([row for row in ctx.rows if row.current], ctx.ref_rows):
+        found = learning_curve_lines([row for row in rows if row.dataset == ds]).get(ds, [])
+        # the curves ending lowest (crossovers are still found among all of them)
+        drawn = sorted(found, key=lambda f: min((p for *_, p in f[2] if drawable(p)),
+                                                 default=math.inf))
+        drawn = drawn[:MAX_DRAWN // 2]
+        series += [plots.Series(label, family, tuple((t, p) for t, _, p in pts
+                                                     if drawable(t) and drawable(p)),
+                                flagged, kind == "reference")
+                   for label, kind, pts, flagged, family in drawn]
+        marks += [plots.Mark(c["x"], c["y"], f"{clip(c['winner'], 18)} overtakes")
+                  for c in _crossings(ds, [(label, pts) for label, _, pts, *_ in found])]
+    return plot("curves", series, title=f"{ds}: learning curves",
+                x_label="training tokens (log scale)",
+                y_label="test ppl (per token, log scale)", marks=marks,
+                lines=anchor_lines(ctx.anchors_of(ds), "metrics.test.ppl"),
+                log_x=True, log_y=True)
+
+
+def _hmm_states(full: list[Row], ds: str, column: str, unit: str) -> Markup | None:
+    hmm = defaultdict(list)
+    for row in full:
+        states = finite(row.records[0].cell.config.get("states"))
+        if row.family == "HMM" and states and drawable(y := row.mean(column)):
+            hmm[(row.kind, row.records[0].cell.model)].append((states, y, row))
+    series = [plots.Series(f"{model}" + (" (reference)" if kind == "reference" else ""),
+                           "HMM", tuple(sorted((s, y) for s, y, _ in pts)),
+                           any(r.training.flagged for *_, r in pts), kind == "reference")
+              for (kind, model), pts in sorted(hmm.items()) if len({p[0] for p in pts}) > 1]
+    return plot("curves", series, title=f"{ds}: HMM {column} against states",
+                x_label="hidden states (log scale)", y_label=unit, log_x=True, log_y=True)
+
+
+def _training_curves(ctx: Context, ds: str, full: list[Row], column: str) -> Markup | None:
+    nats = "nats/char" if level([r for row in full for r in row.records]) == "char" \
+        else "nats/token"
+    series = []
+    for row in ranked(full, column)[:MAX_DRAWN // 2]:  # the best rows' curves
+        history = value_at(row.records[0].fit, ("history",))
+        history = history if isinstance(history, list) else []
+        pts = tuple((finite(h.get("step", h.get("steps"))), v) for h in history
+                    if isinstance(h, dict) and drawable(v := finite(h.get("valid_nll")))
+                    and finite(h.get("step", h.get("steps"))) is not None)
+        if len(pts) > 1:
+            series.append(plots.Series(row.label, row.family, _thin(pts),
+                                       row.training.flagged, row.kind == "reference"))
+    return plot("curves", series, title=f"{ds}: training curves",
+                x_label="step (optimizer steps or EM iterations)",
+                y_label=f"validation loss ({nats})",
+                lines=anchor_lines(ctx.anchors_of(ds), "metrics.valid.nll"))
+
+
+def _throughput(full: list[Row], ds: str, column: str) -> Markup | None:
+    speed, families = {}, {}
+    for row in ranked(full, column)[:MAX_DRAWN]:
+        if row.kind != "own":  # speeds compare only within one run, on one machine
+            continue
+        device = row.records[0].cell.device
+        values = {f"{what} {device}": v for what in ("train tok/s", "score tok/s")
+                  if drawable(v := row.mean(what)) and v > 0}
+        if values:
+            speed[row.label], families[row.label] = values, row.family
+    if not speed:
+        return None
+    return plot("grouped_bars", speed, families,
+                title=f"{ds}: throughput by model and device",
+                x_label="tokens per second (log scale)")
