@@ -14,9 +14,10 @@ import pytest
 from markupsafe import Markup
 
 from lmladder.corpus import Split
+from lmladder.protocol_example import worked_example
 from lmladder.reports.cards import card_data, history_table, model_cards, thin
-from lmladder.reports.protocol import protocol_data, protocol_prose, worked_example
-from lmladder.results import load_records
+from lmladder.reports.protocol import protocol_data, protocol_prose
+from lmladder.results import load_records, parse_record
 from lmladder.run import load_matrix, run_matrix
 from lmladder.scoring import LN2, metrics_from_logprobs
 from tests.helpers import write_matrix
@@ -38,14 +39,19 @@ def records(tmp_path_factory) -> dict:
     ], datasets=["synthetic"])
     out = tmp_path_factory.mktemp("res")
     run_matrix(load_matrix(str(path)), out)
-    found = {r["cell"]["label"]: r for r in load_records(out)}
+    found = {r.label: r.to_json() for r in load_records(out)}  # tests vary the JSON
     assert set(found) == {"Add-one 2", "AD3", "HMM 4"}
     assert all(r["status"] == "ok" for r in found.values())
     return found
 
 
-def card(label, recs) -> str:
-    html = model_cards([(label, recs)])
+def recs(*records):
+    """The JSON records as the report receives them: read and checked."""
+    return [parse_record(r) for r in records]
+
+
+def card(label, records) -> str:
+    html = model_cards([(label, recs(*records))])
     assert isinstance(html, Markup)
     return str(html)
 
@@ -80,7 +86,7 @@ def test_a_partly_empty_table_never_prints_none(records):
     r = copy.deepcopy(records["AD3"])
     r["inspect"] = [{"title": "t", "columns": ["a", "b", "c"],
                      "rows": [[1, None, None], [None, None, None], [2, "", 0.5]]}]
-    data = card_data("x", [r])["tables"]["tables"][0]
+    data = card_data("x", recs(r))["tables"]["tables"][0]
     assert data["columns"] == ["a", "c"]  # b is empty in every row
     assert len(data["rows"]) == 2  # the all-None row is left out
     assert [c["text"] for c in data["rows"][0]] == ["1", "—"]
@@ -131,7 +137,7 @@ def test_history_prefers_validation_points_and_moves_constant_columns(records):
 
 def test_training_amount_and_stop_reason(records):
     r = records["HMM 4"]
-    facts = dict(card_data("HMM 4", [r])["training"])
+    facts = dict(card_data("HMM 4", recs(r))["training"])
     assert facts["budget"] == "3 steps"
     assert "epoch" in facts["training tokens"]
     assert facts["stopped by"] == r["fit"]["notes"]["stopped_by"]
@@ -148,7 +154,7 @@ def test_several_seeds_show_the_first_and_say_how_many(records):
 
 def test_task_examples_and_sample_are_shown(records):
     r = copy.deepcopy(records["AD3"])
-    r["tasks"] = {"translation": {"status": "ok", "bleu": 30.0, "samples": [
+    r["tasks"] = {"translation": {"status": "ok", "bleu": 30.0, "metrics": [], "samples": [
         {"source": f"a man {i}", "reference": f"ein Mann {i}", "output": f"ein {i}"}
         for i in range(5)]}}
     html = card("AD3", [r])
@@ -163,18 +169,18 @@ def test_everything_in_a_card_is_escaped(records):
     r["cell"]["config"][SCRIPT] = SCRIPT
     r["sample"] = SCRIPT
     r["inspect"][0]["title"] = SCRIPT
-    r["tasks"] = {SCRIPT: {"samples": [{SCRIPT: SCRIPT}]}}
+    r["tasks"] = {SCRIPT: {"status": "ok", "samples": [{SCRIPT: SCRIPT}]}}
     html = card(SCRIPT, [r])
     assert "<script>" not in html
     assert html.count(ESCAPED) >= 5
 
 
-def test_cards_survive_records_of_unexpected_shape(records):
-    r = copy.deepcopy(records["AD3"])
-    r.update(model=7, fit="x", inspect={"a": 1}, tasks=[1], provenance=None, sample=5)
-    r["cell"]["config"] = "k=v"
+def test_cards_show_free_form_parts_of_unexpected_shape_without_none(records):
+    r = copy.deepcopy(records["AD3"])  # fit, inspect and sample are checked as a whole only
+    r.update(fit={"history": "x", "notes": [1]}, inspect=[5, {"a": 1}], sample="")
+    r["cell"]["config"] = {"k": None, "v": [1, 2]}
     html = card("odd", [r])
-    assert "odd" in html and "None" not in html
+    assert "odd" in html and "None" not in html and "null" not in html
     assert str(model_cards([])) == ""
 
 
@@ -182,21 +188,26 @@ def test_cards_survive_records_of_unexpected_shape(records):
 
 
 def as_dataset(r, **changes):
+    """``r`` describing another dataset; like the harness, it carries that dataset's worked
+    example."""
     r = copy.deepcopy(r)
     r["dataset"].update(changes)
+    d = r["dataset"]
+    r["protocol"]["example"] = worked_example(d.get("level"), d.get("boundary") or "<eos>",
+                                              d.get("unk"))
     return r
 
 
 def test_prose_names_token_boundary_and_unk(records):
     r = records["AD3"]
-    html = str(protocol_prose([r]))
+    html = str(protocol_prose(recs(r)))
     assert "A token is one whitespace-separated word" in html
     assert ("each line ends with one &lt;eos&gt; token, which is predicted and counted"
             in html.replace("Each", "each"))
     assert "History carries across line boundaries" in html
     assert "No &lt;unk&gt;" in html  # the synthetic corpus has none
     ptb = as_dataset(r, name="ptb", unk="<unk>")
-    html = str(protocol_prose([ptb]))
+    html = str(protocol_prose(recs(ptb)))
     assert "&lt;unk&gt; is an ordinary vocabulary word" in html
     assert "predicted, scored and counted like any other token" in html
     assert ("first 5,000 tokens of the test split" in html
@@ -207,53 +218,68 @@ def test_prose_names_token_boundary_and_unk(records):
 def test_reset_and_window_are_said_in_words(records):
     r = copy.deepcopy(records["AD3"])
     r["protocol"].update(reset_at_boundary=True, window=64, stride=32)
-    html = str(protocol_prose([r]))
+    html = str(protocol_prose(recs(r)))
     assert "Every line is scored on its own" in html
     assert "W = 64" in html and "S = 32" in html and "W − S + 1 = 33" in html
 
 
-def test_worked_example_uses_the_scoring_module():
+def test_worked_example_uses_the_scoring_module(records):
     ex = worked_example("word", "<eos>", "<unk>")
     assert ex["tokens"] == ["the", "<unk>", "sat", "<eos>"]
-    lp = ex["logprobs"]
+    lp = np.array(ex["logprobs"])
     # the same numbers through lmladder.scoring, and by hand
     m = metrics_from_logprobs(lp, Split("x", np.arange(4), num_chars=14, num_words=4,
                                         num_lines=1))
-    assert ex["metrics"] == m
+    assert ex["metrics"] == m.to_dict() and ex["count"] == 4
     assert math.isclose(m.ppl, math.exp(-lp.mean()))
     assert math.isclose(m.bpc, -lp.sum() / LN2 / len("the <unk> sat\n"))
-    html = str(protocol_prose([{"dataset": {"name": "d", "level": "word", "boundary": "<eos>",
-                                            "unk": "<unk>"},
-                                "protocol": {"reset_at_boundary": False}}]))
+    r = as_dataset(records["AD3"], name="d", level="word", boundary="<eos>", unk="<unk>")
+    html = str(protocol_prose(recs(r)))
     assert f"{m.ppl:.4f}" in html and f"{m.bpc:.4f}" in html
     assert "metrics_from_logprobs" in html
     char = worked_example("char", "\n")
-    assert math.isclose(char["metrics"].ppl, math.exp(-char["logprobs"].mean()))
-    assert char["metrics"].bpc == pytest.approx(char["metrics"].bits_per_token)
+    assert math.isclose(char["metrics"]["ppl"], math.exp(-np.mean(char["logprobs"])))
+    assert char["metrics"]["bpc"] == pytest.approx(char["metrics"]["bits_per_token"])
+
+
+def test_the_worked_example_travels_in_the_record(records):
+    """The harness computes it (every new record; migration for older ones): the report only
+    prints it."""
+    assert records["AD3"]["protocol"]["example"] == worked_example("word", "<eos>", None)
+    old = copy.deepcopy(records["AD3"])
+    del old["protocol"]["example"]
+    old["api_version"] = 3
+    assert parse_record(old).protocol["example"] == records["AD3"]["protocol"]["example"]
+    current = copy.deepcopy(records["AD3"])
+    del current["protocol"]["example"]
+    html = str(protocol_prose(recs(current)))  # a record without one: no example, no guess
+    assert "Worked example." not in html and "Tokens." in html
 
 
 def test_two_levels_are_two_blocks_and_one_protocol_is_stated_once(records):
     r = records["AD3"]
     chars = as_dataset(r, name="tiny", level="char", boundary="\n", vocab_size=65)
     twin = as_dataset(r, name="synthetic-twin")
-    data = protocol_data([r, chars, twin])
+    data = protocol_data(recs(r, chars, twin))
     assert [g["datasets"] for g in data["groups"]] == [["synthetic", "synthetic-twin"],
                                                         ["tiny"]]
-    html = str(protocol_prose([r, chars, twin]))
+    html = str(protocol_prose(recs(r, chars, twin)))
     assert html.count('class="protocol-block"') == 2
     assert "A token is one character of the text" in html
     assert html.count("Worked example.") == 2  # one per token unit
 
 
-def test_prose_escapes_and_survives_odd_records(records):
+def test_prose_escapes_and_says_when_no_record_describes_its_dataset(records):
     r = as_dataset(records["AD3"], name=SCRIPT)
-    html = str(protocol_prose([r]))
+    html = str(protocol_prose(recs(r)))
     assert "<script>" not in html and ESCAPED in html
-    odd = str(protocol_prose([{"dataset": [1], "protocol": "p"}, {}, "not a record"]))
+    bare = copy.deepcopy(records["AD3"])
+    del bare["dataset"], bare["protocol"]
+    odd = str(protocol_prose(recs(bare)))
     assert "No result record describes its dataset" in odd
 
 
-def test_the_page_can_include_the_protocol_template_with_its_prose():
+def test_the_page_can_include_the_protocol_template_with_its_prose(records):
     """render.py includes protocol.html.j2 as a section: ``data.prose`` (markup from
     protocol_prose) is placed as is, not escaped a second time."""
     import jinja2
@@ -261,14 +287,13 @@ def test_the_page_can_include_the_protocol_template_with_its_prose():
     env = jinja2.Environment(loader=jinja2.PackageLoader("lmladder.reports", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.get_template("protocol.html.j2")
-    prose = protocol_prose([{"dataset": {"name": "d", "level": "word", "boundary": "<eos>"},
-                             "protocol": {}}])
+    prose = protocol_prose(recs(as_dataset(records["AD3"], name="d")))
     page = template.render(data={"prose": prose})
     assert 'class="protocol-block"' in page and "&amp;lt;" not in page  # not escaped twice
 
 
 def test_card_ids_are_unique(records):
     r = records["AD3"]
-    html = str(model_cards([("AD3", [r]), ("AD3", [r])]))
+    html = str(model_cards([("AD3", recs(r)), ("AD3", recs(r))]))
     ids = re.findall(r'<details class="card" id="([^"]+)"', html)
     assert len(ids) == 2 and len(set(ids)) == 2

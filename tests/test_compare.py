@@ -22,7 +22,7 @@ from lmladder.reports.compare import (
     render_compare,
 )
 from lmladder.reports.render import ReportError
-from lmladder.results import load_records, record_path, write_record
+from lmladder.results import load_records, parse_record, record_path, write_record
 from lmladder.run import load_matrix, run_matrix
 from tests.conftest import require_extra, unavailable
 from tests.helpers import write_matrix
@@ -42,8 +42,8 @@ def record(tmp_path_factory):
         (rec,) = load_records(res)
     finally:
         registry.MODELS.pop("toy-uniform", None)
-    assert rec["status"] == "ok"
-    return rec
+    assert rec.ok
+    return rec.to_json()  # tests vary the JSON; folder() writes it back as a checked Record
 
 
 def cell(rec, *, label="toy", seed=0, config=None, ppl=100.0, train_tps=1000.0, tasks=None,
@@ -67,7 +67,8 @@ def cell(rec, *, label="toy", seed=0, config=None, ppl=100.0, train_tps=1000.0, 
 def folder(path, records):
     path.mkdir(parents=True, exist_ok=True)
     for r in records:
-        write_record(record_path(path, r["cell"], r["key"]), r)
+        checked = parse_record(r)
+        write_record(record_path(path, checked.cell, checked.key), checked)
     return path
 
 
@@ -130,15 +131,29 @@ def test_judge_states_its_rule():
     assert judge([], [1.0], kind="speed", higher_is_better=True).word == "not compared"
 
 
-def test_task_scores_use_the_tasks_direction(record, tmp_path):
-    def cloze(acc):
-        return {"cloze": {"status": "ok", "accuracy": acc, "items": 1000, "seed": 0}}
+def cloze(acc, specs=({"name": "accuracy", "higher_is_better": True, "chance": 0.2},)):
+    return {"cloze": {"status": "ok", "accuracy": acc, "items": 1000, "seed": 0,
+                      "metrics": list(specs)}}
 
+
+def test_task_scores_use_the_direction_their_records_carry(record, tmp_path):
     a = folder(tmp_path / "a", [cell(record, tasks=cloze(0.40))])
     b = folder(tmp_path / "b", [cell(record, tasks=cloze(0.50))])
     found = verdicts(a, b)
     assert found[("toy", "task:cloze:accuracy")] == BETTER  # cloze: higher is better
     assert not any(key.startswith("task:cloze:items") for _, key in found)
+    lower = ({"name": "accuracy", "higher_is_better": False, "chance": None},)
+    a = folder(tmp_path / "c", [cell(record, tasks=cloze(0.40, lower))])
+    b = folder(tmp_path / "d", [cell(record, tasks=cloze(0.50, lower))])
+    assert verdicts(a, b)[("toy", "task:cloze:accuracy")] == WORSE  # the record decides
+
+
+def test_task_scores_without_specs_are_changed_not_judged(record, tmp_path):
+    a = folder(tmp_path / "a", [cell(record, tasks=cloze(0.40, ()))])
+    b = folder(tmp_path / "b", [cell(record, tasks=cloze(0.50, ()))])
+    found = verdicts(a, b)
+    assert found[("toy", "task:cloze:accuracy")] == "changed"  # direction unknown
+    assert not any(key.startswith(("task:cloze:items", "task:cloze:seed")) for _, key in found)
 
 
 def test_experiments_in_one_folder_only_are_listed_apart(record, tmp_path):

@@ -1,30 +1,35 @@
 """The reference runs that ship with lmladder (``reports/reference/``, made by
-``python -m lmladder.reports.reference``): readable records of every full matrix, with the
-provenance a reader needs to trust them, and their committed report."""
+``python -m lmladder.reference_runs``): readable records of every full matrix, with the
+provenance a reader needs to trust them, and their committed report, whose numbers a fresh
+render of the records reproduces."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
 from collections import Counter
 
-from lmladder.reports.reference import DATA_DIR, MATRICES, REFERENCE, make_portable
-from lmladder.results import read_record, scan_records, write_record
+from lmladder.reference_runs import COMMAND, DATA_DIR, MATRICES, make_portable
+from lmladder.reports.reference import REFERENCE
+from lmladder.reports.render import render_report
+from lmladder.results import read_record, scan_records
 from lmladder.run import load_matrix, select_cells
 
 
 def test_every_full_matrix_has_reference_records_with_provenance():
     scan = scan_records(REFERENCE)
     assert not scan.unreadable, scan.unreadable
-    by_matrix = Counter(r["cell"]["matrix"] for r in scan.records)
+    by_matrix = Counter(r.cell.matrix for r in scan.records)
     for name in MATRICES:
         cells = select_cells(load_matrix(name))
         assert by_matrix[name] == len(cells), (name, by_matrix[name], len(cells))
     for r in scan.records:
-        prov = r["provenance"]
+        prov = r.provenance
         assert re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"]) and prov["git_dirty"] is False
-        assert r["cell"]["budget"].get("seconds", 0) <= 180, r["cell"]["budget"]
-        assert r["status"] == "ok" or r["error"]["message"], r["cell"]["label"]
+        assert r.cell.budget.get("seconds", 0) <= 180, r.cell.budget
+        assert r.ok or r.error.message, r.label
 
 
 def _strings(value):
@@ -37,24 +42,25 @@ def _strings(value):
 
 
 def test_shipped_records_name_no_path_of_the_machine_that_made_them():
-    for r in scan_records(REFERENCE).records:
-        machine_paths = [s for s in _strings(r) if re.match(r"/[\w.-]+/", s)]
-        assert not machine_paths, (r["cell"]["label"], machine_paths)
+    for path in REFERENCE.glob("*/*.json"):
+        machine_paths = [s for s in _strings(json.loads(path.read_text()))
+                         if re.match(r"/[\w.-]+/", s)]
+        assert not machine_paths, (path.name, machine_paths)
 
 
 def test_make_portable_replaces_the_data_folder_and_the_program(tmp_path):
     source = next((REFERENCE / "ptb").glob("KN3__*.json"))
-    record = read_record(source)
+    record = json.loads(source.read_text())
     record["dataset"]["source"]["root"] = "/home/me/corpora"
     record["provenance"]["argv"] = ["/opt/x/reference.py", "--data-dir", "/home/me/corpora",
                                     "--max-seconds", "180"]
-    write_record(tmp_path / source.name, record)
+    (tmp_path / source.name).write_text(json.dumps(record))
     assert make_portable(tmp_path) == 1
     fixed = read_record(tmp_path / source.name)
-    assert fixed["dataset"]["source"]["root"] == DATA_DIR
-    assert fixed["provenance"]["argv"] == ["python -m lmladder.reports.reference", "--data-dir",
-                                           DATA_DIR, "--max-seconds", "180"]
-    assert fixed["metrics"] == record["metrics"]
+    assert fixed.dataset["source"]["root"] == DATA_DIR
+    assert fixed.provenance["argv"] == [COMMAND, "--data-dir", DATA_DIR, "--max-seconds", "180"]
+    assert COMMAND == "python -m lmladder.reference_runs"
+    assert fixed.metrics == record["metrics"]
     assert make_portable(tmp_path) == 0  # nothing left to rewrite
 
 
@@ -78,3 +84,45 @@ def test_a_users_ptb_report_shows_the_reference_rows_unless_told_not_to(tmp_path
     plain = (tmp_path / "plain.html").read_text()
     assert "lmladder reference run, commit" not in plain
     assert "LSTM small 2x200 (Zaremba)" not in plain
+
+
+def _number(text: str):
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return text
+
+
+def test_the_shipped_records_render_the_committed_numbers(tmp_path):
+    """The records read as checked Records and render the very numbers of the committed
+    exports: the Markdown table line for line, and every number of the CSV."""
+    out = render_report(REFERENCE, tmp_path / "report.html")
+    assert (tmp_path / "results.md").read_text() == (REFERENCE / "results.md").read_text()
+    fresh = list(csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8")))
+    committed = list(csv.DictReader((REFERENCE / "results.csv").open(encoding="utf-8")))
+    assert len(fresh) == len(committed) > 30
+    for new, old in zip(fresh, committed, strict=True):
+        assert {k: _number(v) for k, v in new.items()} == {k: _number(v) for k, v in old.items()}
+    html = out.read_text()
+    assert "Files that could not be read" not in html
+
+
+def test_the_rendered_test_perplexities_are_the_records_own(tmp_path):
+    """Independently of the committed files: every own row's test ppl in the CSV is the mean of
+    its records' ``metrics.test.ppl``, read from the JSON directly."""
+    render_report(REFERENCE, tmp_path / "report.html")
+    by_label = {}
+    for path in REFERENCE.glob("*/*.json"):
+        data = json.loads(path.read_text())
+        if data["status"] == "ok" and data["cell"].get("fraction", 1.0) == 1.0:
+            by_label.setdefault((data["cell"]["dataset"], data["cell"]["label"]), []).append(
+                data["metrics"]["test"]["ppl"])
+    rows = [r for r in csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8"))
+            if r["source"] == "own"]
+    checked = 0
+    for row in rows:
+        ppls = by_label.get((row["dataset"], row["model"]))
+        if ppls and len(ppls) == 1:  # a label of one experiment
+            assert float(row["test ppl"]) == ppls[0], row["model"]
+            checked += 1
+    assert checked >= 10

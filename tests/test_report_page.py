@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from lmladder.reports import render
+from lmladder.reports import plots, render
 from lmladder.reports.anchors import Anchor
 from lmladder.reports.render import (
     distance,
@@ -22,7 +22,7 @@ from lmladder.reports.render import (
     render_report,
     training,
 )
-from lmladder.results import record_path, write_record
+from lmladder.results import parse_record, record_path, write_record
 
 PTB_SHA = "a" * 64
 TRAIN_TOKENS = 929_589  # PTB's training split, tokens
@@ -53,6 +53,11 @@ def make(label, *, ppl, model=None, family="RNN", dataset="ptb", sha=PTB_SHA, se
     record["key"] = hashlib.sha256(json.dumps([cell, commit], sort_keys=True).encode()
                                    ).hexdigest()[:16]
     return record
+
+
+def recs(records):
+    """The JSON records as the report receives them: read and checked."""
+    return [parse_record(r) for r in records]
 
 
 def neural_fit(epochs=0.6, valid=(6.0, 5.5), stopped_by=None):
@@ -105,7 +110,7 @@ def rows_of(html: str, label: str) -> list[str]:
      "does not say"),
 ])
 def test_training_verdicts(fit, verdict, reason):
-    t = training(make("M", ppl=100.0, fit=fit))
+    t = training(parse_record(make("M", ppl=100.0, fit=fit)))
     assert t.verdict == verdict and reason in t.reason
     assert t.flagged == (verdict == "not converged")
     assert t.flag.startswith("⚠ not converged") == t.flagged
@@ -114,15 +119,15 @@ def test_training_verdicts(fit, verdict, reason):
 def test_a_spent_budget_without_validation_history_is_not_converged():
     fit = {"train_tokens": 57_600, "steps": 90, "seconds": 11.7,
            "history": [{"step": 90, "valid_nll": 6.7}], "notes": {"epochs": 0.062}}
-    t = training(make("LSTM", ppl=700.0, fit=fit, budget={"seconds": 12}))
+    t = training(parse_record(make("LSTM", ppl=700.0, fit=fit, budget={"seconds": 12})))
     assert (t.verdict, t.reason, t.budget) == ("not converged", "budget spent", "12 s")
     assert t.flag == "⚠ not converged: 0.062 epochs, 90 steps, budget spent"
 
 
 def test_epochs_come_from_the_notes_else_tokens_over_the_train_split():
-    assert training(make("A", ppl=1.0, fit=neural_fit(epochs=0.25))).epochs == 0.25
+    assert training(parse_record(make("A", ppl=1.0, fit=neural_fit(epochs=0.25)))).epochs == 0.25
     fit = {"train_tokens": 2 * TRAIN_TOKENS, "steps": 2, "history": [{"step": 1, "x": 1}]}
-    assert training(make("B", ppl=1.0, fit=fit)).epochs == 2.0
+    assert training(parse_record(make("B", ppl=1.0, fit=fit))).epochs == 2.0
 
 
 def test_distance_is_a_percentage_near_the_anchor_and_a_ratio_beyond():
@@ -137,7 +142,7 @@ def test_distance_is_a_percentage_near_the_anchor_and_a_ratio_beyond():
 def test_summary_names_the_best_row_and_the_distance_to_its_anchor():
     kn5 = make("KN5", ppl=141.19, family="n-gram", score=900_000.0)
     lstm = make("LSTM small", ppl=260.3, model="lstm", fit=neural_fit(0.6), score=9_000.0)
-    html = render_html([kn5, lstm], anchors=ANCHORS)
+    html = render_html(recs([kn5, lstm]), anchors=ANCHORS)
     assert html.index('id="summary"') < html.index('id="overview"')
     top = section(html, "summary")
     assert "best of this run: KN5 test ppl 141.19" in top
@@ -148,14 +153,14 @@ def test_summary_names_the_best_row_and_the_distance_to_its_anchor():
             "trained 0.6 epochs, 20 steps, not converged") in top
     assert "is 100× faster than LSTM small" in top
     medium = make("LSTM medium 2x650", ppl=95.0, model="lstm-medium", fit=neural_fit(2.0))
-    top = section(render_html([medium], anchors=ANCHORS), "summary")
+    top = section(render_html(recs([medium]), anchors=ANCHORS), "summary")
     assert "LSTM medium 2x650 95.00 — literature 82.7 (LSTM medium 2x650" in top  # its own size
 
 
 def test_a_flagged_best_row_is_never_ranked_first_silently():
     rnn = make("RNN", ppl=90.0, fit=neural_fit(0.1))
     kn = make("KN3", ppl=150.0, family="n-gram")
-    top = section(render_html([rnn, kn], anchors=[]), "summary")
+    top = section(render_html(recs([rnn, kn]), anchors=[]), "summary")
     line = next(li for li in top.split("<li>") if li.startswith("best of this run"))
     assert "RNN test ppl 90.00 (⚠ not converged: 0.1 epochs" in line
     assert "best converged row: KN3 test ppl 150.00" in line
@@ -172,7 +177,7 @@ def test_failed_cells_are_one_summary_line_per_cause():
         r = make(f"Model {i // 2}", ppl=1.0, model=f"m{i // 2}", seed=i % 2)
         r.update(status="skipped", error={"type": "DataNotFoundError", "message": message})
         records.append(r)
-    html = render_html(records, anchors=[])
+    html = render_html(recs(records), anchors=[])
     top = section(html, "summary")
     (line,) = [li for li in top.split("<li>") if "skipped:" in li]
     assert line.startswith("12 cells skipped: DataNotFoundError: dataset &#39;ptb&#39;")
@@ -183,7 +188,7 @@ def test_failed_cells_are_one_summary_line_per_cause():
     assert problems.count("Folders searched") == 1  # the whole message once, collapsed
     one = make("LSTM large", ppl=1.0, model="lstm-large")
     one.update(status="failed", error={"type": "TimeLimit", "message": "exceeded 1800 s"})
-    top = section(render_html(records[:1] + [one], anchors=[]), "summary")
+    top = section(render_html(recs(records[:1] + [one]), anchors=[]), "summary")
     assert "1 cell failed (LSTM large on ptb (cpu): seed 0): TimeLimit: exceeded 1800 s" in top
 
 
@@ -193,7 +198,7 @@ def test_failed_cells_are_one_summary_line_per_cause():
 def test_flagged_rows_carry_a_visible_flag_in_the_table():
     lstm = make("LSTM small", ppl=260.3, fit=neural_fit(0.06))
     kn = make("KN5", ppl=141.0, family="n-gram")
-    html = render_html([lstm, kn], anchors=[])
+    html = render_html(recs([lstm, kn]), anchors=[])
     (row,) = rows_of(html, "LSTM small")
     assert "0.06 epochs, 20 steps" in row
     assert '<span class="flag">⚠ not converged: validation still improving' in row
@@ -202,7 +207,7 @@ def test_flagged_rows_carry_a_visible_flag_in_the_table():
 
 
 def test_literature_rows_appear_with_their_source_as_a_link():
-    html = render_html([make("KN5", ppl=141.19, family="n-gram")], anchors=ANCHORS)
+    html = render_html(recs([make("KN5", ppl=141.19, family="n-gram")]), anchors=ANCHORS)
     board = section(html, "results-by-dataset")
     (row,) = rows_of(board, "LSTM medium 2x650")
     assert row.startswith('<tr class="literature">') and "literature</span>" in row
@@ -216,7 +221,7 @@ def test_literature_rows_appear_with_their_source_as_a_link():
 def test_a_not_comparable_anchor_is_shown_with_its_note_and_never_measured_against():
     r = make("KN5", ppl=141.19, family="n-gram")
     r["tasks"] = {"cloze": {"status": "ok", "accuracy": 0.64}}
-    html = render_html([r], anchors=ANCHORS)
+    html = render_html(recs([r]), anchors=ANCHORS)
     tasks = section(html, "task-scores")
     assert "KN5 on MSR" in tasks and "not comparable: MSR sentence completion" in tasks
     top = section(html, "summary")
@@ -226,7 +231,8 @@ def test_a_not_comparable_anchor_is_shown_with_its_note_and_never_measured_again
 
 
 def test_toggle_sortable_and_scroll_markup():
-    html = render_html([make("A", ppl=10.0), make("B", ppl=20.0, model="b")], anchors=[])
+    html = render_html(recs([make("A", ppl=10.0), make("B", ppl=20.0, model="b")]),
+                       anchors=[])
     assert '<meta name="viewport"' in html and 'id="show-detail"' in html
     board = section(html, "results-by-dataset")
     assert '<div class="scroll">\n<table class="sortable' in board
@@ -240,8 +246,8 @@ def test_toggle_sortable_and_scroll_markup():
 
 
 def test_family_colours_are_css_classes_from_the_plots_palette():
-    html = render_html([make("KN5", ppl=141.0, family="n-gram")], anchors=[])
-    colour = render.plots.FAMILY_COLOURS["n-gram"]
+    html = render_html(recs([make("KN5", ppl=141.0, family="n-gram")]), anchors=[])
+    colour = plots.FAMILY_COLOURS["n-gram"]
     assert f"td.fam-n-gram::before {{ background: {colour}; }}" in html
     assert '<td class="fam fam-n-gram"' in html
 
@@ -262,7 +268,7 @@ def reference_run():
 
 def test_reference_rows_only_for_the_same_dataset_and_vocabulary_and_marked():
     mine = make("LSTM small", ppl=260.3, fit=neural_fit(0.06))
-    html = render_html([mine], reference_records=reference_run(), anchors=[])
+    html = render_html(recs([mine]), reference_records=recs(reference_run()), anchors=[])
     board = section(html, "results-by-dataset")
     fresh, ref = (rows_of(board, "LSTM small")[i] for i in (1, 0))  # sorted: 120 before 260
     assert fresh.startswith('<tr class="own">') and "260.30" in fresh and "this run" in fresh
@@ -276,7 +282,7 @@ def test_reference_rows_only_for_the_same_dataset_and_vocabulary_and_marked():
 
 
 def test_the_reference_folder_report_does_not_show_its_records_twice():
-    records = reference_run()
+    records = recs(reference_run())
     assert matching_reference(records, records) == []
     html = render_html(records, reference_records=records, anchors=[])
     assert len(rows_of(html, "LSTM small")) == 1 and 'class="reference"' not in html
@@ -286,15 +292,17 @@ def test_reference_caption_names_commits_cores_and_caps():
     a = make("A", ppl=1.0, budget={"seconds": 60}, commit="abcdef0123")
     b = make("B", ppl=1.0, budget={"seconds": 180, "tokens": 10_000}, commit="abcdef0123",
              cores=4)
-    assert reference_caption([a, b]) == ("lmladder reference run, commit abcdef0, 2–4 CPU cores, "
-                                         "training capped at 60–180 s / 10,000 tokens per cell")
+    assert reference_caption(recs([a, b])) == (
+        "lmladder reference run, commit abcdef0, 2–4 CPU cores, "
+        "training capped at 60–180 s / 10,000 tokens per cell")
 
 
 # ---- exports and resources ---------------------------------------------------------------------
 
 
 def save(folder, r):
-    write_record(record_path(folder, r["cell"], r["key"]), r)
+    record = parse_record(r)
+    write_record(record_path(folder, record.cell, record.key), record)
 
 
 def test_exports_are_written_beside_the_page_and_parse(tmp_path, monkeypatch):
@@ -302,7 +310,7 @@ def test_exports_are_written_beside_the_page_and_parse(tmp_path, monkeypatch):
     for r in (make("KN5", ppl=141.19, family="n-gram"),
               make("LSTM small", ppl=260.3, fit=neural_fit(0.06))):
         save(results, r)
-    monkeypatch.setattr(render, "load_reference", lambda: reference_run())
+    monkeypatch.setattr(render, "load_reference", lambda: recs(reference_run()))
     monkeypatch.setattr(render, "shipped_anchors", lambda: ANCHORS[:2])
     out = render_report(results, tmp_path / "site" / "report.html")
     html = out.read_text()
@@ -326,7 +334,7 @@ def test_exports_are_written_beside_the_page_and_parse(tmp_path, monkeypatch):
 
 def test_render_report_without_reference_rows(tmp_path, monkeypatch):
     save(tmp_path / "r", make("LSTM small", ppl=260.3))
-    monkeypatch.setattr(render, "load_reference", lambda: reference_run())
+    monkeypatch.setattr(render, "load_reference", lambda: recs(reference_run()))
     html = render_report(tmp_path / "r", tmp_path / "a.html", reference=False).read_text()
     assert 'class="reference"' not in html
     html = render_report(tmp_path / "r", tmp_path / "b.html").read_text()
@@ -335,7 +343,8 @@ def test_render_report_without_reference_rows(tmp_path, monkeypatch):
 
 def test_the_page_loads_nothing_from_the_network():
     records = [make("KN5", ppl=141.19, family="n-gram"), make("LSTM", ppl=300.0)]
-    html = render_html(records, reference_records=reference_run(), anchors=ANCHORS)
+    html = render_html(recs(records), reference_records=recs(reference_run()),
+                       anchors=ANCHORS)
     assert 'src="http' not in html and "url(http" not in html and "@import" not in html
     assert "<link" not in html and "<iframe" not in html
     for match in re.finditer(r'href="http', html):
@@ -346,17 +355,18 @@ def test_the_page_loads_nothing_from_the_network():
 def test_many_rows_keep_one_figure_per_kind_per_dataset():
     records = [make(f"M{i}", ppl=100.0 + i, model=f"m{i}", seed=s)
                for i in range(30) for s in (0, 1)]
-    html = render_html(records, anchors=[])
+    html = render_html(recs(records), anchors=[])
     board = section(html, "results-by-dataset")
     assert board.count("<svg") <= 6
     assert len(re.findall(r'<tr class="own">', board)) == 30
 
 
 def test_inputs_are_not_modified():
-    records = [make("KN5", ppl=141.19, family="n-gram")]
-    before = copy.deepcopy(records)
-    render_html(records, reference_records=reference_run(), anchors=ANCHORS)
-    assert records == before
+    records = recs([make("KN5", ppl=141.19, family="n-gram")])
+    reference = recs(reference_run())
+    before = copy.deepcopy((records, reference))
+    render_html(records, reference_records=reference, anchors=ANCHORS)
+    assert (records, reference) == before
 
 
 def test_character_data_ranks_by_bpc_and_meets_its_nll_anchor():
@@ -369,7 +379,7 @@ def test_character_data_ranks_by_bpc_and_meets_its_nll_anchor():
 
     gpt = Anchor("tinyshakespeare", "metrics.valid.nll", 1.4697, "nanoGPT baby GPT",
                  "Transformer", "Karpathy, nanoGPT README", comparable=True)
-    html = render_html([chars("Small", 2.5, 1.70, "a"), chars("Big", 2.2, 1.60, "b")],
+    html = render_html(recs([chars("Small", 2.5, 1.70, "a"), chars("Big", 2.2, 1.60, "b")]),
                        anchors=[gpt])
     top = section(html, "summary")
     assert "best of this run: Big test bpc 2.2000" in top

@@ -17,8 +17,9 @@ import random
 import time
 from pathlib import Path
 
+from lmladder.record import API_VERSION
 from lmladder.reports.render import render_report
-from lmladder.results import API_VERSION, record_path, write_record
+from lmladder.results import parse_record, record_path, write_record
 
 CELLS = 500
 MAX_SECONDS = 10.0  # wall-clock seconds for render_report, scanning the folder included
@@ -82,13 +83,18 @@ def _tasks(rng: random.Random) -> dict:
               "greedy": "of the <unk> of the <unk>", "sampled": "in the <unk> at one of $ N"}
     return {
         "cloze": {"status": "ok", "accuracy": accuracy,
+                  "metrics": [{"name": "accuracy", "higher_is_better": True, "chance": 0.2}],
                   "accuracy_ci95": [accuracy - 0.03, accuracy + 0.03], "items": 1000,
                   "choices": 5, "seed": 0, "seconds": rng.uniform(0.1, 5)},
         "continuation": {"status": "ok", "prompts": 100, "seed": 0,
                          "greedy_bleu": rng.uniform(1, 8), "greedy_chrf": rng.uniform(5, 20),
                          "sampled_bleu": rng.uniform(1, 8), "sampled_chrf": rng.uniform(5, 20),
                          "greedy_repetition": rng.random(), "sampled_repetition": rng.random(),
-                         "samples": [sample] * 3, "seconds": rng.uniform(1, 4)},
+                         "samples": [sample] * 3, "seconds": rng.uniform(1, 4),
+                         "metrics": [{"name": name, "higher_is_better": higher, "chance": None}
+                                     for name, higher in (("greedy_bleu", True),
+                                                          ("greedy_chrf", True),
+                                                          ("greedy_repetition", False))]},
     }
 
 
@@ -198,7 +204,8 @@ def write_records(folder: Path, count: int = CELLS, seed: int = SEED) -> list[di
     rng = random.Random(seed)
     records = [make_record(i, rng) for i in range(count)]
     for record in records:
-        write_record(record_path(folder, record["cell"], record["key"]), record)
+        checked = parse_record(record)
+        write_record(record_path(folder, checked.cell, checked.key), checked)
     return records
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lmladder.reports import plots, render
+from lmladder.reports import plots, render, sections
 from lmladder.reports.render import base_identity, compression, render_html
+from lmladder.results import parse_record
 from tests.test_report import ESCAPED, PAYLOAD, assert_escaped
 from tests.test_report_page import rows_of, section
 
@@ -32,9 +33,14 @@ LSTM = shipped("LSTM-small-2x200--Zaremba-__ptb__seed0__cpu__1d016ba78bf8e71a.js
 KN5 = shipped("KN5__ptb__seed0__cpu__15358a3894cd2afc.json")
 
 
-def variant(source: dict, label: str, *, ppl: float, disk_mib: float | None = None,
-            speed: float | None = None, rss: float | None = None, seed: int = 0,
-            ngrams: list[int] | None = None, **config) -> dict:
+def variant(source: dict, label: str, **changes):
+    """:func:`variant_json` read back as the report receives it (a checked Record)."""
+    return parse_record(variant_json(source, label, **changes))
+
+
+def variant_json(source: dict, label: str, *, ppl: float, disk_mib: float | None = None,
+                 speed: float | None = None, rss: float | None = None, seed: int = 0,
+                 ngrams: list[int] | None = None, **config) -> dict:
     """``source`` as an own cell of the whole training split, with these numbers and ``config``
     added to its cell's config; its key is derived from the cell."""
     r = copy.deepcopy(source)
@@ -114,13 +120,14 @@ def test_compression_is_the_config_keys_that_are_on():
 
 
 def test_variants_share_the_cell_minus_the_compression_keys():
-    plain = variant(LSTM, "LSTM", ppl=100.0)
+    plain = variant_json(LSTM, "LSTM", ppl=100.0)
     for config in ({"quantize": "int8"}, {"sparsity": 0.5}, {"quantize": "int8", "sparsity": 0.9},
                    {"quantize": "none"}):
         assert (base_identity(variant(LSTM, "any label", ppl=90.0, **config))
-                == base_identity(plain))
+                == base_identity(parse_record(plain)))
     # the seed pairs variants within a base; the label and matrix never matter
-    assert base_identity(variant(LSTM, "LSTM", ppl=100.0, seed=3)) == base_identity(plain)
+    assert (base_identity(variant(LSTM, "LSTM", ppl=100.0, seed=3))
+            == base_identity(parse_record(plain)))
     # anything else that defines the trained model makes another base
     others = [variant(LSTM, "LSTM", ppl=100.0, hidden=650),
               variant(KN5, "LSTM", ppl=100.0)]
@@ -128,8 +135,9 @@ def test_variants_share_the_cell_minus_the_compression_keys():
                        ("budget", {"seconds": 60}), ("model", "gru-small"), ("fraction", 0.5)):
         other = copy.deepcopy(plain)
         other["cell"][key] = value
-        others.append(other)
-    assert len({base_identity(r) for r in others} | {base_identity(plain)}) == len(others) + 1
+        others.append(parse_record(other))
+    assert (len({base_identity(r) for r in others} | {base_identity(parse_record(plain))})
+            == len(others) + 1)
 
 
 # ---- the table -----------------------------------------------------------------------------------
@@ -212,8 +220,8 @@ def test_records_without_the_fields_render_no_efficiency_at_all(monkeypatch):
     assert "size on disk" not in html and "× size" not in html
     # the page is the one the report drew before the efficiency rows existed
     monkeypatch.setattr(render, "SECTIONS", [f for f in render.SECTIONS
-                                             if f is not render.efficiency])
-    monkeypatch.setattr(render, "variant_lines", lambda ctx: [])
+                                             if f is not sections.efficiency])
+    monkeypatch.setattr(sections, "variant_lines", lambda ctx: [])
     assert render_html(records, anchors=[]) == html
 
 
@@ -248,11 +256,12 @@ def test_reference_rows_are_not_efficiency_rows():
 
 
 def test_record_text_in_the_efficiency_rows_is_escaped():
-    records = [variant(LSTM, "L" + PAYLOAD, ppl=100.0, disk_mib=20.0),
-               variant(LSTM, "x", ppl=101.0, disk_mib=5.0, quantize=PAYLOAD),
-               variant(LSTM, "y", ppl=102.0, disk_mib=4.0, quantize="int8", sparsity=PAYLOAD)]
+    records = [variant_json(LSTM, "L" + PAYLOAD, ppl=100.0, disk_mib=20.0),
+               variant_json(LSTM, "x", ppl=101.0, disk_mib=5.0, quantize=PAYLOAD),
+               variant_json(LSTM, "y", ppl=102.0, disk_mib=4.0, quantize="int8",
+                            sparsity=PAYLOAD)]
     records[2]["inspect"] = [{"title": PAYLOAD, "columns": ["n-grams"], "rows": [[PAYLOAD]]}]
-    html = render_html(records, anchors=[])
+    html = render_html([parse_record(r) for r in records], anchors=[])
     assert_escaped(html)
     part = section(html, "efficiency")
     assert any(e in part for e in ESCAPED) and part.count("<svg") == 2
