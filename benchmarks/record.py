@@ -217,14 +217,17 @@ class Record:
             "cell": self.cell.to_json(),
             "provenance": dict(self.provenance),
         }
+        # an ok record always has "oracle" and "sample" (null: no source model, no sample) and
+        # "tasks"; a cell that failed has what it got to, as every record before schema 4
         for name in SECTIONS:
             value = getattr(self, name)
-            if value is not None:
+            if value is not None or (self.ok and name == "oracle"):
                 out[name] = value
         for name in ("inspect", "sample", "saved_model"):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None or (self.ok and name == "sample"):
                 out[name] = getattr(self, name)
-        out["tasks"] = {name: result.to_json() for name, result in self.tasks.items()}
+        if self.ok or self.tasks:
+            out["tasks"] = {name: result.to_json() for name, result in self.tasks.items()}
         return out
 
     @classmethod

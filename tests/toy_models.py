@@ -112,3 +112,33 @@ class PickyTask(Task):
         if not hasattr(subject.model, "tables_"):
             raise NotApplicable(f"{type(subject.model).__name__} has no n-gram tables")
         return {"score": 1.0, "seed": seed}
+
+
+class SeededLM(UniformLM):
+    """The uniform model with a ``seed`` in its config, which ``fit`` reports in its notes: the
+    cell's seed must reach the model's config."""
+
+    @dataclass(frozen=True)
+    class Config:
+        seed: int = 12345
+
+    def fit(self, train, vocab, *, budget=Budget(), valid=None, callback=None) -> FitReport:
+        report = super().fit(train, vocab, budget=budget)
+        report.notes["seed"] = self.cfg.seed
+        return report
+
+
+class BadNumbersLM(UniformLM):
+    """Scores like the uniform model but reports a number no record may hold: a negative
+    (``mode = "negative"``) or NaN (``"nan"``) count of training tokens, which becomes the
+    record's training throughput."""
+
+    @dataclass(frozen=True)
+    class Config:
+        mode: str = "negative"
+
+    def fit(self, train, vocab, *, budget=Budget(), valid=None, callback=None) -> FitReport:
+        report = super().fit(train, vocab, budget=budget)
+        report.train_tokens = -len(train) if self.cfg.mode == "negative" else float("nan")
+        time.sleep(0.01)  # a fit time > 0, so the throughput is computed
+        return report
