@@ -8,7 +8,8 @@ import pytest
 
 from lmladder import registry
 from lmladder.cli import main
-from lmladder.results import API_VERSION, RecordError, load_records, read_record, scan_records
+from lmladder.record import API_VERSION, RecordError
+from lmladder.results import is_record_name, load_records, read_record, scan_records
 from lmladder.run import MatrixError, list_matrices, load_matrix
 from tests.helpers import write_matrix
 
@@ -44,20 +45,22 @@ def test_run_records_failures_and_goes_on(tmp_path, capsys):
     assert rc == 1  # a cell failed
     records = load_records(tmp_path / "res")
     assert len(records) == 4
-    ok = [r for r in records if r["status"] == "ok"]
-    failed = [r for r in records if r["status"] == "failed"]
+    ok = [r for r in records if r.status == "ok"]
+    failed = [r for r in records if r.status == "failed"]
     assert len(ok) == 2 and len(failed) == 2
-    assert "boom: out of memory" in failed[0]["error"]["message"]
+    assert "boom: out of memory" in failed[0].error.message
+    files = [p for p in (tmp_path / "res").glob("*.json") if is_record_name(p)]
+    assert len(files) == 4
+    assert all(json.loads(p.read_text())["api_version"] == API_VERSION for p in files)
     r = ok[0]
-    assert r["api_version"] == API_VERSION
-    assert r["metrics"]["test"]["ppl"] == pytest.approx(400.0)
-    assert r["oracle"]["test"]["ppl"] < 100
-    assert r["metrics"]["test_accuracy"]["accuracy_tokens"] == 300
-    assert r["protocol"]["reset_at_boundary"] is False
+    assert r.metric("test", "ppl") == pytest.approx(400.0)
+    assert r.oracle["test"]["ppl"] < 100
+    assert r.metrics["test_accuracy"]["accuracy_tokens"] == 300
+    assert r.protocol["reset_at_boundary"] is False
     for key in ("git_commit", "date", "versions", "python"):
-        assert key in r["provenance"]
-    assert r["throughput"]["score_tokens_per_s"] > 0
-    assert r["memory"]["rss_peak_mib"] > 0
+        assert key in r.provenance
+    assert r.throughput["score_tokens_per_s"] > 0
+    assert r.memory["rss_peak_mib"] > 0
     out = capsys.readouterr()
     assert "FAILED: Broken on synthetic" in out.err
     report = (tmp_path / "res" / "report.html").read_text()
@@ -73,11 +76,11 @@ def test_rerun_skips_done_cells_and_force_reruns(tmp_path, capsys):
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     files = sorted(res.glob("*.json"))
     assert len(files) == 2
-    stamps = [read_record(p)["provenance"]["date"] for p in files]
+    stamps = [read_record(p).provenance["date"] for p in files]
     capsys.readouterr()
     assert main(["run", str(path), "--results", str(res), "--no-report"]) == 0
     assert "0 cells run, 2 already done" in capsys.readouterr().err
-    assert [read_record(p)["provenance"]["date"] for p in files] == stamps
+    assert [read_record(p).provenance["date"] for p in files] == stamps
     assert main(["run", str(path), "--results", str(res), "--no-report", "--force"]) == 0
     assert "2 cells run" in capsys.readouterr().err
 
@@ -90,7 +93,7 @@ def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--in-process"]) == 130
     records = load_records(res)
-    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert len(records) == 2 and all(r.status == "ok" for r in records)
     assert not list(res.glob(".tmp-*"))
     assert "run the same command again" in capsys.readouterr().err
 
@@ -98,8 +101,8 @@ def test_interrupt_keeps_finished_cells(tmp_path, monkeypatch, capsys):
 def test_nan_score_is_a_failed_cell_naming_the_position(tmp_path):
     path = toy_matrix(tmp_path, [UNIFORM, {**BROKEN, "config": {"mode": "nan"}}])
     main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report", "--only", "Broken"])
-    (rec,) = [r for r in load_records(tmp_path / "res") if r["cell"]["seed"] == 0]
-    assert rec["status"] == "failed" and "position 3" in rec["error"]["message"]
+    (rec,) = [r for r in load_records(tmp_path / "res") if r.cell.seed == 0]
+    assert rec.status == "failed" and "position 3" in rec.error.message
 
 
 @pytest.mark.parametrize("body,needle", [
@@ -178,12 +181,12 @@ def test_end_to_end_with_real_models(tmp_path, capsys):
     assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
     out = capsys.readouterr().out
     assert "report:" in out
-    records = {r["cell"]["label"]: r for r in load_records(tmp_path / "res")}
+    records = {r.cell.label: r for r in load_records(tmp_path / "res")}
     assert set(records) == {"kn3", "WB3"}
     for r in records.values():
         # 10 words + <eos> (+ <unk>): a model of i.i.d. words must land near the uniform 11
-        assert 8 < r["metrics"]["test"]["ppl"] < 14
-        assert r["dataset"]["splits"]["test"]["lines"] == 40
+        assert 8 < r.metric("test", "ppl") < 14
+        assert r.dataset["splits"]["test"]["lines"] == 40
     html = (tmp_path / "res" / "report.html").read_text()
     assert "WB3" in html and "kn3" in html and "<h4>Sample" in html
-    assert f"{records['WB3']['metrics']['test']['ppl']:.2f}" in html
+    assert f"{records['WB3'].metric('test', 'ppl'):.2f}" in html
