@@ -20,8 +20,10 @@ import pytest
 
 import lmladder
 from lmladder import registry
+from lmladder.results import parse_record
 from tests import contract
 from tests.helpers import write_matrix
+from tests.records import v3_record
 
 UNIGRAM = '''
 """A third-party model: an add-k unigram language model."""
@@ -164,13 +166,37 @@ def test_register_a_class_at_run_time(data, monkeypatch):
         lmladder.register("thing", dict)
 
 
-def test_every_built_in_model_names_its_family_and_records_resolve_it():
+def test_every_built_in_model_names_its_family():
     families = {name: registry.model_class(name).family for name in registry.models()
                 if registry.models()[name].origin == registry.BUILT_IN and not name.endswith(":")}
     assert set(families.values()) <= {"n-gram", "HMM", "RNN", "Transformer"}, families
     assert families["kn5"] == "n-gram" and families["hmm"] == "HMM"
     assert families["gru"] == "RNN" and families["hf-gpt2"] == "Transformer"
-    old = {"model": {"class": "lmladder.baselines.ngram:NGramLM"}}  # written before the field
-    assert registry.family_of(old) == "n-gram"
-    assert registry.family_of({"model": {"class": "os:system"}}) == "other"  # never imported
-    assert registry.family_of({"model": {"class": "lmladder.gone:Nothing"}}) == "other"
+
+
+
+def test_an_old_record_gets_the_family_of_its_class_importing_only_lmladder(monkeypatch):
+    imported = []
+    real = registry.import_target
+
+    def recording(target):
+        imported.append(target)
+        return real(target)
+
+    monkeypatch.setattr(registry, "import_target", recording)
+
+    def family(model_class):
+        """The family of a version 3 record (written before the field) of ``model_class``."""
+        old = v3_record()
+        old["model"]["class"] = model_class
+        assert "family" not in old["model"]
+        return parse_record(old, "old.json").family
+
+    assert family("lmladder.baselines.ngram:NGramLM") == "n-gram"
+    assert family("lmladder.baselines.hmm:HMM") == "HMM"
+    assert {"lmladder.baselines.ngram:NGramLM", "lmladder.baselines.hmm:HMM"} <= set(imported)
+    assert family("os:system") == "other"  # never imported
+    assert family("myplug.models:UnigramLM") == "other"
+    assert family("lmladder.gone:Nothing") == "other"  # removed since the record was written
+    assert "lmladder.gone:Nothing" in imported
+    assert all(target.startswith("lmladder.") for target in imported), imported
