@@ -44,6 +44,7 @@ from lmladder.api import Progress, supports_pseudo_logprobs
 from lmladder.data import DataError, DataNotFoundError, load_dataset
 from lmladder.matrix import tasks_module
 from lmladder.plan import CellPlan
+from lmladder.protocol_example import worked_example
 from lmladder.record import API_VERSION, Record, RecordError
 from lmladder.results import provenance
 from lmladder.scoring import (
@@ -189,6 +190,8 @@ def _fill(record: dict, plan: CellPlan, data, data_dir, fit_callback, save_model
         "first_context": f"one boundary token {data.vocab.boundary!r}",
         "token": "word + one <eos> per line" if data.level == "word" else "character",
         "unk": data.vocab.unk,
+        # the report prints this worked example; it never scores anything itself
+        "example": worked_example(data.level, data.vocab.boundary or "<eos>", data.vocab.unk),
     }
     # the cell's steps, announced as each starts (the fit also reports its own progress)
     steps = ["fit", *(f"scoring {s.name}" for s in (data.valid, data.test)), "top-k accuracy"]
