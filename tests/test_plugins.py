@@ -174,7 +174,6 @@ def test_every_built_in_model_names_its_family():
     assert families["gru"] == "RNN" and families["hf-gpt2"] == "Transformer"
 
 
-
 def test_an_old_record_gets_the_family_of_its_class_importing_only_lmladder(monkeypatch):
     imported = []
     real = registry.import_target
