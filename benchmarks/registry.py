@@ -261,22 +261,6 @@ def import_target(target: str) -> type:
     return obj
 
 
-def family_of(record: Mapping[str, Any]) -> str:
-    """The family of a result record's model ("n-gram", "HMM", "RNN", "Transformer", "other"):
-    as recorded, else (records older than the field) the ``family`` of the recorded class, read
-    only for lmladder's own classes (a record never makes lmladder import other code)."""
-    model = record.get("model") or {}
-    if model.get("family"):
-        return str(model["family"])
-    target = str(model.get("class") or "")
-    if target.startswith("lmladder."):
-        try:
-            return str(getattr(import_target(target), "family", "other"))
-        except Exception:  # a class renamed or removed since the record was written
-            pass
-    return "other"
-
-
 def entry(name: str) -> Entry:
     known = models()
     if name in known:
