@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lmladder import cell as cell_module
+from lmladder import matrix as matrix_module
 from lmladder import registry
 from lmladder import run as run_module
 from lmladder.cli import clip, format_amount, format_progress, main
@@ -124,14 +126,14 @@ def test_cell_lines_align_for_labels_of_3_and_60_characters(tmp_path, capsys):
 
 
 def test_cells_skipped_for_one_reason_are_one_summary_line(tmp_path, capsys, monkeypatch):
-    real = run_module.load_dataset
+    real = cell_module.load_dataset
 
     def no_ptb(name, data_dir=None):
         if name == "ptb":
             raise DataNotFoundError("ptb: not found; put ptb.train.txt here")
         return real(name, data_dir)
 
-    monkeypatch.setattr(run_module, "load_dataset", no_ptb)
+    monkeypatch.setattr(cell_module, "load_dataset", no_ptb)
     path = write_matrix(tmp_path / "m.toml", [
         {"name": "toy-uniform", "label": "U1", "budget": {"tokens": 1}},
         {"name": "toy-uniform", "label": "U2", "budget": {"tokens": 2}},
@@ -172,7 +174,7 @@ def test_an_unreadable_matrix_is_listed_not_fatal(tmp_path, monkeypatch, capsys)
     write_matrix(folder / "good.toml", ["toy-uniform"], description="fine", expected_time="1 min")
     write(folder / "bad.toml", "[matrix\n")
     write(folder / "wrong.toml", '[matrix]\nexpected_time = 5\n')
-    monkeypatch.setattr(run_module, "MATRIX_DIR", folder)
+    monkeypatch.setattr(matrix_module, "MATRIX_DIR", folder)
     monkeypatch.setattr("lmladder.cli.MATRIX_DIR", folder)
     assert main(["list", "matrices"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}

@@ -20,8 +20,11 @@ import pytest
 
 from lmladder import data as data_module
 from lmladder import registry
+from lmladder.api import Budget
 from lmladder.cli import main
+from lmladder.record import MetricSpec
 from lmladder.results import load_records, read_record, scan_records
+from lmladder.run import load_matrix, plan_cell, select_cells
 from tests.helpers import write_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,18 +61,18 @@ def test_crashing_cells_are_recorded_with_their_reason_and_the_run_goes_on(tmp_p
                "--memory-limit", str(limit)])
     assert rc == 1
     assert time.monotonic() - t0 < 60
-    by_label = {r["cell"]["label"]: r for r in load_records(tmp_path / "res")}
+    by_label = {r.cell.label: r for r in load_records(tmp_path / "res")}
     assert set(by_label) == {"oom-killed", "segfault", "never-ends", "hog", "fine"}
-    assert by_label["fine"]["status"] == "ok"
-    errors = {k: r["error"] for k, r in by_label.items() if k != "fine"}
-    assert all(by_label[k]["status"] == "failed" for k in errors)
-    assert errors["oom-killed"]["message"].startswith("killed by signal 9 (SIGKILL) — likely out")
-    assert "signal 11 (SIGSEGV)" in errors["segfault"]["message"]
-    assert errors["never-ends"]["type"] == "TimeLimit"
-    assert "exceeded the cell time limit of 2 s" in errors["never-ends"]["message"]
-    assert errors["hog"]["type"] == "MemoryError"
-    assert f"memory limit of {limit} MiB" in errors["hog"]["message"]
-    assert by_label["never-ends"]["limits"]["time_limit_s"] == 2
+    assert by_label["fine"].status == "ok"
+    errors = {k: r.error for k, r in by_label.items() if k != "fine"}
+    assert all(by_label[k].status == "failed" for k in errors)
+    assert errors["oom-killed"].message.startswith("killed by signal 9 (SIGKILL) — likely out")
+    assert "signal 11 (SIGSEGV)" in errors["segfault"].message
+    assert errors["never-ends"].type == "TimeLimit"
+    assert "exceeded the cell time limit of 2 s" in errors["never-ends"].message
+    assert errors["hog"].type == "MemoryError"
+    assert f"memory limit of {limit} MiB" in errors["hog"].message
+    assert by_label["never-ends"].limits["time_limit_s"] == 2
     err = capsys.readouterr().err
     assert "FAILED: never-ends on synthetic" in err and "Traceback" not in err
 
@@ -83,8 +86,8 @@ def test_threads_are_recorded_and_part_of_the_key(tmp_path):
     assert main(["run", str(matrix(1)), "--results", str(res), "--no-report"]) == 0
     assert main(["run", str(matrix(2)), "--results", str(res), "--no-report"]) == 0
     records = load_records(res)
-    assert sorted(r["cell"]["threads"] for r in records) == [1, 2]
-    assert len({r["key"] for r in records}) == 2
+    assert sorted(r.cell.threads for r in records) == [1, 2]
+    assert len({r.key for r in records}) == 2
     assert main(["run", str(tmp_path / "a.toml"), "--results", str(res), "--no-report",
                  "--threads", "1"]) == 0
     assert len(load_records(res)) == 2  # --threads 1 found the first run's cell
@@ -99,12 +102,12 @@ def test_max_seconds_caps_every_cells_training_and_is_part_of_its_budget(tmp_pat
     res = tmp_path / "res"
     assert main(["run", str(path), "--results", str(res), "--no-report",
                  "--max-seconds", "1.5"]) == 0
-    by_label = {r["cell"]["label"]: r for r in load_records(res)}
+    by_label = {r.cell.label: r for r in load_records(res)}
     endless = by_label["endless EM"]
-    assert endless["cell"]["budget"] == {"steps": 100000, "seconds": 1.5}
-    assert endless["budget_used"]["seconds"] == 1.5
-    assert endless["fit"]["seconds"] <= 1.5 * 1.3
-    assert by_label["short already"]["cell"]["budget"] == {"seconds": 0.5}  # under the cap
+    assert endless.cell.budget == {"steps": 100000, "seconds": 1.5}
+    assert endless.budget_used["seconds"] == 1.5
+    assert endless.fit["seconds"] <= 1.5 * 1.3
+    assert by_label["short already"].cell.budget == {"seconds": 0.5}  # under the cap
     assert main(["run", str(path), "--results", str(res), "--no-report",
                  "--max-seconds", "1"]) == 0
     assert len(load_records(res)) == 3  # a different cap makes "endless EM" a cell of its own
@@ -152,9 +155,10 @@ def test_a_forced_rerun_that_fails_keeps_the_ok_record(tmp_path, capsys):
     assert "the ok record is kept" in err
     assert read_record(record_file) == ok
     (attempt,) = res.glob("*.failed-*.json")
-    failed = json.loads(attempt.read_text())
-    assert failed["status"] == "failed" and "not valid UTF-8" in failed["error"]["message"]
-    assert [r["status"] for r in load_records(res)] == ["ok"]  # the attempt is not a record
+    failed = read_record(attempt)
+    assert failed.status == "failed" and "not valid UTF-8" in failed.error.message
+    assert json.loads(attempt.read_text())["status"] == "failed"
+    assert [r.status for r in load_records(res)] == ["ok"]  # the attempt is not a record
 
 
 def test_a_bad_corpus_fails_its_cells_and_the_others_run(tmp_path):
@@ -167,11 +171,11 @@ def test_a_bad_corpus_fails_its_cells_and_the_others_run(tmp_path):
     assert main(["run", str(path), "--results", str(tmp_path / "res"), "--no-report"]) == 1
     records = load_records(tmp_path / "res")
     assert len(records) == 6
-    status = {(r["cell"]["model"], r["cell"]["dataset"].split("/")[-1]): r for r in records}
+    status = {(r.cell.model, r.cell.dataset.split("/")[-1]): r for r in records}
     for model in ("kn3", "toy-uniform"):
-        assert status[model, "synthetic"]["status"] == "ok"
-        assert "line 1: not valid UTF-8" in status[model, "latin1.txt"]["error"]["message"]
-        assert "has no words" in status[model, "blank.txt"]["error"]["message"]
+        assert status[model, "synthetic"].status == "ok"
+        assert "line 1: not valid UTF-8" in status[model, "latin1.txt"].error.message
+        assert "has no words" in status[model, "blank.txt"].error.message
 
 
 def test_unreadable_records_are_named_and_their_cells_rerun(tmp_path, capsys):
@@ -237,7 +241,7 @@ def _env() -> dict:
 
 
 def _numbers(res: Path) -> dict:
-    return {r["key"]: (r["status"], r["metrics"]["test"]["ppl"]) for r in load_records(res)}
+    return {r.key: (r.status, r.metric("test", "ppl")) for r in load_records(res)}
 
 
 @pytest.mark.slow  # this and the next two start lmladder in other processes: 2-4 s each
@@ -257,7 +261,7 @@ def test_concurrent_runs_compute_each_cell_once(tmp_path):
     assert computed == 12  # each cell once, among the three runs
     records = load_records(res)
     assert len(records) == 12 and len(list(res.glob("*.json"))) == 12
-    assert all(r["status"] == "ok" for r in records)
+    assert all(r.status == "ok" for r in records)
 
 
 @pytest.mark.slow
@@ -326,34 +330,42 @@ def test_a_matrix_runs_tasks_and_learning_curves_into_its_records(tmp_path, monk
     assert main(["run", str(path), "--results", str(res)]) == 1  # the broken task
     err = capsys.readouterr().err
     assert "task toy-broken-task: RuntimeError: the task broke" in err
-    records = {(r["cell"]["model"], r["cell"]["fraction"]): r for r in load_records(res)}
+    records = {(r.cell.model, r.cell.fraction): r for r in load_records(res)}
     assert set(records) == {("kn3", 0.25), ("kn3", 1.0), ("toy-uniform", 1.0)}
-    assert all(r["status"] == "ok" for r in records.values())
-    uniform = records["toy-uniform", 1.0]["tasks"]
+    assert all(r.status == "ok" for r in records.values())
+    uniform = records["toy-uniform", 1.0].tasks
     assert set(uniform) == {"cloze", "toy-picky-task"}
-    assert uniform["cloze"]["accuracy"] == pytest.approx(0.2)  # ties with all 5 candidates
-    assert uniform["toy-picky-task"]["status"] == "not applicable"
+    assert uniform["cloze"].score("accuracy") == pytest.approx(0.2)  # ties with all 5 candidates
+    assert uniform["toy-picky-task"].status == "not applicable"
     full, quarter = records["kn3", 1.0], records["kn3", 0.25]
-    assert full["tasks"]["toy-picky-task"] == {"status": "ok", "score": 1.0, "seed": 0,
-                                               "seconds": pytest.approx(0, abs=1)}
-    assert full["tasks"]["toy-broken-task"]["status"] == "failed"
-    assert full["tasks"]["cloze"]["accuracy"] > 0.3
-    tokens = full["dataset"]["splits"]["train"]["tokens"]
-    assert quarter["dataset"]["splits"]["train"]["tokens"] == pytest.approx(tokens / 4, rel=0.01)
-    assert quarter["fit"]["train_tokens"] < full["fit"]["train_tokens"]
-    assert quarter["metrics"]["test"]["ppl"] > full["metrics"]["test"]["ppl"]
-    assert quarter["dataset"]["splits"]["test"] == full["dataset"]["splits"]["test"]
-    assert quarter["key"] != full["key"]
+    picky = full.tasks["toy-picky-task"]
+    assert (picky.status, dict(picky.scores)) == ("ok", {"score": 1.0, "seed": 0})
+    assert picky.error is None and picky.reason is None
+    assert picky.seconds == pytest.approx(0, abs=1)
+    assert picky.metrics == (MetricSpec("score", higher_is_better=True, chance=0.5),)
+    assert full.tasks["toy-broken-task"].status == "failed"
+    assert full.tasks["toy-broken-task"].error.message == "the task broke"
+    assert full.tasks["cloze"].score("accuracy") > 0.3
+    tokens = full.dataset["splits"]["train"]["tokens"]
+    assert quarter.dataset["splits"]["train"]["tokens"] == pytest.approx(tokens / 4, rel=0.01)
+    assert quarter.fit["train_tokens"] < full.fit["train_tokens"]
+    assert quarter.metric("test", "ppl") > full.metric("test", "ppl")
+    assert quarter.dataset["splits"]["test"] == full.dataset["splits"]["test"]
+    assert quarter.key != full.key
     html = (res / "report.html").read_text()
     assert "Task scores" in html and ": learning curves" in html
 
 
 def test_a_learning_curve_scales_the_budget(tmp_path):
-    from lmladder.run import scaled_budget
+    def fit_budget(budget, fraction):
+        path = write_matrix(tmp_path / "m.toml", [{"name": "toy-uniform", "budget": budget}],
+                            datasets=["synthetic"], devices=["cpu"], fractions=[fraction])
+        (cell,) = select_cells(load_matrix(str(path)))
+        return plan_cell(load_matrix(str(path)), cell).fit_budget
 
-    assert scaled_budget({"tokens": 1000, "steps": 3, "seconds": 8.0}, 0.25) == {
-        "tokens": 250, "steps": 1, "seconds": 2.0}
-    assert scaled_budget({"seconds": 8.0}, 1.0) == {"seconds": 8.0}
+    assert fit_budget({"tokens": 1000, "steps": 3, "seconds": 8.0}, 0.25) == Budget(
+        tokens=250, steps=1, seconds=2.0)
+    assert fit_budget({"seconds": 8.0}, 1.0) == Budget(seconds=8.0)
 
 
 def test_a_masked_lm_cell_records_its_pseudo_perplexity_apart(tmp_path):
@@ -363,9 +375,9 @@ def test_a_masked_lm_cell_records_its_pseudo_perplexity_apart(tmp_path):
         "kn3",
     ], scoring={"accuracy_tokens": 300}, datasets=["synthetic"])
     assert main(["run", str(path), "--results", str(tmp_path / "res")]) == 0
-    records = {r["cell"]["model"]: r for r in load_records(tmp_path / "res")}
-    pseudo = records["hf-bert"]["metrics"]["test_pseudo"]
+    records = {r.cell.model: r for r in load_records(tmp_path / "res")}
+    pseudo = records["hf-bert"].metrics["test_pseudo"]
     assert pseudo["tokens"] == 300 and 1 < pseudo["pseudo_ppl"] < 10 * 400
     assert "not comparable" in pseudo["protocol"]
-    assert records["kn3"]["metrics"]["test_pseudo"] is None
+    assert records["kn3"].metrics["test_pseudo"] is None
     assert "pseudo-ppl (MLM)" in (tmp_path / "res" / "report.html").read_text()

@@ -71,21 +71,21 @@ def test_a_saved_model_reloads_and_scores_its_record_exactly(tmp_path):
     assert main(["run", str(_matrix_file(tmp_path, "kn3")), "--results", str(res),
                  "--save-models", "--no-report"]) == 0
     (record,) = load_records(res)
-    folder = res / record["saved_model"]
+    folder = res / record.saved_model
     assert folder.name == next(res.glob("*.json")).stem + ".model"
-    assert record["model"]["family"] == "n-gram"
-    assert record["model"]["disk_bytes"] == _listed_bytes(folder) > 0
+    assert record.model["family"] == "n-gram" == record.family
+    assert record.model["disk_bytes"] == _listed_bytes(folder) > 0
 
     model = lmladder.load_model(folder)
     data = load_dataset("synthetic")
     metrics, _ = score_split(model, data.test, data.vocab)
-    assert metrics.ppl == record["metrics"]["test"]["ppl"]
+    assert metrics.ppl == record.metric("test", "ppl")
 
     # not kept: the same size is recorded, and nothing stays behind
     run_matrix(_matrix(tmp_path, "kn3"), tmp_path / "unsaved")
     (unsaved,) = load_records(tmp_path / "unsaved")
-    assert "saved_model" not in unsaved
-    assert unsaved["model"]["disk_bytes"] == record["model"]["disk_bytes"]
+    assert unsaved.saved_model is None and "saved_model" not in unsaved.to_json()
+    assert unsaved.model["disk_bytes"] == record.model["disk_bytes"]
     assert _leftovers(tmp_path / "unsaved") == []
 
 
@@ -93,7 +93,7 @@ def test_a_cell_killed_while_saving_leaves_no_folder(tmp_path, monkeypatch):
     monkeypatch.setenv(SAVE_FAILS, "kill")
     summary = run_matrix(_matrix(tmp_path, "toy-save-bomb"), tmp_path / "res", save_models=True)
     (record,) = load_records(tmp_path / "res")
-    assert record["status"] == "failed" and "signal 9" in record["error"]["message"]
+    assert record.status == "failed" and "signal 9" in record.error.message
     assert summary.failed and _leftovers(tmp_path / "res") == []
 
 
@@ -101,12 +101,12 @@ def test_a_failed_forced_rerun_keeps_the_saved_model(tmp_path, monkeypatch):
     matrix, res = _matrix(tmp_path, "toy-save-bomb"), tmp_path / "res"
     run_matrix(matrix, res, save_models=True)
     (path,) = res.glob("*.json")
-    kept = res / read_record(path)["saved_model"]
+    kept = res / read_record(path).saved_model
     before = {f: (kept / f).read_bytes() for f in os.listdir(kept)}
 
     monkeypatch.setenv(SAVE_FAILS, "raise")
     summary = run_matrix(matrix, res, save_models=True, force=True)
-    assert summary.kept and read_record(path)["status"] == "ok"
+    assert summary.kept and read_record(path).status == "ok"
     assert {f: (kept / f).read_bytes() for f in os.listdir(kept)} == before
     assert _leftovers(res) == [kept.name]
 
