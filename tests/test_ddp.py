@@ -134,15 +134,15 @@ def schema(value):
 def test_a_matrix_cell_with_two_processes_has_the_record_of_a_single_process_cell(tmp_path):
     path = _matrix(tmp_path / "ddp.toml", 2)
     lmladder.run_matrix(load_matrix(str(path)), tmp_path / "results")
-    records = {r["cell"]["label"]: r for r in load_records(tmp_path / "results")}
+    records = {r.cell.label: r for r in load_records(tmp_path / "results")}
     one, two = records["one"], records["two"]
-    assert one["status"] == two["status"] == "ok", (one["error"], two["error"])
-    assert schema(two) == schema(one)
-    assert two["cell"]["config"]["processes"] == 2 and two["key"] != one["key"]
-    assert two["fit"]["notes"]["processes"] == 2 and two["fit"]["notes"]["backend"] == "gloo"
-    assert two["fit"]["steps"] == one["fit"]["steps"] == 8
+    assert one.status == two.status == "ok", (one.error, two.error)
+    assert schema(two.to_json()) == schema(one.to_json())
+    assert two.cell.config["processes"] == 2 and two.key != one.key
+    assert two.fit["notes"]["processes"] == 2 and two.fit["notes"]["backend"] == "gloo"
+    assert two.fit["steps"] == one.fit["steps"] == 8
     # the same training, up to float rounding in the gradient average
-    assert two["metrics"]["test"]["ppl"] == pytest.approx(one["metrics"]["test"]["ppl"], rel=1e-4)
+    assert two.metric("test", "ppl") == pytest.approx(one.metric("test", "ppl"), rel=1e-4)
 
 
 @pytest.mark.parametrize("config,needle", [

@@ -25,9 +25,9 @@ MODELS = [
 def _numbers(results) -> dict:
     out = {}
     for r in load_records(results):
-        assert r["status"] == "ok", r["error"]
-        out[r["cell"]["label"]] = (r["metrics"], r["fit"]["train_tokens"], r["fit"]["steps"],
-                                   r["sample"], [h.get("valid_nll") for h in r["fit"]["history"]])
+        assert r.status == "ok", r.error
+        out[r.cell.label] = (r.metrics, r.fit["train_tokens"], r.fit["steps"],
+                             r.sample, [h.get("valid_nll") for h in r.fit["history"]])
     return out
 
 

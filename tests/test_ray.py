@@ -22,7 +22,7 @@ import pytest
 
 from lmladder.perf.ray_cells import LocalCluster
 from lmladder.results import load_records
-from lmladder.run import load_matrix, run_matrix
+from lmladder.run import CellPlan, load_matrix, run_matrix
 from tests.conftest import require_extra
 from tests.helpers import matrix_text
 
@@ -48,7 +48,7 @@ def cluster():
 
 
 def _metrics(folder: Path) -> dict:
-    return {r["key"]: (r["status"], r["metrics"]) for r in load_records(folder)}
+    return {r.key: (r.status, r.metrics) for r in load_records(folder)}
 
 
 def test_a_killed_worker_node_loses_no_cell_and_changes_no_number(cluster, tmp_path):
@@ -57,9 +57,10 @@ def test_a_killed_worker_node_loses_no_cell_and_changes_no_number(cluster, tmp_p
     matrix = load_matrix(str(tmp_path / "tiny.toml"))
     placed: list[tuple[str, str, int]] = []
 
-    def kill_the_worker_node(cell, node, attempt):
-        placed.append((cell.label, node, attempt))
-        if head[:8] not in node and cell.label.startswith("HMM"):
+    def kill_the_worker_node(plan, node, attempt):
+        assert isinstance(plan, CellPlan)
+        placed.append((plan.label, node, attempt))
+        if head[:8] not in node and plan.label.startswith("HMM"):
             cluster.kill(worker)
 
     on_ray = run_matrix(matrix, tmp_path / "ray", executor="ray", address=address,
@@ -69,7 +70,7 @@ def test_a_killed_worker_node_loses_no_cell_and_changes_no_number(cluster, tmp_p
     assert len(killed) == 1, placed
     assert (killed[0], 2) in {(label, attempt) for label, node, attempt in placed
                               if head[:8] in node}, f"{killed[0]} was not run again: {placed}"
-    nodes = {r["cell"]["label"]: r["provenance"]["node"] for r in load_records(tmp_path / "ray")}
+    nodes = {r.cell.label: r.provenance["node"] for r in load_records(tmp_path / "ray")}
     assert head[:8] in nodes[killed[0]]
 
     local = run_matrix(matrix, tmp_path / "local")
