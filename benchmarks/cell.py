@@ -25,6 +25,7 @@ into place only when the cell ends well, so a killed or failed cell leaves no ha
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -46,7 +47,7 @@ from lmladder.matrix import tasks_module
 from lmladder.plan import CellPlan
 from lmladder.protocol_example import worked_example
 from lmladder.record import API_VERSION, Record, RecordError
-from lmladder.results import provenance
+from lmladder.results import json_default, provenance
 from lmladder.scoring import (
     metrics_from_logprobs,
     pseudo_perplexity,
@@ -135,9 +136,9 @@ def _error(record: dict, status: str, kind: str, message: str, tb: str | None = 
 def _checked(record: dict) -> Record:
     """The measured record as a :class:`Record`; one whose measurements fail the record's
     checks (a negative or NaN metric from a broken model) is kept as a failed record."""
-    try:
-        return Record.from_json(record)
-    except RecordError as err:
+    try:  # as JSON values (numpy scalars, tuples), so the record equals the one read back
+        return Record.from_json(json.loads(json.dumps(record, default=json_default)))
+    except (RecordError, TypeError) as err:  # TypeError: a value JSON cannot hold
         kept = {k: record[k] for k in ("api_version", "key", "cell", "provenance", "limits")}
         return Record.from_json(_error(kept, "failed", "RecordError", (
             f"the cell's measurements cannot be recorded: {str(err).removeprefix('<record>: ')}")))

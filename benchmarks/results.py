@@ -56,10 +56,11 @@ def record_path(results_dir: Path, cell: CellSection, key: str) -> Path:
 def write_record(path: Path, record: Record) -> None:
     """Write ``record`` to ``path`` atomically: an interrupted run never leaves half a file."""
     atomic_write(path, json.dumps(record.to_json(), indent=1, ensure_ascii=False,
-                                  default=_default))
+                                  default=json_default))
 
 
-def _default(obj):
+def json_default(obj):
+    """JSON for what a measurement may hold besides JSON values: numpy scalars and arrays."""
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
     if hasattr(obj, "tolist"):
