@@ -168,6 +168,40 @@ def test_layers_depend_one_way():
             assert not any(m.startswith("lmladder.perf") for m in GRAPH[name]), name
 
 
+# Small leaf modules a family may use besides the contract: device resolution, the number and
+# error-line rules, and the process helpers of its own worker processes.
+LEAVES = {"lmladder.devices", "lmladder.numbers", "lmladder.process"}
+# What a report may read: records and their files, nothing that runs or scores a model.
+RECORDS = {"lmladder.record", "lmladder.results", "lmladder.numbers", "lmladder.files",
+           "lmladder._version"}
+
+
+@pytest.mark.parametrize("family", ["lmladder.baselines", "lmladder.neural"])
+def test_families_import_only_the_contract(family):
+    """A model family sees the harness only through the contract: no registry, runner, tasks,
+    data loading or scoring (the harness turns log-probabilities into metrics, never a model)."""
+    for name in (m for m in MODULES if m.startswith(family)):
+        outside = {m for m in GRAPH[name] if not m.startswith(family)} - CONTRACT - LEAVES
+        assert not outside, f"{name} imports {sorted(outside)}; families import the contract only"
+
+
+def test_reports_read_records_only():
+    """The report renders records: it imports no registry, task, runner, data or scoring
+    module (task metric specs and model families travel in the records)."""
+    reports = [m for m in MODULES if m.startswith("lmladder.reports")]
+    assert len(reports) > 5
+    for name in reports:
+        outside = {m for m in GRAPH[name] if not m.startswith("lmladder.reports")} - RECORDS
+        assert not outside, f"{name} imports {sorted(outside)}; a report reads records only"
+
+
+def test_no_module_holds_more_than_a_reader_can_hold():
+    """No module over ~600 lines (the big rooms were split along the flow)."""
+    long = {name: n for name, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > 620}
+    assert not long, f"modules over 620 lines: {long}"
+
+
 BLOCK_TORCH = """
 import importlib.abc, sys
 class NoTorch(importlib.abc.MetaPathFinder):
