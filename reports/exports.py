@@ -21,8 +21,6 @@ millions (``4.65M``); the CSV keeps every digit.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import statistics
@@ -50,8 +48,9 @@ from lmladder.reports.rows import (
 )
 from lmladder.reports.values import number_at, value_at
 
-EXPORTS = ("results.csv", "results.md", "results.json")
+EXPORTS = ("results.csv", "results.md", "results.json")  # what render.py links to today
 EXPORT_FILES = ("results.csv", "results.md", "results.tex")  # what write_exports writes
+PAGE_EXPORTS = (*EXPORT_FILES, "results.json")  # the page's links once it calls write_exports
 EXPORT_METRICS = ("test ppl", "test bpc", "test word ppl", "valid ppl", "parameters",
                   "trained tokens", "train tok/s", "score tok/s")
 
@@ -275,28 +274,32 @@ def main_table(ds: str, rows: list[Row], anchors: list[Anchor]) -> Table:
     return table
 
 
+def curve_name(row: Row) -> str:
+    """The model a learning-curve row belongs to: its label without the share that tells its
+    points apart ("KN5 [fraction=0.5]" -> "KN5")."""
+    return re.sub(r" \[fraction=[^],\]]*\]", "", row.label)
+
+
 def curve_table(ds: str, rows: list[Row]) -> Table | None:
     """The learning curves of ``ds``: each model trained on shares of the training data (and
     its whole-data row), by model then share; None where there are none."""
-    labels = {r.cell.label for row in rows if not row.full for r in row.records}
-    if not labels:
+    names = {curve_name(row) for row in rows if not row.full}
+    if not names:
         return None
     metric = metric_of(rows)
     table = Table(f"{ds}: learning curves (test {metric.name} against the share of training "
                   "data)", list(CURVE_HEADER), "lrrlrr", key=f"{ds}-curve")
-    curve = [row for row in rows if row.records[0].cell.label in labels]
+    curve = sorted((row for row in rows if curve_name(row) in names),
+                   key=lambda row: (curve_name(row), row.kind, row.records[0].cell.fraction))
     flagged = []
-    for row in sorted(curve, key=lambda row: (row.records[0].cell.label, row.kind,
-                                              row.records[0].cell.fraction)):
-        cell = row.records[0].cell
-        name = cell.label + (f" {REFERENCE}" if row.kind == "reference" else "")
+    for row in curve:
+        name, share = curve_name(row), f"{row.records[0].cell.fraction:g}"
         why = flags(training(_worst(row)))
         if why:
-            flagged.append(Note(f"{FLAG} {cell.label} at {cell.fraction:g}: {'; '.join(why)}."))
-            name += f" {FLAG}"
+            flagged.append(Note(f"{FLAG} {name} at {share}: {'; '.join(why)}."))
+        mark = (f" {REFERENCE}" if row.kind == "reference" else "") + (f" {FLAG}" if why else "")
         tokens = _values(row, ("fit", "train_tokens"))
-        table.rows.append([name, f"{cell.fraction:g}",
-                           count_text(max(tokens)) if tokens else "—",
+        table.rows.append([name + mark, share, count_text(max(tokens)) if tokens else "—",
                            trained_text(_worst(row)),
                            mean_text(row, metric.path("valid"), metric),
                            mean_text(row, metric.path("test"), metric)])
@@ -466,18 +469,24 @@ def neutralise(value):
     return value
 
 
+def csv_field(value) -> str:
+    """One CSV field: text quoted (RFC 4180: inner quotes doubled, so a comma, CR or newline
+    inside stays text) and neutralised (:func:`neutralise`); a number bare, in full precision
+    (``repr``); None empty, which every reader takes as missing."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return '"' + str(neutralise(str(value))).replace('"', '""') + '"'
+
+
 def csv_text(rows: list[dict]) -> str:
-    """``rows`` as CSV (the columns in first-seen order; None as an empty cell), every text
-    cell quoted and neutralised (:func:`neutralise`), numbers bare in full precision."""
+    """``rows`` as CSV, the columns in first-seen order, one ``\\n``-terminated line per row
+    (:func:`csv_field`: text quoted, numbers bare, None empty)."""
     names = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    # text quoted, numbers bare: a reader sees which is which, and a CR inside text stays text
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n",
-                            quoting=csv.QUOTE_NONNUMERIC)
-    writer.writerow({n: neutralise(n) for n in names})
-    for row in rows:
-        writer.writerow({k: "" if v is None else neutralise(v) for k, v in row.items()})
-    return buf.getvalue()
+    lines = [",".join(csv_field(n) for n in names)]
+    lines += [",".join(csv_field(row.get(n)) for n in names) for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 # ---- writing them ------------------------------------------------------------------------------

@@ -290,6 +290,19 @@ def test_csv_text_cells_never_start_a_formula():
             assert not value.startswith("-") or re.fullmatch(r"-[\d.e+-]+", value), value
 
 
+def test_csv_text_is_quoted_text_and_bare_numbers():
+    rows = [{"label": 'a,"b"\r\nc', "x": 1.5, "n": 3, "y": None},
+            {"label": "-1", "x": -2.0, "n": None, "y": None}]
+    text = csv_text(rows)
+    assert text.splitlines()[0] == '"label","x","n","y"'
+    back = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert back == [{"label": 'a,"b"\r\nc', "x": "1.5", "n": "3", "y": ""},
+                    {"label": "'-1", "x": "-2.0", "n": "", "y": ""}]
+    frame = pd.read_csv(io.StringIO(text))
+    assert frame["x"].tolist() == [1.5, -2.0] and frame["n"].dtype.kind == "f"
+    assert frame["label"].tolist() == ['a,"b"\r\nc', "'-1"] and frame["y"].isna().all()
+
+
 def test_csv_is_typed_one_row_per_seed(tmp_path):
     records = [make("LSTM small", ppl=100.0, seed=0), make("LSTM small", ppl=110.0, seed=1),
                make("KN5", ppl=141.19, family="n-gram"),
