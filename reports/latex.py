@@ -61,8 +61,7 @@ def table_latex(table: Table) -> str:
 def latex_text(tables: Sequence[Table], title: str = "lmladder results") -> str:
     """A standalone LaTeX document holding every table, one after another."""
     head = [r"\documentclass{article}", r"\usepackage[utf8]{inputenc}",
-            r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}",
-            r"\usepackage[margin=2cm]{geometry}", "",
+            r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}", "",
             r"\begin{document}", rf"\section*{{{latex_escape(title)}}}", ""]
     body = [table_latex(t) + "\n" for t in tables]
     return "\n".join(head + body + [r"\end{document}", ""])
