@@ -93,6 +93,8 @@ _add("ad3", _NGRAM, summary="interpolated absolute discounting 3-gram",
      order=3, smoothing="absolute-discounting")
 _add("laplace2", _NGRAM, summary="add-one bigram",
      order=2, smoothing="add-k", k=1.0)
+_add("uniform", "lmladder.baselines.uniform:UniformLM",
+     summary="every token equally likely: perplexity = vocabulary size (the floor)")
 _add("unigram", _NGRAM, summary="add-one unigram (one per class: multinomial Naive Bayes)",
      order=1, smoothing="add-k", k=1.0)
 _add("arpa:", "lmladder.baselines.ngram:ArpaLM",

@@ -422,3 +422,17 @@ def test_ptb_kneser_ney_known_answers(data_dir, order, low, high, kenlm):
     assert metrics.tokens == 82_430
     assert low <= metrics.ppl <= high
     assert abs(metrics.ppl - kenlm) < 0.05  # same counts and discounts as lmplz
+
+
+def test_uniform_is_the_floor(data):
+    """The uniform model's perplexity is the vocabulary size and every token ties for first."""
+    from lmladder.baselines.uniform import UniformLM
+    from lmladder.scoring import metrics_from_logprobs
+
+    model = UniformLM()
+    model.fit(data.train.ids, data.vocab)
+    v = len(data.vocab)
+    lp = model.token_logprobs(data.test.ids)
+    assert metrics_from_logprobs(lp, data.test).ppl == pytest.approx(v)
+    np.testing.assert_array_equal(model.next_token_ranks(data.test.ids[:5]), [[0, v]] * 5)
+    np.testing.assert_allclose(lp, LanguageModel.token_logprobs(model, data.test.ids))
