@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from lmladder.numbers import finite
 from lmladder.record import MetricSpec
-from lmladder.reports.anchors import Anchor, cite
+from lmladder.reports.anchors import Anchor, cite, match_anchor
 from lmladder.reports.figures import slug
 from lmladder.reports.rows import (
     COLUMNS,
@@ -26,30 +26,64 @@ from lmladder.reports.rows import (
 from lmladder.reports.values import value_at
 from lmladder.results import lmladder_version
 
-COMPACT = ("parameters", "trained", "train tok/s", "score tok/s")
+COMPACT = ("lit.", "× lit.", "parameters", "trained", "train tok/s", "score tok/s")
+SPECIAL = ("lit.", "× lit.", "trained", "data share")  # columns not read from COLUMNS
+SPECIAL_UNITS = {"lit.": "published", "× lit.": "measured / published",
+                 "trained": "actual / planned", "data share": "of the training split"}
 
 
 def _header(column: str, quality: bool) -> dict:
     better = ""
     if quality:
         better = "↓ lower is better" if column in LOWER_IS_BETTER else "↑ higher is better"
-    return {"name": column, "unit": UNITS.get(column, ""), "better": better}
+    return {"name": column, "unit": UNITS.get(column, SPECIAL_UNITS.get(column, "")),
+            "better": better}
 
 
 def trained_cell(row: Row | None) -> dict:
-    """The "trained" cell of a row: amount, verdict and budget, flagged where not converged."""
+    """The "trained" cell of a row: what it trained against what was planned ("7 / 5,000
+    steps, 0.11 epochs, cut at 180 s") and its verdict; a flagged row says why it is flagged
+    (not converged, convergence unknown, under 1 epoch)."""
     if row is None:
         return {"text": "—", "value": "", "best": False, "flag": ""}
     t = row.training
-    text = t.amount or "—"
-    if t.verdict in ("closed form", "not trained", "converged"):
-        text = ", ".join(p for p in (t.amount, t.verdict) if p)
-    if t.budget:
-        text += f" (budget {t.budget})"
-    # the amount is in the cell already: the flag adds only why
+    text = t.planned or t.amount or "—"
+    if t.verdict in ("closed form", "not trained") or t.converged:
+        text += f" · {t.verdict}"
     return {"text": text, "value": "" if t.epochs is None else repr(t.epochs),
-            "best": False, "flag": f"⚠ not converged: {t.reason}" if t.flagged else "",
-            "title": t.reason}
+            "best": False, "flag": f"⚠ {t.why}" if t.flagged else "", "title": t.reason}
+
+
+def literature_of(row: Row, anchors: list[Anchor], metrics: list[str]) -> Anchor | None:
+    """The comparable anchor that stands for ``row``'s model (:func:`match_anchor`), trying the
+    record paths ``metrics`` in order; None where none matches or the row lacks that number."""
+    for metric in metrics:
+        anchor = match_anchor(row.label, row.family, anchors, metric,
+                              higher_is_better=PATH_COLUMNS.get(metric) in HIGHER_IS_BETTER)
+        if anchor is not None and row.mean_at(anchor.path()) is not None:
+            return anchor
+    return None
+
+
+def times_literature(row: Row, anchor: Anchor) -> float | None:
+    """Measured / published for the anchor's metric; None where the anchor is 0."""
+    value = row.mean_at(anchor.path())
+    return value / anchor.value if value is not None and anchor.value else None
+
+
+def literature_cells(row: Row | None, anchor: Anchor | None, quality: str) -> list[dict]:
+    """The "lit." and "× lit." cells of a row (dashes where no comparable anchor matches)."""
+    if row is None or anchor is None:
+        return [{"text": "—", "value": "", "best": False, "flag": ""} for _ in range(2)]
+    ratio = times_literature(row, anchor)
+    metric = PATH_COLUMNS.get(anchor.metric, anchor.metric)
+    other = "" if metric == quality else f" ({metric})"
+    title = f"{anchor.model}, {cite(anchor)}{other}"
+    return [{"text": f"{anchor.value:g}{other}", "value": repr(anchor.value), "best": False,
+             "flag": "", "title": title},
+            {"text": "—" if ratio is None else f"{ratio:.2f}×",
+             "value": "" if ratio is None else repr(ratio), "best": False, "flag": "",
+             "title": title}]
 
 
 def _citation(a: Anchor) -> dict:
@@ -59,24 +93,48 @@ def _citation(a: Anchor) -> dict:
             "comparable": a.comparable}
 
 
-def leaderboard(rows: list[Row], anchors: list[Anchor] = (), *, quality: str = "test ppl",
-                oracle: Mapping | None = None, mark_best: bool = True) -> dict:
-    """Template data for one dataset's leaderboard: ``rows`` (own and reference), the anchors'
-    literature rows, and the source's own scores (``oracle``); sorted by ``quality``.
+def footnotes(anchors: list[Anchor]) -> list[dict]:
+    """The non-comparable anchors as footnotes: shown with their note, never ranked."""
+    return [{"model": a.model, "metric": PATH_COLUMNS.get(a.metric, a.metric),
+             "value": f"{a.value:g}", "cite": _citation(a)} for a in anchors if not a.comparable]
 
-    Compact columns are the quality metric(s), parameters, training and throughput; every other
-    column carries ``detail`` (hidden until the page's toggle shows it).  Best values are marked
-    only in quality columns, among measured rows.
+
+def _row_data(row: Row, cells: list[dict], sort: float | None) -> dict:
+    return {"kind": row.kind, "label": row.label, "family": row.family,
+            "settings": row.settings, "seeds": len(row.records), "code": row.revision,
+            "cells": cells, "cite": None, "sort": sort, "greyed": row.below_floor,
+            "baseline": row.baseline, "flagged": row.training.flagged}
+
+
+def leaderboard(rows: list[Row], anchors: list[Anchor] = (), *, quality: str = "test ppl",
+                oracle: Mapping | None = None, mark_best: bool = True,
+                curve: bool = False) -> dict:
+    """Template data for one dataset's leaderboard: ``rows`` (own and reference), the
+    comparable anchors' literature rows, and the source's own scores (``oracle``); sorted by
+    ``quality``, rows worse than the dataset's unigram row last (greyed, never ranked).
+
+    Every row carries "lit." and "× lit." (the comparable anchor standing for its model, and
+    measured / published) where the dataset has comparable anchors; non-comparable anchors
+    are ``footnotes``.  Compact columns are the quality metric(s), literature, parameters,
+    training and throughput; every other column carries ``detail`` (hidden until the page's
+    toggle shows it).  Best values are marked only in quality columns, among ranked rows.
+    ``curve``: a learning curve's table (rows on shares of the training data, a "data share"
+    column, by label and share, nothing marked best).
     """
     anchors = [a for a in anchors if a.metric in PATH_COLUMNS]
+    comparable = [a for a in anchors if a.comparable]
     anchor_columns = {PATH_COLUMNS[a.metric] for a in anchors}
     present = [c for c in COLUMNS if c in anchor_columns or any(row.values(c) for row in rows)]
-    compact = [c for c in present if c == quality or c in anchor_columns]
-    compact += [c for c in COMPACT if c in present or c == "trained"]
+    metrics = [COLUMNS[quality][0]] + sorted({tuple(a.metric.split(".")) for a in comparable})
+    metrics = list(dict.fromkeys(".".join(m) for m in metrics))
+    specials = {"trained"} | ({"lit.", "× lit."} if comparable else set())
+    compact = ["data share"] if curve else []
+    compact += [c for c in present if c == quality or c in anchor_columns]
+    compact += [c for c in COMPACT if c in present or c in specials]
     columns = compact + [c for c in present if c not in compact]
     best = {}
-    for c in present if mark_best else ():
-        means = [m for m in (row.mean(c) for row in rows) if m is not None]
+    for c in present if mark_best and not curve else ():
+        means = [m for row in rows if not row.below_floor and (m := row.mean(c)) is not None]
         if c in QUALITY and means:
             best[c] = min(means) if c in LOWER_IS_BETTER else max(means)
 
@@ -85,44 +143,75 @@ def leaderboard(rows: list[Row], anchors: list[Anchor] = (), *, quality: str = "
                 "value": "" if value is None else repr(value), "flag": "",
                 "best": ranks and c in best and value is not None and value == best[c]}
 
-    body = []
-    for row in rows:
-        cells = [trained_cell(row) if c == "trained" else cell(c, row.mean(c), row.text(c))
-                 for c in columns]
-        body.append({"kind": row.kind, "label": row.label, "family": row.family,
-                     "settings": row.settings, "seeds": len(row.records), "code": row.revision,
-                     "cells": cells, "cite": None, "sort": row.mean(quality),
-                     # a learning curve's shares are details: the whole-data row ranks
-                     "share": not row.full})
-    for a in anchors:
+    def cells_of(row: Row | None, value_of, ranks: bool) -> list[dict]:
+        lit = literature_cells(row, row and literature_of(row, comparable, metrics), quality)
+        special = {"trained": trained_cell(row), "lit.": lit[0], "× lit.": lit[1],
+                   "data share": {"text": "" if row is None else
+                                  f"{row.records[0].cell.fraction:.4g}",
+                                  "value": "" if row is None else
+                                  repr(row.records[0].cell.fraction)}}
+        return [special[c] if c in special else cell(c, *value_of(c), ranks=ranks)
+                for c in columns]
+
+    body = [_row_data(row, cells_of(row, lambda c, r=row: (r.mean(c), r.text(c)),
+                                    not row.below_floor), row.mean(quality)) for row in rows]
+    for a in comparable:
         column = PATH_COLUMNS[a.metric]
-        cells = [trained_cell(None) if c == "trained"
-                 else cell(c, a.value if c == column else None, ranks=False) for c in columns]
+        cells = cells_of(None, lambda c, a=a, col=column: (a.value if c == col else None,),
+                         False)
         body.append({"kind": "literature", "label": a.model, "family": a.family,
                      "settings": a.note or a.source, "seeds": "", "code": "", "cells": cells,
                      "cite": _citation(a), "sort": a.value if column == quality else None})
     if oracle is not None:  # an oracle holds {"valid": metrics, "test": metrics}
-        cells = [trained_cell(None) if c == "trained" else cell(
-            c, finite(value_at(oracle, COLUMNS[c][0][1:])) if COLUMNS[c][0][0] == "metrics"
-            else None, ranks=False) for c in columns]
+        cells = cells_of(None, lambda c: (
+            finite(value_at(oracle, COLUMNS[c][0][1:])) if COLUMNS[c][0][0] == "metrics"
+            else None,), False)
         body.append({"kind": "oracle", "label": "source (oracle)", "family": "", "settings": "",
                      "seeds": "", "code": "", "cells": cells, "cite": None, "sort": None})
     for b in body:
         b["fam"] = slug(b["family"]) if b["family"] else ""
     higher = quality in HIGHER_IS_BETTER
-    body.sort(key=lambda r: (r["kind"] == "oracle", r["sort"] is None,
-                             -(r["sort"] or 0) if higher else (r["sort"] or 0)))
+    if curve:
+        body.sort(key=lambda r: (r["label"], float(r["cells"][0]["value"] or 0)))
+    else:
+        body.sort(key=lambda r: (r["kind"] == "oracle", bool(r.get("greyed")),
+                                 r["sort"] is None,
+                                 -(r["sort"] or 0) if higher else (r["sort"] or 0)))
     return {"columns": [{**_header(c, c in QUALITY), "detail": c not in compact}
                         for c in columns],
-            "rows": body,
+            "rows": body, "footnotes": footnotes(anchors),
             # families have revisions of their own: the column matters when lmladder's differ
             "show_code": len({lmladder_version(row.records[0]) for row in rows}) > 1,
-            "shares": sum(not row.full for row in rows)}
+            "greyed": sum(row.below_floor for row in rows)}
+
+
+COUNT_KEYS = ("items", "texts", "prompts", "sentences")  # how task results count what they scored
+
+
+def rank_spec(specs: tuple[MetricSpec, ...]) -> MetricSpec:
+    """The metric that ranks a task: its chrF where it reports one (the greedy one first, in
+    the task's order), else its first metric.  Corpus BLEU of short generations sits near 0 and
+    a constant output beats real models on it; chrF still orders them."""
+    return next((s for s in specs if s.name.endswith("chrf")), specs[0])
+
+
+def _shown_specs(specs: tuple[MetricSpec, ...]) -> list[tuple[MetricSpec, bool]]:
+    """(spec, detail) in display order: the ranking metric, then repetition beside it, then the
+    other metrics as details."""
+    first = rank_spec(specs)
+    beside = [s for s in specs if s is not first and "repetition" in s.name]
+    rest = [s for s in specs if s is not first and s not in beside]
+    return [(first, False)] + [(s, False) for s in beside] + [(s, True) for s in rest]
+
+
+def interval_text(low: float, high: float) -> str:
+    return f"[{low:.3g}, {high:.3g}]"
 
 
 def _task_cell(row: Row, name: str, spec: MetricSpec) -> dict:
-    """A task score as ``{"text", "value"}``: mean ± std over seeds, "n/a" where the task
-    cannot use the model, the task's status where it did not run, "" where not run at all."""
+    """A task score as ``{"text", "value"}``: mean ± std over seeds, the 95% interval the
+    result records (``<metric>_ci95``) for one seed, "n/a" where the task cannot use the model,
+    the task's status where it did not run, "" where not run at all."""
     results = [r.tasks[name] for r in row.records if name in r.tasks]
     if not results:
         return {"text": "", "value": ""}
@@ -133,45 +222,78 @@ def _task_cell(row: Row, name: str, spec: MetricSpec) -> dict:
     text = f"{sum(values) / len(values):.4g}"
     if len(values) > 1:
         text += f" ± {statistics.stdev(values):.2g}"
+    else:
+        ci = results[0].scores.get(f"{spec.name}_ci95")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+                finite(v) is not None for v in ci):
+            text += " " + interval_text(*ci)
     return {"text": text, "value": repr(sum(values) / len(values))}
+
+
+def _count_cell(row: Row, name: str) -> dict:
+    """How many items the task scored (its results' ``items``, ``texts``, ``prompts`` or
+    ``sentences``), a range over seeds."""
+    counts = set()
+    for r in row.records:
+        result = r.tasks.get(name)
+        found = [v for key in COUNT_KEYS if result is not None
+                 and (v := finite(result.scores.get(key))) is not None]
+        if found:
+            counts.add(int(found[0]))
+    if not counts:
+        return {"text": "—", "value": ""}
+    low, high = min(counts), max(counts)
+    return {"text": f"{low:,}" if low == high else f"{low:,}–{high:,}", "value": repr(low)}
+
+
+def count_key(rows: list[Row], name: str) -> str:
+    """The count a task's results record ("items", "prompts", ...), or "items"."""
+    return next((key for row in rows for r in row.records if (t := r.tasks.get(name))
+                 for key in COUNT_KEYS if key in t.scores), "items")
 
 
 def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                anchors: list[Anchor]) -> dict | None:
-    """Template data of one task's table: rows (own and reference) by the task's first metric,
-    its other metrics as details, chance level and the literature rows of ``anchors`` (those of
-    this task); None where no row ran the task."""
+    """Template data of one task's table: rows (own and reference) by the task's ranking metric
+    (:func:`rank_spec`) with its 95% interval where recorded and repetition beside it, the
+    number of items scored, its other metrics as details, chance level and the literature rows
+    of ``anchors`` (those of this task; non-comparable ones as footnotes); None where no row
+    ran the task.  Rows worse than their dataset's unigram row are greyed, never ranked."""
+    shown = _shown_specs(specs)
+    first = shown[0][0]
     body = []
     for row in rows:
-        cells = [_task_cell(row, name, spec) for spec in specs]
+        cells = [_task_cell(row, name, spec) for spec, _ in shown]
         if any(c["text"] != "" for c in cells):
-            body.append({"kind": row.kind, "label": row.label, "family": row.family,
-                         "settings": row.settings, "seeds": len(row.records),
-                         "trained": trained_cell(row), "cells": cells, "cite": None,
-                         "sort": task_mean(row, name, specs[0].name), "share": not row.full})
+            body.append({**_row_data(row, cells, task_mean(row, name, first.name)),
+                         "trained": trained_cell(row), "count": _count_cell(row, name),
+                         "share": not row.full})
     if not body:
         return None
-    first = specs[0]
-    best = [b["sort"] for b in body if b["sort"] is not None]
+    best = [b["sort"] for b in body if b["sort"] is not None and not b["greyed"]]
     best = (max if first.higher_is_better else min)(best) if best else None
     for b in body:
-        b["cells"][0]["best"] = best is not None and b["sort"] == best
+        b["cells"][0]["best"] = best is not None and b["sort"] == best and not b["greyed"]
     for a in anchors:
+        if not a.comparable:
+            continue
         metric = a.metric.split(".", 2)[2]
         cells = [{"text": f"{a.value:.4g}" if s.name == metric else "—",
-                  "value": repr(a.value) if s.name == metric else ""} for s in specs]
+                  "value": repr(a.value) if s.name == metric else ""} for s, _ in shown]
         body.append({"kind": "literature", "label": a.model, "family": a.family,
-                     "settings": a.note or a.source, "seeds": "",
-                     "trained": trained_cell(None), "cells": cells, "cite": _citation(a),
+                     "settings": a.note or a.source, "seeds": "", "greyed": False,
+                     "trained": trained_cell(None), "count": {"text": "", "value": ""},
+                     "cells": cells, "cite": _citation(a),
                      "sort": a.value if metric == first.name else None})
     for b in body:
         b["fam"] = slug(b["family"]) if b["family"] else ""
-    body.sort(key=lambda b: (b["sort"] is None,
+    body.sort(key=lambda b: (b["greyed"], b["sort"] is None,
                              -(b["sort"] or 0) if first.higher_is_better else (b["sort"] or 0)))
     heads = [{"name": s.name, "unit": "",
               "better": "↑ higher is better" if s.higher_is_better else "↓ lower is better",
-              "detail": i > 0} for i, s in enumerate(specs)]
+              "detail": detail} for s, detail in shown]
     chance = [{"text": "" if s.chance is None else f"{s.chance:.3g}",
-               "value": "" if s.chance is None else repr(s.chance)} for s in specs]
-    return {"heads": heads, "rows": body, "chance": chance}
-
+               "value": "" if s.chance is None else repr(s.chance)} for s, _ in shown]
+    return {"heads": heads, "rows": body, "chance": chance, "count": count_key(rows, name),
+            "rank": first.name, "footnotes": footnotes(anchors),
+            "intervals": any("[" in c["text"] for b in body for c in b["cells"])}

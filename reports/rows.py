@@ -13,6 +13,7 @@ matching reference rows and the literature anchors.
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -79,6 +80,12 @@ def distinct(records: Iterable[Record]) -> list[Record]:
     return newest_per(records, lambda r: (*_experiment(r), r.status))
 
 
+# Registry names of the floor models: a uniform model (p = 1/|V|) and a unigram.  Every table
+# shows their rows; a row worse than its dataset's FLOOR row is greyed and never ranked.
+BASELINES = ("uniform", "unigram")
+FLOOR = "unigram"
+
+
 # ---- how much a record trained ---------------------------------------------------------------
 
 CONVERGED_STOPS = {  # fit.notes.stopped_by -> why the fit itself decided to stop
@@ -89,6 +96,9 @@ STILL_IMPROVING_NATS = 0.002  # a last validation gain above this means training
 BUDGET_SPENT = 0.9  # a fit that used this share of its seconds stopped for the clock
 
 
+ITERATIVE = ("converged", "not converged", "unknown")  # verdicts of a fit that iterates
+
+
 @dataclass(frozen=True)
 class Training:
     """How much one record trained and whether it converged.
@@ -96,7 +106,9 @@ class Training:
     ``epochs``: passes over the training split (training tokens / train split tokens);
     ``steps``: optimizer steps or EM iterations (``fit.steps``); ``verdict`` is one of
     "converged", "not converged", "closed form", "not trained", "unknown"; ``reason`` says why in
-    a few words; ``budget`` is the cell's budget as text ("12 s", "100,000 tokens") or "".
+    a few words; ``budget`` is the cell's budget as text ("12 s", "100,000 tokens") or "";
+    ``planned`` is what was trained against what was planned, in a few words ("7 / 5,000 steps,
+    0.11 epochs, cut at 180 s"; :func:`planned_actual`).
     """
 
     epochs: float | None
@@ -104,20 +116,45 @@ class Training:
     verdict: str
     reason: str
     budget: str = ""
+    planned: str = ""
+
+    @property
+    def short(self) -> bool:
+        """The model trained (it is not zero-shot) and saw less than one pass of its data."""
+        return self.verdict != "not trained" and self.epochs is not None and self.epochs < 1
+
+    @property
+    def converged(self) -> bool:
+        """True only where the fit finished: verdict "converged" or "closed form", and at
+        least one epoch where the epochs are known."""
+        return self.verdict in ("converged", "closed form") and not self.short
 
     @property
     def flagged(self) -> bool:
-        return self.verdict == "not converged"
+        """The row's numbers say what the budget bought, not what the model can do: verdict
+        "not converged" or "unknown", or a trained model under one epoch.  A zero-shot model
+        ("not trained") is neither flagged nor converged."""
+        return self.verdict in ("not converged", "unknown") or self.short
 
     @property
     def amount(self) -> str:
         """Epochs and steps in a few words, e.g. "0.06 epochs, 90 steps"."""
         parts = []
         if self.epochs is not None:
-            count = f"{self.epochs:.2g}" if self.epochs < 10 else f"{self.epochs:,.0f}"
-            parts.append(f"{count} epoch{'' if count == '1' else 's'}")
+            parts.append(epochs_text(self.epochs))
         if self.steps is not None and self.verdict != "closed form":
             parts.append(f"{self.steps:,} steps")
+        return ", ".join(parts)
+
+    @property
+    def why(self) -> str:
+        """Why a flagged row is flagged, in a few words ("" where it is not)."""
+        if not self.flagged:
+            return ""
+        words = {"not converged": "not converged", "unknown": "convergence unknown"}
+        parts = [words[self.verdict]] if self.verdict in words else []
+        if self.short:
+            parts.append("under 1 epoch")
         return ", ".join(parts)
 
     @property
@@ -125,7 +162,12 @@ class Training:
         """The warning a flagged row carries, else ""."""
         if not self.flagged:
             return ""
-        return "⚠ not converged: " + ", ".join(p for p in (self.amount, self.reason) if p)
+        return f"⚠ {self.why}: " + ", ".join(p for p in (self.amount, self.reason) if p)
+
+
+def epochs_text(epochs: float) -> str:
+    count = f"{epochs:.2g}" if epochs < 10 else f"{epochs:,.0f}"
+    return f"{count} epoch{'' if count == '1' else 's'}"
 
 
 def _budget(record: Record) -> dict:
@@ -156,6 +198,39 @@ def _budget_spent(record: Record, fit: dict) -> bool:
     return False
 
 
+def _seconds(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def planned_actual(record: Record, epochs: float | None, iterative: bool) -> str:
+    """What the fit did against what was planned, in a few words: planned steps, tokens and
+    epochs (the config's ``max_epochs``) as "actual / planned", epochs and steps otherwise as
+    they were, and a seconds budget as "cut at 180 s" where the fit used it up, else "9.4 s of
+    60 s".  ``iterative``: the fit takes steps (an n-gram's single count is not one)."""
+    budget, fit = _budget(record), dict(record.fit or {})
+    actual = {"steps": finite(fit.get("steps")), "tokens": finite(fit.get("train_tokens"))}
+    parts = []
+    for key in ("steps", "tokens"):
+        plan = finite(budget.get(key))
+        if plan is not None and actual[key] is not None:
+            parts.append(f"{count_text(actual[key])} / {count_text(plan)} {key}")
+        elif key == "steps" and iterative and actual[key] is not None:
+            parts.append(f"{count_text(actual[key])} steps")
+    plan = finite(budget.get("epochs")) or finite(value_at(record.cell.config, ("max_epochs",)))
+    if plan is not None and epochs is not None:
+        parts.append(f"{epochs:.2g} / {count_text(plan)} epochs")
+    elif epochs is not None:
+        parts.append(epochs_text(epochs))
+    seconds = finite(budget.get("seconds"))
+    spent = finite(fit.get("seconds")) or number_at(record, ("timing", "fit_s"))
+    if seconds is not None and spent is not None:
+        parts.append(f"cut at {count_text(seconds)} s" if spent >= BUDGET_SPENT * seconds
+                     else f"{_seconds(spent)} s of {count_text(seconds)} s")
+    elif spent is not None:
+        parts.append(f"{_seconds(spent)} s")
+    return ", ".join(parts)
+
+
 def training(record: Record) -> Training:
     """The training amount and convergence verdict of ``record``, generic across families.
 
@@ -179,7 +254,8 @@ def training(record: Record) -> Training:
     budget = _budget_text(record)
 
     def verdict(v: str, reason: str) -> Training:
-        return Training(epochs, steps, v, reason, budget)
+        return Training(epochs, steps, v, reason, budget,
+                        planned_actual(record, epochs, v in ITERATIVE))
 
     if tokens == 0:
         return verdict("not trained", "zero-shot: no training tokens")
@@ -217,10 +293,16 @@ class Row:
     current: bool = True
     label: str = ""
     kind: str = "own"  # "own": the user's records; "reference": a shipped reference run
+    below_floor: bool = False  # worse than its dataset's unigram row: greyed, never ranked
 
     @property
     def family(self) -> str:
         return self.records[0].family
+
+    @property
+    def baseline(self) -> bool:
+        """The row is one of the floor models every table shows (:data:`BASELINES`)."""
+        return self.records[0].cell.model in BASELINES
 
     @functools.cached_property
     def training(self) -> Training:
@@ -317,12 +399,33 @@ def facets_of(record: Record) -> dict[str, str]:
     return out
 
 
+_BUDGET_WORDS = re.compile(
+    r"(?:~|about |up to |max(?:imum)? )?\d[\d,.]*\s*[kKM]?\s*(?:min(?:ute)?s?|s|secs?|seconds?|h|"
+    r"hours?|(?:EM |optimi[sz]er )?steps?|epochs?|tokens?|iterations?|passes|pass)",
+    re.IGNORECASE)
+
+
+def model_name(label: str) -> str:
+    """A cell label without the budget it may state: the parts of a parenthesis that are a
+    budget ("5 min", "5,000 steps", "20 epochs") go, and the parenthesis with them when nothing
+    else is left ("LSTM 2x256 tied (5 min)" -> "LSTM 2x256 tied").  Budgets are shown planned
+    against actual in their own column, where the record says what was trained."""
+
+    def keep(found: re.Match) -> str:
+        parts = [p for p in re.split(r";|,(?!\d)", found.group(1))
+                 if not _BUDGET_WORDS.fullmatch(p.strip())]
+        return f" ({','.join(parts).strip()})" if parts else ""
+
+    name = re.sub(r"\s*\(([^()]*)\)", keep, label).strip()
+    return name or label
+
+
 def _label(rows: list[Row]) -> None:
     """Give each row its display label: the cell label(s), then -- where rows of different
     identities on one dataset share it -- the settings that tell them apart (or the identity
     hash), and for rows of an older code revision, that revision."""
     for row in rows:
-        row.label = " / ".join(sorted({r.cell.label for r in row.records}))
+        row.label = " / ".join(sorted({model_name(r.cell.label) for r in row.records}))
     clashes = defaultdict(list)
     for row in rows:
         clashes[(row.dataset, row.label)].append(row)
@@ -330,7 +433,8 @@ def _label(rows: list[Row]) -> None:
         facets = {row.identity: facets_of(row.records[0]) for row in same}
         if len(facets) < 2:
             continue
-        names = sorted(set().union(*facets.values()))
+        # budgets have their own column ("trained"): never in a label
+        names = sorted(n for n in set().union(*facets.values()) if not n.startswith("budget."))
         differ = [n for n in names if len({f.get(n) for f in facets.values()}) > 1]
         for row in same:
             f = facets[row.identity]
@@ -364,6 +468,24 @@ def level(records: list[Record]) -> str:
                  if isinstance(lv := (r.dataset or {}).get("level"), str)), "")
 
 
+def mark_below_floor(rows: list[Row]) -> Row | None:
+    """Mark the rows of one dataset (whole training split) that are worse than its unigram
+    row by the dataset's quality column (:func:`quality`); the user's own unigram row is the
+    floor where there is one, else the reference's.  Returns the floor row, or None."""
+    column = quality(rows)
+    floors = [row for row in rows if row.records[0].cell.model == FLOOR
+              and row.mean(column) is not None]
+    floor = min(floors, key=lambda row: row.kind != "own", default=None)
+    if floor is None:
+        return None
+    limit = floor.mean(column)
+    for row in rows:
+        value = row.mean(column)
+        row.below_floor = value is not None and (
+            value < limit if column in HIGHER_IS_BETTER else value > limit)
+    return floor
+
+
 def quality(rows: list[Row]) -> str:
     """The column that ranks a dataset's rows: bpc for character data, else test perplexity."""
     if level([r for row in rows for r in row.records]) == "char" and any(
@@ -373,7 +495,10 @@ def quality(rows: list[Row]) -> str:
 
 
 def ranked(rows: list[Row], column: str) -> list[Row]:
-    have = [row for row in rows if row.mean(column) is not None]
+    """``rows`` with a value in ``column``, best first; by a quality column, rows worse than
+    their dataset's unigram row are left out (they are never ranked)."""
+    have = [row for row in rows if row.mean(column) is not None
+            and not (column in QUALITY and row.below_floor)]
     return sorted(have, key=lambda row: row.mean(column), reverse=column in HIGHER_IS_BETTER)
 
 
@@ -422,6 +547,8 @@ class Context:
     def __post_init__(self):
         self.rows = aggregate(self.records)
         self.ref_rows = [row for row in aggregate(self.reference, "reference") if row.current]
+        self.floors = {ds: floor for ds in self.datasets
+                       if (floor := mark_below_floor(self.measured(ds, full=True)))}
 
     @property
     def datasets(self) -> list[str]:

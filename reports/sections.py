@@ -37,7 +37,8 @@ from lmladder.reports.figures import (
     plot,
     slug,
 )
-from lmladder.reports.leaderboard import leaderboard, task_table
+from lmladder.reports.headline import budget_lines, floor_lines, headline, run_conditions
+from lmladder.reports.leaderboard import leaderboard, rank_spec, task_table
 from lmladder.reports.protocol import protocol_prose
 from lmladder.reports.reference import reference_caption
 from lmladder.reports.rows import (
@@ -114,7 +115,7 @@ def _literature_lines(ctx: Context, ds: str, rows: list[Row], column: str) -> li
     """The best literature figure of each metric against this run's best; each row against the
     anchor that stands for its model."""
     anchors = ctx.anchors_of(ds)
-    own = [row for row in rows if row.kind == "own"]
+    own = [row for row in rows if row.kind == "own" and not row.below_floor]
     lines = []
     for a_metric in sorted({a.metric for a in anchors if a.comparable
                             and a.metric.startswith("metrics.")}):
@@ -174,8 +175,9 @@ def _task_summary(ctx: Context, ds: str) -> list[str]:
         specs = task_specs(rows, name)
         if not specs:
             continue
-        spec = specs[0]
-        scored = [(row, v) for row in rows if (v := task_mean(row, name, spec.name)) is not None]
+        spec = rank_spec(specs)
+        scored = [(row, v) for row in rows if (v := task_mean(row, name, spec.name)) is not None
+                  and not row.below_floor]
         if not scored:
             continue
         scored.sort(key=lambda rv: rv[1], reverse=spec.higher_is_better)
@@ -197,11 +199,23 @@ def _task_summary(ctx: Context, ds: str) -> list[str]:
     return lines
 
 
+def headline_table(ctx: Context) -> Section | None:
+    """The page's first table: per dataset and family, the best converged row, its
+    literature figure, measured / literature and its training (:func:`headline`)."""
+    rows = headline(ctx)
+    return Section("Headline", "headline.html.j2", {"rows": rows}) if rows else None
+
+
 def summary(ctx: Context) -> Section | None:
-    """The page's first screen: best rows, distances to the literature, speed ratios,
+    """The page's first lines: the budget where it cut rows short, the rows below the unigram
+    floor, best rows, distances to the literature, speed ratios,
     compressed variants worth a mention, learning-curve crossovers and one line per cause of
     failure."""
     groups = []
+    if lines := budget_lines(ctx):
+        groups.append({"title": "budget", "lines": lines})
+    if lines := floor_lines(ctx):
+        groups.append({"title": "below the unigram baseline", "lines": lines})
     for ds in ctx.datasets:
         lines = _dataset_summary(ctx, ds) + _task_summary(ctx, ds)
         if lines:
@@ -307,6 +321,7 @@ def overview(ctx: Context) -> Section:
         ("cells", ", ".join(f"{status[s]} {s}" for s in sorted(status, key=_status_order))),
         ("datasets", ", ".join(sorted({r.cell.dataset for r in records}))),
         ("devices", devices),
+        *run_conditions(ctx),
         ("run between", f"{dates[0]} and {dates[-1]}" if dates else ""),
         ("lmladder commit", ", ".join(commits)),
         ("code revisions", "; ".join(sorted({code_revision(r) for r in records}))),
@@ -335,16 +350,22 @@ def per_dataset(ctx: Context) -> Section | None:
         note = _dataset_note(recs)
         if any(len(row.records) > 1 for row in mine):
             note += " " + SPREAD_NOTE
-        shown = current + refs
+        shown = [row for row in current + refs if row.full]
+        # a learning curve: the rows on shares of the data, with the whole-data row of each
+        shares = [row for row in current + refs if not row.full]
+        curves = {(row.label, row.kind) for row in shares}
+        curve = shares + [row for row in shown if (row.label, row.kind) in curves]
         parts.append({
             "name": ds, "anchor": "ds-" + slug(ds), "note": note,
             "reference": reference_caption([r for row in refs for r in row.records])
             if refs else "",
             "table": leaderboard(shown, ctx.anchors_of(ds), quality=column, oracle=oracle),
+            "curve": leaderboard(curve, quality=column, curve=True) if shares else None,
             "older": leaderboard(older, quality=column, mark_best=False) if older else None,
             "flagged": sum(row.training.flagged for row in shown),
             "plots": dataset_plots(ctx, ds),
-            "cards": model_cards([(row.label, row.records) for row in shown]) if shown else None,
+            "cards": model_cards([(row.label, row.records) for row in current + refs])
+            if current + refs else None,
         })
     return Section("Results by dataset", "results.html.j2",
                    {"datasets": parts, "older": any(not row.current for row in ctx.rows)})
@@ -377,7 +398,7 @@ def task_scores(ctx: Context) -> Section | None:
     of the first metric."""
     parts = []
     for ds in ctx.datasets:
-        rows = ctx.measured(ds)
+        rows = ctx.measured(ds, full=True)  # a learning curve's shares are not task rows
         for name in task_names(rows):
             specs = task_specs(rows, name)
             if not specs:
@@ -386,7 +407,7 @@ def task_scores(ctx: Context) -> Section | None:
             table = task_table(rows, name, specs, anchors)
             if table is None:
                 continue
-            first = specs[0]
+            first = rank_spec(specs)
             scored = [row for row in rows if drawable(task_mean(row, name, first.name))]
             points = [plots.Point(row.label, row.family, None, task_mean(row, name, first.name),
                                   flagged=row.training.flagged,
@@ -454,6 +475,7 @@ def unreadable_files(lines: list[str]) -> Section | None:
 
 
 SECTIONS: list[Callable[[Context], Section | None]] = [
+    headline_table,
     summary,
     overview,
     per_dataset,

@@ -97,13 +97,13 @@ def rows_of(html: str, label: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("fit", "verdict", "reason"), [
-    (neural_fit(stopped_by="patience"), "converged", "validation stopped improving"),
-    (neural_fit(stopped_by="converged"), "converged", "tolerance"),
-    (neural_fit(stopped_by="tol"), "converged", "tolerance"),
-    (neural_fit(stopped_by="budget", valid=(6.0, 6.0)), "not converged", "budget spent"),
-    (neural_fit(stopped_by="max_iterations"), "not converged", "iteration limit"),
-    (neural_fit(valid=(6.0, 5.5)), "not converged", "still improving"),
-    (neural_fit(valid=(6.0, 5.999)), "converged", "flat"),
+    (neural_fit(2.0, stopped_by="patience"), "converged", "validation stopped improving"),
+    (neural_fit(2.0, stopped_by="converged"), "converged", "tolerance"),
+    (neural_fit(2.0, stopped_by="tol"), "converged", "tolerance"),
+    (neural_fit(2.0, stopped_by="budget", valid=(6.0, 6.0)), "not converged", "budget spent"),
+    (neural_fit(2.0, stopped_by="max_iterations"), "not converged", "iteration limit"),
+    (neural_fit(2.0, valid=(6.0, 5.5)), "not converged", "still improving"),
+    (neural_fit(2.0, valid=(6.0, 5.999)), "converged", "flat"),
     ({"train_tokens": TRAIN_TOKENS, "steps": 1, "history": []}, "closed form", "one pass"),
     ({"train_tokens": 0, "steps": 0, "history": []}, "not trained", "zero-shot"),
     ({"train_tokens": 5000, "steps": 40, "history": [{"step": 40, "loss": 6.0}]}, "unknown",
@@ -112,8 +112,31 @@ def rows_of(html: str, label: str) -> list[str]:
 def test_training_verdicts(fit, verdict, reason):
     t = training(parse_record(make("M", ppl=100.0, fit=fit)))
     assert t.verdict == verdict and reason in t.reason
-    assert t.flagged == (verdict == "not converged")
-    assert t.flag.startswith("⚠ not converged") == t.flagged
+    # "unknown" is flagged too (and this one trained 0.005 epochs); zero-shot is neither
+    assert t.flagged == (verdict in ("not converged", "unknown"))
+    assert t.converged == (verdict in ("converged", "closed form"))
+    assert t.flag.startswith("⚠ ") == t.flagged
+
+
+@pytest.mark.parametrize("stopped_by", ["patience", "converged", "tol", None])
+def test_a_row_under_one_epoch_is_flagged_whatever_its_verdict(stopped_by):
+    valid = (6.0, 5.999) if stopped_by is None else (6.0, 5.5)
+    t = training(parse_record(make("M", ppl=100.0, fit=neural_fit(0.6, valid, stopped_by))))
+    assert t.verdict == "converged" and t.short
+    assert t.flagged and not t.converged
+    assert t.flag.startswith("⚠ under 1 epoch: 0.6 epochs, 20 steps")
+
+
+def test_converged_needs_a_whole_epoch_where_epochs_are_known():
+    def verdict(fit):
+        return training(parse_record(make("M", ppl=100.0, fit=fit)))
+    assert verdict(neural_fit(1.0, stopped_by="patience")).converged
+    assert not verdict(neural_fit(0.99, stopped_by="patience")).converged
+    # counted on half the split (a token budget): closed form, but not a whole pass
+    half = verdict({"train_tokens": TRAIN_TOKENS // 2, "steps": 1, "history": []})
+    assert half.verdict == "closed form" and not half.converged and half.flagged
+    # no epochs known: the verdict decides
+    assert verdict({"steps": 5, "history": [], "notes": {"stopped_by": "tol"}}).converged
 
 
 def test_a_spent_budget_without_validation_history_is_not_converged():
@@ -121,7 +144,8 @@ def test_a_spent_budget_without_validation_history_is_not_converged():
            "history": [{"step": 90, "valid_nll": 6.7}], "notes": {"epochs": 0.062}}
     t = training(parse_record(make("LSTM", ppl=700.0, fit=fit, budget={"seconds": 12})))
     assert (t.verdict, t.reason, t.budget) == ("not converged", "budget spent", "12 s")
-    assert t.flag == "⚠ not converged: 0.062 epochs, 90 steps, budget spent"
+    assert t.flag == "⚠ not converged, under 1 epoch: 0.062 epochs, 90 steps, budget spent"
+    assert t.planned == "90 steps, 0.062 epochs, cut at 12 s"
 
 
 def test_epochs_come_from_the_notes_else_tokens_over_the_train_split():
@@ -162,7 +186,7 @@ def test_a_flagged_best_row_is_never_ranked_first_silently():
     kn = make("KN3", ppl=150.0, family="n-gram")
     top = section(render_html(recs([rnn, kn]), anchors=[]), "summary")
     line = next(li for li in top.split("<li>") if li.startswith("best of this run"))
-    assert "RNN test ppl 90.00 (⚠ not converged: 0.1 epochs" in line
+    assert "RNN test ppl 90.00 (⚠ not converged, under 1 epoch: 0.1 epochs" in line
     assert "best converged row: KN3 test ppl 150.00" in line
 
 
@@ -200,8 +224,9 @@ def test_flagged_rows_carry_a_visible_flag_in_the_table():
     kn = make("KN5", ppl=141.0, family="n-gram")
     html = render_html(recs([lstm, kn]), anchors=[])
     (row,) = rows_of(html, "LSTM small")
-    assert "0.06 epochs, 20 steps" in row
-    assert '<span class="flag">⚠ not converged: validation still improving' in row
+    assert ">20 steps, 0.06 epochs, 12 s<" in row  # actual (no plan in this budget)
+    assert 'title="validation still improving' in row
+    assert '<span class="flag">⚠ not converged, under 1 epoch</span>' in row
     (row,) = rows_of(html, "KN5")
     assert "not converged" not in row and "closed form" in row
 
@@ -223,7 +248,10 @@ def test_a_not_comparable_anchor_is_shown_with_its_note_and_never_measured_again
     r["tasks"] = {"cloze": {"status": "ok", "accuracy": 0.64}}
     html = render_html(recs([r]), anchors=ANCHORS)
     tasks = section(html, "task-scores")
-    assert "KN5 on MSR" in tasks and "not comparable: MSR sentence completion" in tasks
+    # a footnote under the table, never a row of it
+    assert ("Not comparable, never ranked: KN5 on MSR, tasks.cloze.accuracy 0.4" in tasks
+            and ": MSR sentence completion, not lmladder&#39;s cloze</li>" in tasks)
+    assert not rows_of(tasks, "KN5 on MSR")
     top = section(html, "summary")
     (line,) = [li for li in top.split("<li>") if li.startswith("cloze accuracy")]
     assert "best KN5 0.64; chance 0.2; literature 0.4 (KN5 on MSR" in line
@@ -388,4 +416,5 @@ def test_character_data_ranks_by_bpc_and_meets_its_nll_anchor():
     board = section(html, "results-by-dataset")
     assert board.index(">Big</td>") < board.index(">Small</td>")
     heads = re.findall(r"<th[^>]*>([^<]+)<", board)
-    assert heads[3:6] == ["test bpc", "valid nll", "parameters"]  # compact, by quality
+    # compact, by quality; then the literature figure and measured / literature
+    assert heads[3:8] == ["test bpc", "valid nll", "lit.", "× lit.", "parameters"]
