@@ -70,6 +70,9 @@ def new_figure(size: tuple[float, float]):
     return fig
 
 
+# Ids the figures give their labels, leader lines, markers and reference lines (``lmlabel-3``,
+# ``lmpoints-0``, ...): kept, so a browser test can tell which label belongs to which point.
+KEPT_ID = "lm"
 _TAG = re.compile(r"<[^>]+>")  # a tag: text content has its "<" and ">" escaped
 _ID = re.compile(r'\sid="([^"]+)"')
 _REF = re.compile(r'(url\(#|href="#)([^)"]+)')
@@ -96,9 +99,22 @@ def markup(fig, title: str) -> str:
     # A no-op rotation on every text, and the ids of groups nothing refers to, are only bytes.
     text = re.sub(r' transform="rotate\(-?0 [^"]*\)"', "", text)
     referenced = {m.group(2) for tag in _TAG.findall(text) for m in _REF.finditer(tag)}
-    text = _in_tags(_ID, lambda m: m.group(0) if m.group(1) in referenced else "", text)
+    text = _in_tags(_ID, lambda m: m.group(0) if m.group(1) in referenced
+                    or m.group(1).startswith(KEPT_ID) else "", text)
     prefix = "f" + hashlib.sha256(text.encode()).hexdigest()[:10] + "-"
     text = _in_tags(_ID, lambda m: f' id="{prefix}{m.group(1)}"', text)
     text = _in_tags(_REF, lambda m: f"{m.group(1)}{prefix}{m.group(2)}", text)
     label = quoteattr(" ".join(str(title).split()))
-    return text.replace("<svg ", f"<svg role=\"img\" aria-label={label} ", 1).rstrip() + "\n"
+    text = _fluid(text).replace("<svg ", f"<svg role=\"img\" aria-label={label} ", 1)
+    return text.rstrip() + "\n"
+
+
+_SIZE = re.compile(r'<svg ([^>]*?)width="([0-9.]+)pt" height="([0-9.]+)pt"')
+
+
+def _fluid(text: str) -> str:
+    """The ``<svg>`` element as wide as its container, up to its drawn size, its height
+    following from the viewBox: a figure never overflows a narrow screen (a phone's 390 px)
+    and fills it, and never grows past the size its fonts were laid out for."""
+    return _SIZE.sub(lambda m: f'<svg {m.group(1)}width="100%" '
+                               f'style="max-width: {m.group(2)}pt; height: auto"', text, count=1)
