@@ -127,3 +127,20 @@ def apply_scale(ax, which: str, log: bool, values: list[float]) -> None:
         getattr(ax, f"set_{which}lim")(*linear_limits(values))
         set_linear_axis(getattr(ax, f"{which}axis"))
 
+
+
+def bar_axis(ax, log: bool, values: list[float], room: float = 0.0) -> float:
+    """The x axis of horizontal bars, from the values it must show plus ``room`` (a share of
+    its span, in decades on a log axis) after the largest; returns where bars start: the
+    axis's low limit on a log axis, else zero (linear limits keep zero inside)."""
+    if log:
+        lo, hi = log_limits(values)
+        hi *= (hi / lo) ** room
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        set_log_axis(ax.xaxis, lo, hi)
+        return lo
+    lo, hi = linear_limits(values, zero=True)
+    ax.set_xlim(lo, hi + room * (hi - lo))
+    set_linear_axis(ax.xaxis)
+    return 0.0

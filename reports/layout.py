@@ -18,7 +18,10 @@ the functions.
 from __future__ import annotations
 
 import logging
+import math
 import weakref
+from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +61,83 @@ def manage(fig) -> None:
     _FITTED.add(fig)
 
 
-def place_labels(fig, ax, texts: list, points=()) -> None:
-    """Lay the figure out, then place point and line labels (see :func:`_declutter`).
+@dataclass
+class Label:
+    """A text that :func:`place_labels` places inside the axes.
 
-    ``texts`` is a list of (text artist, its placements, highest priority first); ``points``
-    are the data points, in data coordinates, that no label may cover.  An annotation's
-    position is its offset from its point, so its placements are offsets.  The labels are
-    left out of the layout, so placing them keeps it current: :func:`fit_texts` then checks
-    the texts without running it again."""
-    for text, _ in texts:
-        text.set_in_layout(False)  # placed inside the axes; the layout must not make room
+    ``text``: an annotation made by :func:`annotation`.  ``near``: its placements beside its
+    anchor, best first, each (x offset, y offset, ha, va) in points from the anchor, with an
+    optional fifth item, another anchor (in the annotation's coordinates).  ``own``: the index
+    of the marker it names among place_labels' ``points`` (None: it names a line);
+    ``rule``: the index of the line it names among place_labels' ``rules``.  ``leader``: it may
+    sit further off, joined to its anchor by a thin leader line, where no near place is free:
+    at one of ``far`` (placements as ``near``'s), or where empty, around its first anchor up
+    to :data:`_RING`'s last distance away.
+    """
+
+    text: Any
+    near: list
+    own: int | None = None
+    rule: int | None = None
+    leader: bool = True
+    far: list = field(default_factory=list)
+
+
+LEADER_COLOUR = "#8A8A8A"
+
+
+def annotation(ax, words: str, xy, *, name: str, radius: float = 0.0, xycoords="data",
+               color: str = "#333333", zorder: float = 5):
+    """A label of ``words`` for :func:`place_labels`, anchored at ``xy``, at MIN_FONT, with a
+    leader line (hidden until place_labels moves the label away) that stops ``radius`` points
+    short of ``xy`` (a marker's edge).  ``name`` becomes its SVG id, ``lmlabel-<name>``, and
+    its leader's, ``lmleader-<name>``, so a browser can tell which label names which point."""
+    note = ax.annotate(words, xy, xycoords=xycoords, textcoords="offset points", xytext=(0, 0),
+                       fontsize=MIN_FONT, color=color, zorder=zorder,
+                       arrowprops={"arrowstyle": "-", "color": LEADER_COLOUR, "lw": 0.7,
+                                   "shrinkA": 0.0, "shrinkB": radius + 1.0})
+    note.arrow_patch.set_visible(False)
+    note.set_gid(f"lmlabel-{name}")
+    note.arrow_patch.set_gid(f"lmleader-{name}")
+    return note
+
+
+def marker_radius(drawn) -> float:
+    """The radius in points of a Line2D's markers, their edge included (a diamond's is its
+    half diagonal; a star's tips reach half its size)."""
+    size = drawn.get_markersize() * (0.71 if drawn.get_marker() == "D" else 0.5)
+    return size + drawn.get_markeredgewidth() / 2
+
+
+def place_labels(fig, ax, labels: list[Label], points=(), *, rules=(), paths=()) -> None:
+    """Lay the figure out, then place point, mark and line labels (see :func:`_declutter`).
+
+    ``points`` are the markers no label may cover, each (x, y, radius in points) in data
+    coordinates; ``rules`` the reference lines, each ("x" or "y", value): a vertical or a
+    horizontal line at a data value; ``paths`` the drawn curves, each a list of (x, y).  The
+    labels are left out of the layout, so placing them keeps it current: :func:`fit_texts`
+    then checks the texts without running it again."""
+    for label in labels:
+        label.text.set_in_layout(False)  # placed inside the axes; the layout must not make room
     lay_out(fig)  # the axes' final box
     _LAID_OUT.add(fig)
-    if not texts:
+    if not labels:
         return
-    obstacles = ax.transData.transform(list(points)) if len(points) else ()
-    _declutter(ax, texts, fig.canvas.get_renderer(), [tuple(p) for p in obstacles])
+    scale = fig.dpi / 72.0
+    data = ax.transData
+    centres = data.transform([(x, y) for x, y, _ in points]) if len(points) else []
+    radii = [r * scale for *_, r in points]
+    x_in, y_in = ax.get_xlim()[0], ax.get_ylim()[0]  # any value the other axis can show
+    pixel_rules = [("x", float(data.transform((v, y_in))[0])) if axis == "x"
+                   else ("y", float(data.transform((x_in, v))[1])) for axis, v in rules]
+    segments = []
+    for path in paths:
+        if len(path) > 1:
+            xy = data.transform(list(path))
+            segments += [(*a, *b) for a, b in zip(xy[:-1], xy[1:], strict=True)]
+    scene = _Scene(ax.get_window_extent(fig.canvas.get_renderer()), centres, radii,
+                   pixel_rules, segments)
+    _declutter(ax, labels, fig.canvas.get_renderer(), scene)
 
 
 def fit_texts(fig, rounds: int = 4) -> None:
@@ -227,76 +291,199 @@ def _fit_axes(fig, renderer) -> None:
 # (x, y) fractions of a text's width and height from its anchor to its box's lower left corner
 _H_SHIFT = {"left": 0.0, "center": 0.5, "right": 1.0}
 _V_SHIFT = {"bottom": 0.0, "center": 0.5, "top": 1.0}
+_GAP = 2.0  # pixels kept clear between a label and another label, a marker or a line
+_RING = (14, 24, 36, 52, 72, 96)  # points: how far a label with a leader may sit from its point
+_ANGLES = (30, 150, -30, -150, 60, 120, -60, -120, 0, 180, 90, -90)  # degrees, tried in order
 
 
-def _anchor_pixels(text, x: float, y: float, anchor: list) -> tuple[float, float]:
-    """Where a placement (x, y[, anchor]) puts ``text``'s anchor, in display pixels.
-
-    For an annotation (whose text coordinates are "offset points"), (x, y) is the offset in
-    points from its data point: ``anchor[0]`` where given, else its current one; for any other
-    text, (x, y) is its position in its own transform."""
-    from matplotlib.text import Annotation
-
-    if isinstance(text, Annotation):
-        px, py = text.axes.transData.transform(anchor[0] if anchor else text.xy)
-        scale = text.axes.figure.dpi / 72.0  # points to pixels
-        return px + x * scale, py + y * scale
-    px, py = text.get_transform().transform((x, y))
-    return px, py
+def _ring(distance: float) -> list[tuple]:
+    """Placements ``distance`` points from the anchor, each aligned away from it."""
+    out = []
+    for angle in _ANGLES:
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        ha = "left" if c > 0.25 else "right" if c < -0.25 else "center"
+        va = "bottom" if s > 0.25 else "top" if s < -0.25 else "center"
+        out.append((distance * c, distance * s, ha, va))
+    return out
 
 
-def _declutter(ax, texts: list, renderer, obstacles=()) -> None:
-    """Keep the point and line labels of ``ax`` inside it, off each other and off the data.
+def _anchor_pixels(text, anchor) -> tuple[float, float]:
+    """``text``'s anchor (its ``xy``, or ``anchor`` where given) in display pixels."""
+    from matplotlib.transforms import Transform
 
-    Each entry of ``texts`` is (text artist, alternative placements), highest priority first:
-    a placement is (x, y, ha, va), or (x offset, y offset, ha, va, anchor point) for an
-    annotation; ``obstacles`` are data points in display pixels.  The first placement that lies
-    inside the axes and covers no kept label and no obstacle is used; a label with none is
-    shortened, then hidden (its row is still in the page's tables).
+    where = text.xycoords if isinstance(text.xycoords, Transform) else text.axes.transData
+    px, py = where.transform(anchor if anchor is not None else text.xy)
+    return float(px), float(py)
+
+
+class _Scene:
+    """What a label must keep clear of, in display pixels: the axes' box, the markers (centre
+    and radius), the reference lines, the drawn curves' segments, and the labels and leader
+    lines placed so far."""
+
+    def __init__(self, box, markers, radii, rules, segments):
+        import numpy as np
+
+        self.np = np
+        self.box = box
+        self.markers = np.asarray(markers, float).reshape(-1, 2)
+        self.radii = np.asarray(radii, float)
+        self.rules = rules  # [("x" or "y", pixel)]
+        self.segments = np.asarray(segments, float).reshape(-1, 4)
+        self.kept = np.zeros((0, 4))
+        self.leaders = np.zeros((0, 4))
+
+    def _box_distance(self, x0, y0, x1, y1):
+        np = self.np
+        px, py = self.markers[:, 0], self.markers[:, 1]
+        dx = np.maximum(np.maximum(x0 - px, px - x1), 0.0)
+        dy = np.maximum(np.maximum(y0 - py, py - y1), 0.0)
+        return np.hypot(dx, dy) - self.radii  # from the box to each marker's edge
+
+    def _same_place(self, own: int):
+        """Markers drawn where the own one is (a curve's point under a crossover's star)."""
+        np = self.np
+        d = np.hypot(*(self.markers - self.markers[own]).T)
+        return d <= self.radii[own]
+
+    def clear(self, x0, y0, x1, y1, *, own=None, rule=None, near=True) -> bool:
+        """A box inside the axes that covers no label, marker, leader, curve or other line, and,
+        placed ``near`` its own marker, is closer to it than to any other marker."""
+        np, box = self.np, self.box
+        if x0 < box.x0 or x1 > box.x1 or y0 < box.y0 or y1 > box.y1:
+            return False
+        k = self.kept
+        if len(k) and np.any((x0 < k[:, 2] + _GAP) & (k[:, 0] - _GAP < x1)
+                             & (y0 < k[:, 3] + _GAP) & (k[:, 1] - _GAP < y1)):
+            return False
+        distance = self._box_distance(x0, y0, x1, y1)
+        if len(distance) and distance.min() <= _GAP:
+            return False
+        for j, (axis, at) in enumerate(self.rules):
+            lo, hi = (y0, y1) if axis == "y" else (x0, x1)
+            room = -1.0 if j == rule else _GAP  # a line's own label may touch it
+            if lo - room < at < hi + room:
+                return False
+        if _crossing(self.segments, x0, y0, x1, y1) or _crossing(self.leaders, x0, y0, x1, y1):
+            return False
+        if own is not None and len(distance) > 1:
+            foreign = ~self._same_place(own)
+            if foreign.any():
+                nearest = distance[foreign].min()
+                # placed with a leader, far from every other marker; beside its own marker,
+                # nearer to it than to any other
+                if nearest < (distance[own] + 3 * _GAP if near else 3 * _GAP):
+                    return False
+        return True
+
+    def leader_clear(self, ax0, ay0, bx, by, own) -> bool:
+        """A leader from (ax0, ay0) (the label's centre) to its point (bx, by) passes no other
+        marker, label or leader."""
+        np = self.np
+        if own is not None and len(self.markers):
+            a, b = np.array([ax0, ay0]), np.array([bx, by])
+            d = b - a
+            t = np.clip(((self.markers - a) @ d) / max(d @ d, 1e-9), 0.0, 1.0)
+            gap = np.hypot(*(a + t[:, None] * d - self.markers).T) - self.radii
+            foreign = ~self._same_place(own)
+            if np.any(foreign & (gap <= _GAP)):
+                return False
+        for x0, y0, x1, y1 in self.kept:
+            if _crossing(np.array([[ax0, ay0, bx, by]]), x0 - _GAP, y0 - _GAP, x1 + _GAP,
+                         y1 + _GAP):
+                return False
+        return not _cross_segments(self.leaders, ax0, ay0, bx, by)
+
+    def keep(self, x0, y0, x1, y1, leader=None) -> None:
+        self.kept = self.np.vstack([self.kept, [x0, y0, x1, y1]])
+        if leader is not None:
+            self.leaders = self.np.vstack([self.leaders, leader])
+
+
+def _crossing(segments, x0, y0, x1, y1) -> bool:
+    """Whether any segment (rows of ax, ay, bx, by) enters the box."""
+    import numpy as np
+
+    if not len(segments):
+        return False
+    ax_, ay, bx, by = segments.T
+    near = ((np.minimum(ax_, bx) <= x1) & (np.maximum(ax_, bx) >= x0)
+            & (np.minimum(ay, by) <= y1) & (np.maximum(ay, by) >= y0))
+    if not near.any():
+        return False
+    ax_, ay, bx, by = segments[near].T
+    dx, dy = bx - ax_, by - ay
+    sides = np.stack([dx * (cy - ay) - dy * (cx - ax_)
+                      for cx, cy in ((x0, y0), (x0, y1), (x1, y0), (x1, y1))])
+    return bool(np.any(~((sides > 0).all(0) | (sides < 0).all(0))))
+
+
+def _cross_segments(segments, ax0, ay0, bx, by) -> bool:
+    """Whether the segment (ax0, ay0)-(bx, by) crosses any of ``segments``."""
+    import numpy as np
+
+    if not len(segments):
+        return False
+    cx, cy, dx, dy = segments.T
+
+    def side(px, py, qx, qy, rx, ry):
+        return np.sign((qx - px) * (ry - py) - (qy - py) * (rx - px))
+
+    return bool(np.any((side(ax0, ay0, bx, by, cx, cy) * side(ax0, ay0, bx, by, dx, dy) < 0)
+                       & (side(cx, cy, dx, dy, ax0, ay0) * side(cx, cy, dx, dy, bx, by) < 0)))
+
+
+def _declutter(ax, labels: list[Label], renderer, scene: _Scene) -> None:
+    """Place each label of ``labels`` (highest priority first) inside ``ax``, clear of
+    everything in ``scene``: at the first of its own placements beside its anchor, else (where
+    it may) up to :data:`_RING`'s last distance away with a leader line, else shortened (down
+    to a dozen characters) and tried again, else hidden (its row is still in the page's tables).
 
     Each text is measured once per length tried (a text's size does not depend on where it
     goes); its box at every placement is then computed, not drawn."""
-    from matplotlib.transforms import Bbox
+    from matplotlib.text import Text
 
-    box = ax.get_window_extent(renderer)
-    pad = 3.0  # pixels kept clear around a data point
-    kept = []
-    points = [(px, py) for px, py in obstacles
-              if box.x0 - pad <= px <= box.x1 + pad and box.y0 - pad <= py <= box.y1 + pad]
-
-    def fits(x0: float, y0: float, x1: float, y1: float) -> bool:
-        return (x0 >= box.x0 and x1 <= box.x1 and y0 >= box.y0 and y1 <= box.y1
-                and not any(x0 < k.x1 and k.x0 < x1 and y0 < k.y1 and k.y0 < y1 for k in kept)
-                and not any(x0 - pad <= px <= x1 + pad and y0 - pad <= py <= y1 + pad
-                            for px, py in points))
-
-    for text, placements in texts:
-        # A label that fits nowhere is shortened (down to a dozen characters) before it is hidden.
+    scale = ax.figure.dpi / 72.0  # points to pixels
+    for label in labels:
+        text = label.text
         full = text.get_text()
         lengths = [len(full)] + [n for n in (len(full) * 3 // 4, len(full) // 2, 12)
                                  if 12 <= n < len(full)]
-        anchors = [_anchor_pixels(text, x, y, anchor) for x, y, _, _, *anchor in placements]
+        home = label.near[0][4] if len(label.near[0]) > 4 else None
+        tries = [(p, False) for p in label.near]
+        if label.leader:
+            tries += [(p, True) for p in label.far or
+                      [p for distance in _RING for p in _ring(distance)]]
         chosen = None
         for n in lengths:
             text.set_text(shorten(full, n) if n < len(full) else full)
-            extent = text.get_window_extent(renderer)
+            extent = Text.get_window_extent(text, renderer)
             width, height = extent.width, extent.height
-            for (px, py), placement in zip(anchors, placements, strict=True):
-                x0 = px - _H_SHIFT[placement[2]] * width
-                y0 = py - _V_SHIFT[placement[3]] * height
-                if fits(x0, y0, x0 + width, y0 + height):
-                    kept.append(Bbox.from_extents(x0, y0, x0 + width, y0 + height))
-                    chosen = placement
-                    break
+            for placement, leader in tries:
+                dx, dy, ha, va, *anchor = placement
+                ox, oy = _anchor_pixels(text, anchor[0] if anchor else home)
+                x0 = ox + dx * scale - _H_SHIFT[ha] * width
+                y0 = oy + dy * scale - _V_SHIFT[va] * height
+                x1, y1 = x0 + width, y0 + height
+                if not scene.clear(x0, y0, x1, y1, own=label.own, rule=label.rule,
+                                   near=not leader):
+                    continue
+                line = (x0 + x1) / 2, (y0 + y1) / 2, ox, oy
+                if leader and not scene.leader_clear(*line, label.own):
+                    continue
+                scene.keep(x0, y0, x1, y1, line if leader else None)
+                chosen = placement, leader, anchor[0] if anchor else home
+                break
             if chosen:
                 break
         if chosen is None:
             text.set_text(full)
             text.set_visible(False)
             continue
-        x, y, ha, va, *anchor = chosen
-        if anchor:
-            text.xy = anchor[0]
-        text.set_position((x, y))
+        (dx, dy, ha, va, *_), leader, anchor = chosen
+        if anchor is not None:
+            text.xy = anchor
+        text.set_position((dx, dy))
         text.set_horizontalalignment(ha)
         text.set_verticalalignment(va)
+        text.arrow_patch.set_visible(leader)

@@ -37,15 +37,22 @@ from lmladder.numbers import finite
 from lmladder.reports import svg
 from lmladder.reports.axes import (
     apply_scale,
+    bar_axis,
     linear_limits,
     log_limits,
     log_ticks,
-    set_linear_axis,
-    set_log_axis,
     showable,
     tick_text,
 )
-from lmladder.reports.layout import MIN_FONT, place_labels, shorten, texts_outside
+from lmladder.reports.layout import (
+    MIN_FONT,
+    Label,
+    annotation,
+    marker_radius,
+    place_labels,
+    shorten,
+    texts_outside,
+)
 
 # Importable from here as before (the page and the tests use them as plots.<name>).
 __all__ = [
@@ -113,7 +120,10 @@ class Point:
 class Series:
     """One line of (x, y) points: a learning curve, a training curve, ppl against HMM states.
 
-    ``flagged`` series are drawn dashed with hollow markers; ``reference`` ones with diamonds.
+    ``flagged`` series are drawn dashed; ``reference`` ones with diamonds.  ``hollow`` says,
+    point by point (in the order of ``points``), which markers are hollow (a learning curve's
+    point is a row of its own, converged or not); where empty, every marker is hollow exactly
+    when the series is ``flagged``.
     """
 
     label: str
@@ -121,6 +131,7 @@ class Series:
     points: tuple[tuple[float, float], ...]
     flagged: bool = False
     reference: bool = False
+    hollow: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,19 +183,26 @@ def _titles(ax, title: str, x_label: str | None, y_label: str | None) -> None:
         ax.set_ylabel(shorten(y_label, AXIS_CHARS[1]))
 
 
-def _horizontal_lines(ax, lines: list[Line], texts: list) -> None:
-    """Dashed literature lines across ``ax``, their text at the right end inside the axes."""
+def _horizontal_lines(ax, lines: list[Line], labels: list, rules: list) -> None:
+    """Dashed literature lines across ``ax``, each written on the line (at its right end, else
+    its left end or middle), else away from it with a leader line."""
     from matplotlib.transforms import blended_transform_factory
 
     where = blended_transform_factory(ax.transAxes, ax.transData)
-    for line in lines:
-        ax.axhline(line.value, color=LITERATURE_COLOUR, ls="--", lw=1.0, zorder=1)
-        text = ax.text(0.99, line.value, shorten(line.text, LINE_CHARS), transform=where,
-                       color=LITERATURE_COLOUR, fontsize=MIN_FONT, zorder=4)
-        texts.append((text, [(0.99, line.value, "right", "bottom"),
-                             (0.99, line.value, "right", "top"),
-                             (0.01, line.value, "left", "bottom"),
-                             (0.01, line.value, "left", "top")]))
+    for j, line in enumerate(lines):
+        drawn = ax.axhline(line.value, color=LITERATURE_COLOUR, ls="--", lw=1.0, zorder=1)
+        drawn.set_gid(f"lmrule-{j}")
+        rules.append(("y", line.value))
+        text = annotation(ax, shorten(line.text, LINE_CHARS), (0.99, line.value),
+                          name=f"line.{j}", xycoords=where, color=LITERATURE_COLOUR, zorder=4)
+        ends = ((0.99, "right"), (0.01, "left"), (0.5, "center"))
+        # Off the line, its leader is vertical: a short stroke up or down to the line.
+        labels.append(Label(text, [(0, 1.5 if va == "bottom" else -1.5, ha, va, (at, line.value))
+                                   for at, ha in ends for va in ("bottom", "top")],
+                            rule=len(rules) - 1,
+                            far=[(0, d if va == "bottom" else -d, "center", va, (at, line.value))
+                                 for d in (9, 15, 22, 30, 40) for at in (0.8, 0.5, 0.2, 0.65, 0.35)
+                                 for va in ("bottom", "top")]))
 
 
 def _legend(fig, handles: list, labels: list[str]) -> None:
@@ -235,25 +253,27 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
     its Pareto front: the staircase through the points no other point beats on both axes
     (lower is better on both).
 
-    Colour is the family; hollow markers are flagged (not converged) rows; diamonds are
-    reference-run rows.  The front's points are labelled, then the best others where room is
-    left, at most :data:`POINT_LABELS` in all (the page's tables name every row).
-    ``lines`` are literature values of y.  Points without a usable x or y are left out; returns
-    "" when none is left.
+    Colour is the family; each point is hollow or filled by its own row's verdict (hollow:
+    ``flagged``, not converged), and the front is drawn through the converged points only (a
+    model cut short proves nothing about what its size can reach).  Diamonds are reference-run
+    rows.  The front's points are labelled, then the best others where room is left, at most
+    :data:`POINT_LABELS` in all (the page's tables name every row).  ``lines`` are literature
+    values of y.  Points without a usable x or y are left out; returns "" when none is left.
     """
     usable = [p for p in points
               if showable(p.x, log_x) is not None and showable(p.y, log_y) is not None]
     if not usable:
         return ""
     lines = [line for line in lines if showable(line.value, log_y) is not None]
-    front = pareto_front(usable)
+    front = pareto_front([p for p in usable if not p.flagged])
     with svg.style():
         fig = svg.new_figure(FIGSIZE)
         ax = fig.add_subplot()
         apply_scale(ax, "x", log_x, [p.x for p in usable])
         apply_scale(ax, "y", log_y, [p.y for p in usable] + [line.value for line in lines])
         texts: list = []
-        _horizontal_lines(ax, lines, texts)
+        rules: list = []
+        _horizontal_lines(ax, lines, texts, rules)
         if len(front) > 1:
             ax.step([p.x for p in front], [p.y for p in front], where="post",
                     color=_FRONT_COLOUR, lw=1.0, alpha=0.7, zorder=2)
@@ -264,18 +284,25 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         looks: dict[tuple, list[Point]] = defaultdict(list)
         for p in sorted(usable, key=lambda p: (_family_rank(p.family), p.label, p.x, p.y)):
             looks[(_family_rank(p.family), colour(p.family), p.flagged, p.reference)].append(p)
-        for (_, fill, flagged, reference), group in sorted(looks.items()):
-            ax.plot([p.x for p in group], [p.y for p in group], ls="none", zorder=3,
-                    marker=_REFERENCE_MARKER if reference else "o",
-                    markersize=6 if reference else 7, color=fill,
-                    markerfacecolor="white" if flagged else fill,
-                    markeredgewidth=1.5 if flagged else 0.8,
-                    markeredgecolor=fill if flagged else "white")
+        markers: dict[int, tuple] = {}  # id(point) -> (its name, its index among the markers)
+        obstacles = []
+        for k, ((_, fill, flagged, reference), group) in enumerate(sorted(looks.items())):
+            (drawn,) = ax.plot([p.x for p in group], [p.y for p in group], ls="none",
+                               zorder=3, marker=_REFERENCE_MARKER if reference else "o",
+                               markersize=6 if reference else 7, color=fill,
+                               markerfacecolor="white" if flagged else fill,
+                               markeredgewidth=1.5 if flagged else 0.8,
+                               markeredgecolor=fill if flagged else "white")
+            drawn.set_gid(f"lmpoints-{k}")
+            for j, p in enumerate(group):
+                markers[id(p)] = f"{k}.{j}", len(obstacles)
+                obstacles.append((p.x, p.y, marker_radius(drawn)))
         on_front = {id(p) for p in front}
         ranked = front + sorted((p for p in usable if id(p) not in on_front), key=lambda p: p.y)
         # More labels would not fit a half-slide figure (and each costs a measurement); the
         # unlabelled points are in the legend's families and in the page's tables.
-        texts += [_point_label(ax, p) for p in ranked[:POINT_LABELS]]
+        texts += [_point_label(ax, p, *markers[id(p)], obstacles)
+                   for p in ranked[:POINT_LABELS]]
         handles, labels = _family_handles(p.family for p in usable)
         more = _style_handles(any(p.flagged for p in usable), any(p.reference for p in usable))
         from matplotlib.lines import Line2D
@@ -285,19 +312,21 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
             more[1].append("Pareto front")
         _legend(fig, handles + more[0], labels + more[1])
         _titles(ax, title, x_label, y_label)
-        place_labels(fig, ax, texts, [(p.x, p.y) for p in usable])
+        place_labels(fig, ax, texts, obstacles, rules=rules)
         return _svg(fig, title)
 
 
-def _point_label(ax, p: Point) -> tuple:
+def _point_label(ax, p: Point, name: str, own: int, obstacles: list) -> Label:
     """A label written beside a scatter point, with the places where
     :func:`lmladder.reports.layout.place_labels` may put it (right above first, then the other
-    corners, then centred above and below)."""
-    text = ax.annotate(shorten(p.label, POINT_CHARS), (p.x, p.y), textcoords="offset points",
-                       xytext=(5, 4), fontsize=MIN_FONT, color="#333333", zorder=5)
-    return text, [(5, 4, "left", "bottom"), (-5, 4, "right", "bottom"),
-                  (5, -4, "left", "top"), (-5, -4, "right", "top"),
-                  (0, 7, "center", "bottom"), (0, -7, "center", "top")]
+    corners, then centred above and below; else further off with a leader line)."""
+    r = obstacles[own][2] + 1.5
+    text = annotation(ax, shorten(p.label, POINT_CHARS), (p.x, p.y), name=name,
+                      radius=obstacles[own][2])
+    return Label(text, [(r, r * 0.7, "left", "bottom"), (-r, r * 0.7, "right", "bottom"),
+                        (r, -r * 0.7, "left", "top"), (-r, -r * 0.7, "right", "top"),
+                        (0, r + 1, "center", "bottom"), (0, -r - 1, "center", "top"),
+                        (r + 1, 0, "left", "center"), (-r - 1, 0, "right", "center")], own=own)
 
 
 def _series_size(count: int) -> tuple[float, float]:
@@ -306,24 +335,47 @@ def _series_size(count: int) -> tuple[float, float]:
     return FIGSIZE[0], max(FIGSIZE[1], 0.21 * (count + 3) + 0.8)
 
 
-def _draw_series(ax, kept: list[tuple[Series, tuple]]) -> tuple[list, list]:
-    """Draw each (series, its points) as a line with markers; returns the legend's handles and
-    labels.  Colour is the family; series of one family differ in shade and marker.  Flagged
-    series are dashed with hollow markers, reference series have diamonds."""
-    handles, labels = [], []
+def _draw_series(ax, kept: list[tuple[Series, tuple]]) -> tuple[list, list, list, list]:
+    """Draw each (series, its (x, y, hollow) points) as a line with markers, each marker
+    hollow or filled by its own point's flag.  Returns the legend's handles and labels, the
+    markers as (x, y, radius in points) and, per series, each point's (name, index among the
+    markers) for its label.  Colour is the family; series of one family differ in shade and
+    marker.  Flagged series are dashed, reference series have diamonds."""
+    from matplotlib.lines import Line2D
+
+    handles, labels, markers, names = [], [], [], []
     within: dict[str, int] = defaultdict(int)
-    for s, pts in kept:
+    for k, (s, pts) in enumerate(kept):
         index = within[s.family]
         within[s.family] += 1
         tint = _shade(colour(s.family), (0.0, 0.4, -0.35, 0.65)[index % 4])
-        marker = _REFERENCE_MARKER if s.reference else _MARKERS[index % len(_MARKERS)]
-        (handle,) = ax.plot([x for x, _ in pts], [y for _, y in pts], color=tint,
-                            ls="--" if s.flagged else "-", lw=1.6, marker=marker,
-                            markersize=5, markerfacecolor="white" if s.flagged else tint,
-                            markeredgewidth=1.2, zorder=3)
-        handles.append(handle)
+        look = {"color": tint, "marker": _REFERENCE_MARKER if s.reference
+                else _MARKERS[index % len(_MARKERS)], "markersize": 5, "markeredgewidth": 1.2}
+        ax.plot([x for x, *_ in pts], [y for _, y, _ in pts], color=tint,
+                ls="--" if s.flagged else "-", lw=1.6, zorder=3)[0].set_gid(f"lmcurve-{k}")
+        where = {}
+        for hollow, suffix in ((False, ""), (True, "h")):
+            mine = [(i, x, y) for i, (x, y, h) in enumerate(pts) if h == hollow]
+            if not mine:
+                continue
+            (drawn,) = ax.plot([x for _, x, _ in mine], [y for *_, y in mine], ls="none",
+                               markerfacecolor="white" if hollow else tint, zorder=3, **look)
+            drawn.set_gid(f"lmpoints-s{k}{suffix}")
+            for j, (i, x, y) in enumerate(mine):
+                where[i] = f"s{k}{suffix}.{j}", len(markers)
+                markers.append((x, y, marker_radius(drawn)))
+        names.append([where[i] for i in range(len(pts))])
+        handles.append(Line2D([], [], ls="--" if s.flagged else "-", lw=1.6,
+                              markerfacecolor="white" if s.flagged else tint, **look))
         labels.append(s.label)
-    return handles, labels
+    return handles, labels, markers, names
+
+
+def _with_flags(s: Series, log_x: bool, log_y: bool) -> tuple:
+    """The series' points a log axis can show, as (x, y, hollow), in x order."""
+    hollow = s.hollow if len(s.hollow) == len(s.points) else (s.flagged,) * len(s.points)
+    return tuple(sorted((x, y, bool(h)) for (x, y), h in zip(s.points, hollow, strict=True)
+                        if showable(x, log_x) is not None and showable(y, log_y) is not None))
 
 
 def _family_rank(family: str) -> int:
@@ -338,15 +390,11 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
     against the number of states.
 
     Colour is the family; series of one family differ in shade and marker.  Flagged series are
-    dashed with hollow markers, reference series have diamonds.  Points a log axis cannot show
-    are left out, as are series with none left; returns "" when no series is left.
+    dashed, each marker hollow or filled by its own point (:attr:`Series.hollow`), reference
+    series have diamonds.  Points a log axis cannot show are left out, as are series with none
+    left; returns "" when no series is left.
     """
-    kept = []
-    for s in series:
-        pts = tuple(sorted((x, y) for x, y in s.points
-                           if showable(x, log_x) is not None and showable(y, log_y) is not None))
-        if pts:
-            kept.append((s, pts))
+    kept = [(s, pts) for s in series if (pts := _with_flags(s, log_x, log_y))]
     if not kept:
         return ""
     lines = [line for line in lines if showable(line.value, log_y) is not None]
@@ -356,31 +404,37 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
     with svg.style():
         fig = svg.new_figure(_series_size(len(kept)))
         ax = fig.add_subplot()
-        xs = [x for _, pts in kept for x, _ in pts] + [m.x for m in marks]
-        ys = [y for _, pts in kept for _, y in pts] + [m.y for m in marks]
+        xs = [x for _, pts in kept for x, *_ in pts] + [m.x for m in marks]
+        ys = [y for _, pts in kept for _, y, _ in pts] + [m.y for m in marks]
         apply_scale(ax, "x", log_x, xs)
         apply_scale(ax, "y", log_y, ys + [line.value for line in lines])
         texts: list = []
-        _horizontal_lines(ax, lines, texts)
-        handles, labels = _draw_series(ax, kept)
+        rules: list = []
+        _horizontal_lines(ax, lines, texts, rules)
+        handles, labels, obstacles, _ = _draw_series(ax, kept)
         if marks:
             # One artist for every star: one SVG marker definition, used at each point.
-            ax.plot([m.x for m in marks], [m.y for m in marks], ls="none", marker="*",
-                    markersize=12, color="#111111", markeredgecolor="white",
-                    markeredgewidth=0.6, zorder=4)
-        # The first MARK_LABELS marks are written (more would cover the curves); the rest are
-        # stars only.  Inserted in front: they are placed before the literature lines' texts.
-        for m in reversed(marks[:MARK_LABELS]):
-            text = ax.annotate(shorten(m.text, LINE_CHARS), (m.x, m.y), textcoords="offset points",
-                               xytext=(7, 7), fontsize=MIN_FONT, color="#111111", zorder=5)
-            texts.insert(0, (text, [(7, 7, "left", "bottom"), (-7, 7, "right", "bottom"),
-                                    (7, -7, "left", "top"), (-7, -7, "right", "top")]))
-        more = _style_handles(any(s.flagged for s, _ in kept), any(s.reference for s, _ in kept),
-                              line=True)
+            (stars,) = ax.plot([m.x for m in marks], [m.y for m in marks], ls="none",
+                               marker="*", markersize=12, color="#111111",
+                               markeredgecolor="white", markeredgewidth=0.6, zorder=4)
+            stars.set_gid("lmpoints-marks")
+            first = len(obstacles)
+            obstacles += [(m.x, m.y, marker_radius(stars)) for m in marks]
+            # The first MARK_LABELS marks are written (more would cover the curves); the rest
+            # are stars only.  Placed before the literature lines' texts.
+            texts[:0] = [Label(annotation(ax, shorten(m.text, LINE_CHARS), (m.x, m.y),
+                                          name=f"marks.{j}", radius=marker_radius(stars),
+                                          color="#111111"),
+                               [(dx, dy, ha, va) for dy, va in ((7, "bottom"), (-7, "top"))
+                                for dx, ha in ((7, "left"), (-7, "right"))], own=first + j)
+                         for j, m in enumerate(marks[:MARK_LABELS])]
+        hollow = any(h for _, pts in kept for *_, h in pts)
+        more = _style_handles(any(s.flagged for s, _ in kept) or hollow,
+                              any(s.reference for s, _ in kept), line=True)
         _legend(fig, handles + more[0], labels + more[1])
         _titles(ax, title, x_label, y_label)
-        place_labels(fig, ax, texts, [xy for _, pts in kept for xy in pts]
-                      + [(m.x, m.y) for m in marks])
+        place_labels(fig, ax, texts, obstacles, rules=rules,
+                     paths=[[(x, y) for x, y, _ in pts] for _, pts in kept])
         return _svg(fig, title)
 
 
@@ -393,18 +447,19 @@ def tradeoff(groups: dict[str, Sequence[Point]], *, title: str, x_label: str,
     Each point's ``label`` is written beside it (a few words, e.g. "int8", "pruned 1e-7"; ""
     writes nothing), at most :data:`POINT_LABELS` in all; the legend names the models, so the
     labels stay short.  A group's colour is its first point's family; a group with a flagged
-    point is drawn dashed, one with a reference point with diamonds.  Points a log axis cannot
-    show are left out, as are groups with none left; returns "" when no group is left.
+    point is drawn dashed, each flagged point hollow, and one with a reference point with
+    diamonds.  Points a log axis cannot show are left out, as are groups with none left;
+    returns "" when no group is left.
     """
     kept = []
     for name, points in groups.items():
         usable = sorted((p for p in points
                          if showable(p.x, True) is not None and showable(p.y, True) is not None),
-                        key=lambda p: (p.x, p.y, p.label))
+                        key=lambda p: (p.x, p.y, p.flagged, p.label))
         if usable:
             series = Series(name, usable[0].family, tuple((p.x, p.y) for p in usable),
                             any(p.flagged for p in usable), any(p.reference for p in usable))
-            kept.append((series, series.points, usable))
+            kept.append((series, tuple((p.x, p.y, p.flagged) for p in usable), usable))
     if not kept:
         return ""
     kept.sort(key=lambda item: (_family_rank(item[0].family), item[0].label))
@@ -414,13 +469,16 @@ def tradeoff(groups: dict[str, Sequence[Point]], *, title: str, x_label: str,
         ax = fig.add_subplot()
         apply_scale(ax, "x", True, [p.x for p in every])
         apply_scale(ax, "y", True, [p.y for p in every])
-        handles, labels = _draw_series(ax, [(s, pts) for s, pts, _ in kept])
-        texts = [_point_label(ax, p) for p in [p for p in every if p.label][:POINT_LABELS]]
+        handles, labels, obstacles, names = _draw_series(ax, [(s, pts) for s, pts, _ in kept])
+        named = [(p, where) for (*_, usable), series_names in zip(kept, names, strict=True)
+                 for p, where in zip(usable, series_names, strict=True) if p.label]
+        texts = [_point_label(ax, p, *where, obstacles) for p, where in named[:POINT_LABELS]]
         more = _style_handles(any(s.flagged for s, *_ in kept), any(s.reference for s, *_ in kept),
                               line=True)
         _legend(fig, handles + more[0], labels + more[1])
         _titles(ax, title, x_label, y_label)
-        place_labels(fig, ax, texts, [(p.x, p.y) for p in every])
+        place_labels(fig, ax, texts, obstacles,
+                     paths=[[(x, y) for x, y, _ in pts] for _, pts, _ in kept])
         return _svg(fig, title)
 
 
@@ -453,19 +511,7 @@ def bars(points: list[Point], *, title: str, y_label: str, higher_is_better: boo
         ax.grid(axis="y", visible=False)
         extra = [line.value for line in lines] + ([chance] if chance is not None else [])
         values = [p.y for p in usable] + extra
-        if log:
-            lo, hi = log_limits(values)
-            hi *= (hi / lo) ** 0.12  # room for the value written after the longest bar
-            ax.set_xscale("log")
-            ax.set_xlim(lo, hi)
-            set_log_axis(ax.xaxis, lo, hi)
-            base = lo
-        else:
-            lo, hi = linear_limits(values, zero=True)
-            hi += 0.12 * (hi - lo)
-            ax.set_xlim(lo, hi)
-            set_linear_axis(ax.xaxis)
-            base = 0.0
+        base = bar_axis(ax, log, values, room=0.12)  # room for the value after the longest bar
         rows = range(len(usable))
         for row, p in zip(rows, usable, strict=True):
             fill = colour(p.family)
@@ -486,13 +532,15 @@ def bars(points: list[Point], *, title: str, y_label: str, higher_is_better: boo
         levels = [-0.6 - _LABEL_ROWS * j for j in range(len(marks))]
         ax.set_ylim(len(usable) - 0.5, -0.6 - _LABEL_ROWS * len(marks))  # best at the top
         texts: list = []
-        for value, words, style, shade in marks:
-            ax.axvline(value, color=shade, ls=style, lw=1.0, zorder=3)
-            text = ax.annotate(shorten(words, LINE_CHARS), (value, levels[0]),
-                               textcoords="offset points", xytext=(3, 1), fontsize=MIN_FONT,
-                               color=shade, zorder=5)
-            texts.append((text, [(dx, 1, ha, "bottom", (value, y)) for y in levels
-                                 for dx, ha in ((3, "left"), (-3, "right"))]))
+        rules = [("x", value) for value, *_ in marks]
+        for j, (value, words, style, shade) in enumerate(marks):
+            ax.axvline(value, color=shade, ls=style, lw=1.0, zorder=3).set_gid(f"lmrule-{j}")
+            text = annotation(ax, shorten(words, LINE_CHARS), (value, levels[0]),
+                              name=f"line.{j}", color=shade)
+            # Each in the band above the bars, at one of its levels: no leader needed.
+            texts.append(Label(text, [(dx, 1, ha, "bottom", (value, y)) for y in levels
+                                      for dx, ha in ((3, "left"), (-3, "right"))],
+                               rule=j, leader=False))
         handles, labels = [], []
         for family in sorted({p.family for p in usable}, key=_family_rank):
             handles.append(Patch(color=colour(family)))
@@ -506,7 +554,7 @@ def bars(points: list[Point], *, title: str, y_label: str, higher_is_better: boo
         _legend(fig, handles, labels)
         better = " (higher is better)" if higher_is_better else " (lower is better)"
         _titles(ax, title, shorten(y_label, AXIS_CHARS[0] - len(better)) + better, None)
-        place_labels(fig, ax, texts)
+        place_labels(fig, ax, texts, rules=rules)
         return _svg(fig, title)
 
 
@@ -544,17 +592,7 @@ def grouped_bars(groups: dict[str, dict[str, float]], families: dict[str, str], 
         ax = fig.add_subplot()
         ax.grid(axis="y", visible=False)
         values = [v for row in kept.values() for v in row.values()]
-        if log_x:
-            lo, hi = log_limits(values)
-            ax.set_xscale("log")
-            ax.set_xlim(lo, hi)
-            set_log_axis(ax.xaxis, lo, hi)
-            base = lo
-        else:
-            lo, hi = linear_limits(values, zero=True)
-            ax.set_xlim(lo, hi)
-            set_linear_axis(ax.xaxis)
-            base = 0.0
+        base = bar_axis(ax, log_x, values)
         height = 0.8 / per
         for k, name in enumerate(names):  # one call per series: its bars in every row
             rows = [row for row, label in enumerate(order) if name in kept[label]]

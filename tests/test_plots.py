@@ -357,6 +357,8 @@ def capture_figures(monkeypatch) -> list:
 def test_placed_labels_are_inside_the_axes_and_off_each_other(monkeypatch):
     # The label placement computes each label's box instead of drawing it at every place it
     # tries: the boxes matplotlib gives for the labels as finally placed must agree.
+    from matplotlib.text import Text
+
     figures = capture_figures(monkeypatch)
     points = [Point(f"model number {i}", ("RNN", "HMM", "n-gram")[i % 3], 10.0 ** (3 + i / 4),
                     300.0 / (1 + i / 5) + 15 * (i % 4)) for i in range(20)]
@@ -372,8 +374,12 @@ def test_placed_labels_are_inside_the_axes_and_off_each_other(monkeypatch):
         ax = fig.axes[0]
         renderer = fig.canvas.get_renderer()
         box = ax.get_window_extent(renderer)
-        placed = [t.get_window_extent(renderer) for t in ax.texts
+        placed = [t for t in ax.texts
                   if t.get_visible() and t.get_text() and not t.get_in_layout()]
+        for t in placed:
+            t.update_positions(renderer)  # as drawing does
+        # the text's own box (an annotation's extent also holds its leader line)
+        placed = [Text.get_window_extent(t, renderer) for t in placed]
         assert len(placed) >= 2  # line labels, and point or mark labels
         for extent in placed:
             assert (box.x0 - 0.5 <= extent.x0 and extent.x1 <= box.x1 + 0.5
@@ -390,8 +396,9 @@ def test_scatter_and_mark_labels_are_capped(monkeypatch):
     svg = plots.pareto(points, title="t", x_label="x", y_label="y")
     written = [t for t in texts(svg) if t.startswith("model ")]
     assert 1 <= len(written) <= plots.POINT_LABELS
-    # the front is labelled first
-    front = [p.label for p in plots.pareto_front(points)][:plots.POINT_LABELS]
+    # the front (of the converged points) is labelled first
+    front = [p.label for p in plots.pareto_front([p for p in points if not p.flagged])]
+    front = front[:plots.POINT_LABELS]
     assert set(front[:3]) <= set(written)
     marks = [Mark(10.0 ** (3 + k / 4), 300.0 + 10 * k, f"crossing {k}") for k in range(12)]
     svg = plots.curves(sample_series(3, 5), title="t", x_label="x", y_label="y", marks=marks,
@@ -408,12 +415,18 @@ def test_tradeoff_joins_each_model_s_variants_in_x_order(monkeypatch):
     ax = fig.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
     # one line per model, n-grams first (as in every legend), each in x order
+    drawn = [line for line in ax.lines if line.get_linestyle() != "None"]  # not the markers
     kn5, lstm = ([(x, y) for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
-                 for line in ax.lines)
+                 for line in drawn)
     assert kn5 == [(3.0, 160.0), (12.0, 145.0), (40.0, 141.2)]
     assert lstm == [(4.6, 116.0), (17.7, 115.0), (17.7, 121.0)]
-    assert ax.lines[0].get_color() == plots.colour("n-gram")
-    assert ax.lines[1].get_linestyle() == "--"  # a flagged variant: the model's line is dashed
+    assert drawn[0].get_color() == plots.colour("n-gram")
+    assert drawn[1].get_linestyle() == "--"  # a flagged variant: the model's line is dashed
+    # and only that variant's marker is hollow
+    hollow = [(x, y) for line in ax.lines if line.get_linestyle() == "None"
+              and line.get_markerfacecolor() == "white"
+              for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
+    assert hollow == [(4.6, 116.0)]
     # a point labelled "" gets no text; at most POINT_LABELS are written
     alone = plots.tradeoff({"KN5": [Point("", "n-gram", 40.0, 141.2)]}, title="t",
                            x_label="x", y_label="y")
