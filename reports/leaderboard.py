@@ -27,7 +27,6 @@ from lmladder.reports.values import value_at
 from lmladder.results import lmladder_version
 
 COMPACT = ("lit.", "× lit.", "parameters", "trained", "train tok/s", "score tok/s")
-SPECIAL = ("lit.", "× lit.", "trained", "data share")  # columns not read from COLUMNS
 SPECIAL_UNITS = {"lit.": "published", "× lit.": "measured / published",
                  "trained": "actual / planned", "data share": "of the training split"}
 
@@ -103,7 +102,9 @@ def _row_data(row: Row, cells: list[dict], sort: float | None) -> dict:
     return {"kind": row.kind, "label": row.label, "family": row.family,
             "settings": row.settings, "seeds": len(row.records), "code": row.revision,
             "cells": cells, "cite": None, "sort": sort, "greyed": row.below_floor,
-            "baseline": row.baseline, "flagged": row.training.flagged}
+            "baseline": row.baseline, "flagged": row.training.flagged,
+            "curve": (row.records[0].cell.label, row.records[0].cell.model),
+            "share": row.records[0].cell.fraction}
 
 
 def leaderboard(rows: list[Row], anchors: list[Anchor] = (), *, quality: str = "test ppl",
@@ -172,7 +173,7 @@ def leaderboard(rows: list[Row], anchors: list[Anchor] = (), *, quality: str = "
         b["fam"] = slug(b["family"]) if b["family"] else ""
     higher = quality in HIGHER_IS_BETTER
     if curve:
-        body.sort(key=lambda r: (r["label"], float(r["cells"][0]["value"] or 0)))
+        body.sort(key=lambda r: (r.get("curve", ()), r.get("share", 0)))
     else:
         body.sort(key=lambda r: (r["kind"] == "oracle", bool(r.get("greyed")),
                                  r["sort"] is None,
@@ -266,8 +267,7 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
         cells = [_task_cell(row, name, spec) for spec, _ in shown]
         if any(c["text"] != "" for c in cells):
             body.append({**_row_data(row, cells, task_mean(row, name, first.name)),
-                         "trained": trained_cell(row), "count": _count_cell(row, name),
-                         "share": not row.full})
+                         "trained": trained_cell(row), "count": _count_cell(row, name)})
     if not body:
         return None
     best = [b["sort"] for b in body if b["sort"] is not None and not b["greyed"]]

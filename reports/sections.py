@@ -56,7 +56,7 @@ from lmladder.reports.rows import (
     task_specs,
 )
 from lmladder.reports.sweeps import find_sweeps
-from lmladder.reports.values import value_at
+from lmladder.reports.values import as_text, value_at
 from lmladder.results import code_revision
 
 
@@ -353,8 +353,8 @@ def per_dataset(ctx: Context) -> Section | None:
         shown = [row for row in current + refs if row.full]
         # a learning curve: the rows on shares of the data, with the whole-data row of each
         shares = [row for row in current + refs if not row.full]
-        curves = {(row.label, row.kind) for row in shares}
-        curve = shares + [row for row in shown if (row.label, row.kind) in curves]
+        curves = {_curve_key(row) for row in shares}
+        curve = shares + [row for row in shown if _curve_key(row) in curves]
         parts.append({
             "name": ds, "anchor": "ds-" + slug(ds), "note": note,
             "reference": reference_caption([r for row in refs for r in row.records])
@@ -369,6 +369,12 @@ def per_dataset(ctx: Context) -> Section | None:
         })
     return Section("Results by dataset", "results.html.j2",
                    {"datasets": parts, "older": any(not row.current for row in ctx.rows)})
+
+
+def _curve_key(row: Row) -> tuple:
+    """What a learning curve's points share: the kind of row, cell label, model and config."""
+    cell = row.records[0].cell
+    return row.kind, cell.label, cell.model, as_text(dict(cell.config))
 
 
 def _dataset_note(records: list[Record]) -> str:
