@@ -15,7 +15,16 @@ from markupsafe import Markup
 from lmladder.numbers import finite
 from lmladder.reports import plots
 from lmladder.reports.anchors import Anchor, cite
-from lmladder.reports.rows import COLUMNS, UNITS, Context, Row, level, quality, ranked
+from lmladder.reports.rows import (
+    COLUMNS,
+    UNITS,
+    Context,
+    Row,
+    level,
+    quality,
+    ranked,
+    training,
+)
 from lmladder.reports.values import clip, number_at, value_at
 from lmladder.results import identity
 
@@ -43,17 +52,23 @@ def drawable(value: float | None) -> bool:
     return value is not None and abs(value) < DRAWABLE
 
 
+def converged(row: Row) -> bool:
+    """Whether every seed of ``row`` trained to the end (:attr:`Training.converged`): drawn
+    filled, and eligible for a Pareto front; any other row is drawn hollow."""
+    return all(training(r).converged for r in row.records)
+
+
 def _point(row: Row, x: float | None, y: float):
-    return plots.Point(row.label, row.family, x, y, flagged=row.training.flagged,
+    return plots.Point(row.label, row.family, x, y, flagged=not converged(row),
                        reference=row.kind == "reference")
 
 
 def few(points: list, *, front: bool = False, higher: bool = False) -> list:
-    """At most :data:`MAX_DRAWN` of ``points`` (``plots.Point``): those on the Pareto front
-    (where ``front``), then the best by y."""
+    """At most :data:`MAX_DRAWN` of ``points`` (``plots.Point``): those on the Pareto front of
+    the converged ones (where ``front``), then the best by y."""
     if len(points) <= MAX_DRAWN:
         return points
-    keep = list(plots.pareto_front(points)) if front else []
+    keep = list(plots.pareto_front([p for p in points if not p.flagged])) if front else []
     for p in sorted(points, key=lambda p: -p.y if higher else p.y):
         if len(keep) >= MAX_DRAWN:
             break
@@ -72,24 +87,27 @@ def _thin(points: tuple) -> tuple:
 
 
 def anchor_lines(anchors: list[Anchor], metric: str) -> list:
-    return [plots.Line(a.value, f"{clip(a.model, 28)} {a.value:g} ({cite(a)})"
-                       + ("" if a.comparable else " — not comparable"))
-            for a in anchors if a.metric == metric]
+    """The comparable literature values of ``metric`` as lines (a figure measured on another
+    test or protocol is a footnote of the tables, never a line beside comparable ones)."""
+    return [plots.Line(a.value, f"{clip(a.model, 28)} {a.value:g} ({cite(a)})")
+            for a in anchors if a.metric == metric and a.comparable]
 
 
 def _compute(row: Row) -> tuple[float | None, float | None]:
-    """(training FLOPs, training seconds) of a row's first record, each None where unknown."""
+    """(training FLOPs, training tokens seen) of a row's first record, each None where
+    unknown."""
     r = row.records[0]
     per_token = number_at(r, ("fit", "notes", "train_flops_per_token"))
     tokens = number_at(r, ("fit", "train_tokens"))
     flops = per_token * tokens if per_token and tokens else None
-    seconds = number_at(r, ("fit", "seconds")) or number_at(r, ("timing", "fit_s"))
-    return flops, seconds
+    return flops, tokens
 
 
 def learning_curve_lines(rows: list[Row]) -> dict[str, list[tuple]]:
-    """Dataset -> [(label, row kind, [(train tokens, fit s, test ppl)], flagged, family)] for
-    experiments run on several shares of the training data (a share grouped with its whole)."""
+    """Dataset -> [(label, row kind, [(train tokens, fit s, test ppl)], flagged, family,
+    hollow)] for experiments run on several shares of the training data (a share grouped with
+    its whole).  ``train tokens`` is the share's training split; ``flagged``: the whole's row
+    did not converge; ``hollow``: per point, its row did not converge."""
     curves = defaultdict(list)
     for row in rows:
         first = row.records[0]
@@ -99,14 +117,15 @@ def learning_curve_lines(rows: list[Row]) -> dict[str, list[tuple]]:
             continue
         whole = first.replace(cell=dataclasses.replace(first.cell, fraction=1.0))
         curves[(row.dataset, row.kind, identity(whole))].append(
-            (tokens, fit_s, ppl, row.label, row.training.flagged, row.family))
+            (tokens, fit_s, ppl, row.label, not converged(row), row.family))
     out = defaultdict(list)
     for (ds, kind, _), pts in sorted(curves.items()):
         if len(pts) < 2:
             continue
         pts.sort(key=lambda p: p[0])
         label = re.sub(r" \[fraction=[^]]*\]$", "", pts[-1][3])
-        out[ds].append((label, kind, [(t, s, p) for t, s, p, *_ in pts], pts[-1][4], pts[-1][5]))
+        out[ds].append((label, kind, [(t, s, p) for t, s, p, *_ in pts], pts[-1][4], pts[-1][5],
+                        tuple(p[4] for p in pts)))
     return out
 
 
@@ -146,10 +165,12 @@ def dataset_plots(ctx: Context, ds: str) -> list[Markup]:
     figures = [plot("pareto", few(by_params, front=True),
                     title=f"{ds}: {column} against parameters",
                     x_label="parameters (log scale)", y_label=unit, lines=lines)]
+    # Compute in FLOPs where every row knows them, else in training tokens seen (never in
+    # seconds: they measure the machine as much as the model).
     compute = {row.identity + row.kind: _compute(row) for row in full}
     use_flops = all(c[0] for c in compute.values())
     x_label = ("training compute (FLOPs, log scale)" if use_flops else
-               "training time (seconds, log scale; FLOPs unknown for some rows)")
+               "training tokens seen (log scale)")
     by_compute = [_point(row, x, y) for row in full
                   if drawable(y := row.mean(column))
                   and drawable(x := compute[row.identity + row.kind][0 if use_flops else 1])]
@@ -171,14 +192,16 @@ def _learning_curves(ctx: Context, ds: str) -> Markup | None:
         drawn = sorted(found, key=lambda f: min((p for *_, p in f[2] if drawable(p)),
                                                  default=math.inf))
         drawn = drawn[:MAX_DRAWN // 2]
-        series += [plots.Series(label, family, tuple((t, p) for t, _, p in pts
-                                                     if drawable(t) and drawable(p)),
-                                flagged, kind == "reference")
-                   for label, kind, pts, flagged, family in drawn]
+        for label, kind, pts, flagged, family, hollow in drawn:
+            shown = [(t, p, h) for (t, _, p), h in zip(pts, hollow, strict=True)
+                     if drawable(t) and drawable(p)]
+            series.append(plots.Series(label, family, tuple((t, p) for t, p, _ in shown),
+                                       flagged, kind == "reference",
+                                       tuple(h for *_, h in shown)))
         marks += [plots.Mark(c["x"], c["y"], f"{clip(c['winner'], 18)} overtakes")
                   for c in _crossings(ds, [(label, pts) for label, _, pts, *_ in found])]
     return plot("curves", series, title=f"{ds}: learning curves",
-                x_label="training tokens (log scale)",
+                x_label="training tokens (the share's split, log scale)",
                 y_label="test ppl (per token, log scale)", marks=marks,
                 lines=anchor_lines(ctx.anchors_of(ds), "metrics.test.ppl"),
                 log_x=True, log_y=True)
@@ -190,12 +213,37 @@ def _hmm_states(full: list[Row], ds: str, column: str, unit: str) -> Markup | No
         states = finite(row.records[0].cell.config.get("states"))
         if row.family == "HMM" and states and drawable(y := row.mean(column)):
             hmm[(row.kind, row.records[0].cell.model)].append((states, y, row))
+    for pts in hmm.values():
+        pts.sort(key=lambda p: (p[0], p[1]))
     series = [plots.Series(f"{model}" + (" (reference)" if kind == "reference" else ""),
-                           "HMM", tuple(sorted((s, y) for s, y, _ in pts)),
-                           any(r.training.flagged for *_, r in pts), kind == "reference")
+                           "HMM", tuple((s, y) for s, y, _ in pts),
+                           not all(converged(r) for *_, r in pts), kind == "reference",
+                           tuple(not converged(r) for *_, r in pts))
               for (kind, model), pts in sorted(hmm.items()) if len({p[0] for p in pts}) > 1]
     return plot("curves", series, title=f"{ds}: HMM {column} against states",
                 x_label="hidden states (log scale)", y_label=unit, log_x=True, log_y=True)
+
+
+def _tokens_seen(row: Row) -> list[tuple[float, float]]:
+    """(training tokens seen, validation loss) at each validation in the history of ``row``'s
+    first record.  Tokens seen are the entry's ``tokens``; where an entry gives only its step
+    count (EM's minibatch steps), they are that share of the fit's tokens (steps x
+    ``fit.train_tokens`` / ``fit.steps``: every step reads one equal chunk)."""
+    fit = row.records[0].fit or {}
+    history = value_at(fit, ("history",))
+    total, steps = finite(fit.get("train_tokens")), finite(fit.get("steps"))
+    per_step = total / steps if total and steps else None
+    pts = []
+    for h in history if isinstance(history, list) else []:
+        if not isinstance(h, dict) or not drawable(v := finite(h.get("valid_nll"))):
+            continue
+        tokens = finite(h.get("tokens"))
+        step = finite(h.get("step", h.get("steps")))
+        if tokens is None and step is not None and per_step:
+            tokens = step * per_step
+        if drawable(tokens) and tokens > 0:
+            pts.append((tokens, v))
+    return pts
 
 
 def _training_curves(ctx: Context, ds: str, full: list[Row], column: str) -> Markup | None:
@@ -203,17 +251,13 @@ def _training_curves(ctx: Context, ds: str, full: list[Row], column: str) -> Mar
         else "nats/token"
     series = []
     for row in ranked(full, column)[:MAX_DRAWN // 2]:  # the best rows' curves
-        history = value_at(row.records[0].fit, ("history",))
-        history = history if isinstance(history, list) else []
-        pts = tuple((finite(h.get("step", h.get("steps"))), v) for h in history
-                    if isinstance(h, dict) and drawable(v := finite(h.get("valid_nll")))
-                    and finite(h.get("step", h.get("steps"))) is not None)
+        pts = tuple(_tokens_seen(row))
         if len(pts) > 1:
-            series.append(plots.Series(row.label, row.family, _thin(pts),
-                                       row.training.flagged, row.kind == "reference"))
+            series.append(plots.Series(row.label, row.family, _thin(pts), not converged(row),
+                                       row.kind == "reference"))
     return plot("curves", series, title=f"{ds}: training curves",
-                x_label="step (optimizer steps or EM iterations)",
-                y_label=f"validation loss ({nats})",
+                x_label="training tokens seen (log scale)",
+                y_label=f"validation loss ({nats})", log_x=True,
                 lines=anchor_lines(ctx.anchors_of(ds), "metrics.valid.nll"))
 
 
