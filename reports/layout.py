@@ -72,7 +72,7 @@ class Label:
     ``rule``: the index of the line it names among place_labels' ``rules``.  ``leader``: it may
     sit further off, joined to its anchor by a thin leader line, where no near place is free:
     at one of ``far`` (placements as ``near``'s), or where empty, around its first anchor up
-    to :data:`_RING`'s last distance away.
+    to :data:`_RING`'s last distance away.  ``key``: its legend entry, where it fits nowhere.
     """
 
     text: Any
@@ -81,6 +81,7 @@ class Label:
     rule: int | None = None
     leader: bool = True
     far: list = field(default_factory=list)
+    key: str = ""  # where set: the label's entry in the legend if it fits nowhere in the axes
 
 
 LEADER_COLOUR = "#8A8A8A"
@@ -109,16 +110,38 @@ def marker_radius(drawn) -> float:
     return size + drawn.get_markeredgewidth() / 2
 
 
-def place_labels(fig, ax, labels: list[Label], points=(), *, rules=(), paths=()) -> None:
+def place_labels(fig, ax, labels: list[Label], points=(), *, rules=(), paths=(),
+                 key=None) -> None:
     """Lay the figure out, then place point, mark and line labels (see :func:`_declutter`).
 
     ``points`` are the markers no label may cover, each (x, y, radius in points) in data
     coordinates; ``rules`` the reference lines, each ("x" or "y", value): a vertical or a
     horizontal line at a data value; ``paths`` the drawn curves, each a list of (x, y).  The
     labels are left out of the layout, so placing them keeps it current: :func:`fit_texts`
-    then checks the texts without running it again."""
+    then checks the texts without running it again.
+
+    ``key``: called with the entries (:attr:`Label.key`) of the labels that fit nowhere, it
+    adds them to the legend; the figure is then laid out again and the other labels placed
+    anew, as the axes may have narrowed."""
+    start = [(label.text.get_text(), label.text.xy) for label in labels]
     for label in labels:
         label.text.set_in_layout(False)  # placed inside the axes; the layout must not make room
+    _place(fig, ax, labels, points, rules, paths)
+    keyed = [label for label in labels if label.key and not label.text.get_visible()]
+    if key is None or not keyed:
+        return
+    key([label.key for label in keyed])
+    for label, (words, xy) in zip(labels, start, strict=True):
+        label.text.set_text(words)
+        label.text.xy = xy
+        label.text.set_visible(True)
+        label.text.arrow_patch.set_visible(False)
+    for label in keyed:
+        label.text.set_visible(False)
+    _place(fig, ax, [label for label in labels if label not in keyed], points, rules, paths)
+
+
+def _place(fig, ax, labels: list[Label], points, rules, paths) -> None:
     lay_out(fig)  # the axes' final box
     _LAID_OUT.add(fig)
     if not labels:
@@ -292,6 +315,7 @@ def _fit_axes(fig, renderer) -> None:
 _H_SHIFT = {"left": 0.0, "center": 0.5, "right": 1.0}
 _V_SHIFT = {"bottom": 0.0, "center": 0.5, "top": 1.0}
 _GAP = 2.0  # pixels kept clear between a label and another label, a marker or a line
+_APART = 14.0  # pixels between a label away from its anchor and every marker: it names none
 _RING = (14, 24, 36, 52, 72, 96)  # points: how far a label with a leader may sit from its point
 _ANGLES = (30, 150, -30, -150, 60, 120, -60, -120, 0, 180, 90, -90)  # degrees, tried in order
 
@@ -372,8 +396,10 @@ class _Scene:
                 nearest = distance[foreign].min()
                 # placed with a leader, far from every other marker; beside its own marker,
                 # nearer to it than to any other
-                if nearest < (distance[own] + 3 * _GAP if near else 3 * _GAP):
+                if nearest < (distance[own] + 3 * _GAP if near else _APART):
                     return False
+        elif not near and len(distance) and distance.min() < _APART:
+            return False  # a line's label off its line: not beside a point it would seem to name
         return True
 
     def leader_clear(self, ax0, ay0, bx, by, own) -> bool:

@@ -199,17 +199,28 @@ def _horizontal_lines(ax, lines: list[Line], labels: list, rules: list) -> None:
         # Off the line, its leader is vertical: a short stroke up or down to the line.
         labels.append(Label(text, [(0, 1.5 if va == "bottom" else -1.5, ha, va, (at, line.value))
                                    for at, ha in ends for va in ("bottom", "top")],
-                            rule=len(rules) - 1,
+                            rule=len(rules) - 1, key=f"{line.value:g}: {line.text}",
                             far=[(0, d if va == "bottom" else -d, "center", va, (at, line.value))
                                  for d in (9, 15, 22, 30, 40) for at in (0.8, 0.5, 0.2, 0.65, 0.35)
                                  for va in ("bottom", "top")]))
 
 
-def _legend(fig, handles: list, labels: list[str]) -> None:
-    """The figure's legend, outside the axes on the right (it never hides data)."""
+def _legend(fig, handles: list, labels: list[str]):
+    """The figure's legend, outside the axes on the right (it never hides data); returns the
+    ``key`` for :func:`lmladder.reports.layout.place_labels`, which adds the literature lines
+    whose text found no room in the axes to it, each as a dashed line and its text."""
+    from matplotlib.lines import Line2D
+
+    def key(entries: list[str]) -> None:
+        for legend in list(fig.legends):
+            legend.remove()
+        more = [Line2D([], [], color=LITERATURE_COLOUR, ls="--", lw=1.0) for _ in entries]
+        _legend(fig, handles + more, labels + entries)
+
     if handles:
         fig.legend(handles, [shorten(label, LABEL_CHARS) for label in labels],
                    loc="outside right upper", frameon=False, handlelength=1.8)
+    return key
 
 
 def _style_handles(flagged: bool, reference: bool, *, line: bool = False) -> tuple[list, list]:
@@ -233,14 +244,6 @@ def _family_handles(families: Iterable[str]) -> tuple[list, list]:
     present = sorted(set(families), key=lambda f: FAMILIES.index(f) if f in FAMILIES else 99)
     return ([Line2D([], [], color=colour(f), ls="none", marker="o", markersize=7)
              for f in present], [f if f in FAMILIES else "other" for f in present])
-
-
-def _shade(hex_colour: str, amount: float) -> str:
-    """``hex_colour`` mixed with white (amount > 0) or black (amount < 0); amount in [-1, 1]."""
-    rgb = [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
-    target = 255 if amount > 0 else 0
-    mixed = [round(c + (target - c) * abs(amount)) for c in rgb]
-    return "#" + "".join(f"{c:02X}" for c in mixed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,9 +313,9 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         if len(front) > 1:
             more[0].append(Line2D([], [], color=_FRONT_COLOUR, lw=1.0, alpha=0.7))
             more[1].append("Pareto front")
-        _legend(fig, handles + more[0], labels + more[1])
+        key = _legend(fig, handles + more[0], labels + more[1])
         _titles(ax, title, x_label, y_label)
-        place_labels(fig, ax, texts, obstacles, rules=rules)
+        place_labels(fig, ax, texts, obstacles, rules=rules, key=key)
         return _svg(fig, title)
 
 
@@ -348,7 +351,7 @@ def _draw_series(ax, kept: list[tuple[Series, tuple]]) -> tuple[list, list, list
     for k, (s, pts) in enumerate(kept):
         index = within[s.family]
         within[s.family] += 1
-        tint = _shade(colour(s.family), (0.0, 0.4, -0.35, 0.65)[index % 4])
+        tint = svg.shade(colour(s.family), (0.0, 0.4, -0.35, 0.65)[index % 4])
         look = {"color": tint, "marker": _REFERENCE_MARKER if s.reference
                 else _MARKERS[index % len(_MARKERS)], "markersize": 5, "markeredgewidth": 1.2}
         ax.plot([x for x, *_ in pts], [y for _, y, _ in pts], color=tint,
@@ -431,9 +434,9 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
         hollow = any(h for _, pts in kept for *_, h in pts)
         more = _style_handles(any(s.flagged for s, _ in kept) or hollow,
                               any(s.reference for s, _ in kept), line=True)
-        _legend(fig, handles + more[0], labels + more[1])
+        key = _legend(fig, handles + more[0], labels + more[1])
         _titles(ax, title, x_label, y_label)
-        place_labels(fig, ax, texts, obstacles, rules=rules,
+        place_labels(fig, ax, texts, obstacles, rules=rules, key=key,
                      paths=[[(x, y) for x, y, _ in pts] for _, pts in kept])
         return _svg(fig, title)
 
@@ -599,7 +602,7 @@ def grouped_bars(groups: dict[str, dict[str, float]], families: dict[str, str], 
             ax.barh([row - 0.4 + height * (k + 0.5) for row in rows],
                     [kept[order[row]][name] - base for row in rows], left=base,
                     height=height * 0.92, hatch=_HATCHES[k % len(_HATCHES)] or None,
-                    color=[_shade(colour(families.get(order[row], "other")),
+                    color=[svg.shade(colour(families.get(order[row], "other")),
                                   _SHADES[k % len(_SHADES)]) for row in rows],
                     edgecolor="white", linewidth=0.0, zorder=2)
         ax.set_yticks(range(len(order)), labels=[shorten(label, LABEL_CHARS) for label in order])
@@ -607,7 +610,7 @@ def grouped_bars(groups: dict[str, dict[str, float]], families: dict[str, str], 
         handles, labels = _family_handles(families.get(label, "other") for label in order)
         handles = [Patch(color=h.get_color()) for h in handles]
         for k, name in enumerate(names):
-            handles.append(Patch(facecolor=_shade("#777777", _SHADES[k % len(_SHADES)]),
+            handles.append(Patch(facecolor=svg.shade("#777777", _SHADES[k % len(_SHADES)]),
                                  hatch=_HATCHES[k % len(_HATCHES)] or None, edgecolor="white"))
             labels.append(name)
         _legend(fig, handles, labels)

@@ -58,6 +58,14 @@ def style():
     return matplotlib.rc_context(_STYLE)
 
 
+def shade(hex_colour: str, amount: float) -> str:
+    """``hex_colour`` mixed with white (amount > 0) or black (amount < 0); amount in [-1, 1]."""
+    rgb = [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if amount > 0 else 0
+    mixed = [round(c + (target - c) * abs(amount)) for c in rgb]
+    return "#" + "".join(f"{c:02X}" for c in mixed)
+
+
 def new_figure(size: tuple[float, float]):
     """A figure of ``size`` inches with an Agg canvas (for measuring text), laid out by
     :func:`lmladder.reports.layout.lay_out`; no pyplot."""

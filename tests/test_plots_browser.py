@@ -14,7 +14,8 @@ point.
 Checked for every figure: every text inside the SVG's box (axis titles included); label boxes
 off each other and off every other text; off every marker; not crossed by a literature line other
 than their own, nor by a drawn curve; a label without a leader line is nearer to its own marker
-than to any other; a leader line ends at its own marker.
+than to any other; one with a leader line keeps away from other markers, and its leader ends at
+its own marker.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.conftest import unavailable
 
 TOLERANCE = 0.5  # CSS px: rounding between the layout's measure and the browser's
 PHONE = 390  # CSS px: a phone's viewport width
+APART = 8.0  # CSS px: a label with a leader keeps this far from every other marker
 
 MEASURE = """(svg) => {
   const box = e => { const b = e.getBoundingClientRect();
@@ -155,6 +157,8 @@ def problems(figure: dict) -> list[str]:
             if others and min(gap(box, b) for b in others) < gap(box, own):
                 found.append(f"label {label['text']!r} is nearer another marker than its own")
         else:
+            if others and min(gap(box, b) for b in others) < APART:
+                found.append(f"label {label['text']!r}, away from its marker, sits by another")
             end = min(leader, key=lambda p: gap((*p, *p), own))
             if gap((*end, *end), own) > 3:
                 found.append(f"leader of {label['text']!r} ends {end}, off its marker {own}")
