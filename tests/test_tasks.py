@@ -248,6 +248,28 @@ def test_bleu_through_sacrebleu_equals_a_hand_checked_case():
     assert repetition(gens) == 4 / 8
 
 
+def test_the_constant_output_is_the_most_frequent_line_and_a_row_of_its_own(words):
+    from lmladder.tasks.continuation import Continuation, constant_output
+
+    stream = np.array([5, 6, 0, 7, 0, 5, 6, 0, 7, 0, 8, 0])  # "5 6" and "7" twice: the earliest
+    np.testing.assert_array_equal(constant_output(stream, 0, 7), [5, 6, 0, 5, 6, 0, 5])
+    np.testing.assert_array_equal(constant_output(np.array([3, 4]), 0, 3), [3, 4, 3])
+
+    class ConstantLM(UniformLM):
+        """Gives the constant output greedily, whatever the prompt."""
+
+        def generate(self, prompt, max_new_tokens, *, temperature=1.0, top_k=None, seed=0):
+            return constant_output(self.train_, self.vocab_.boundary_id, max_new_tokens)
+
+    model = ConstantLM()
+    model.fit(words.train.ids, words.vocab)
+    model.train_ = words.train.ids
+    result = Continuation(prompts=30).evaluate(Subject(model, words))
+    assert result["constant_bleu"] == pytest.approx(result["greedy_bleu"])
+    assert result["constant_chrf"] == pytest.approx(result["greedy_chrf"])
+    assert result["constant_output"] == result["samples"][0]["greedy"]
+
+
 def test_continuation_is_not_applicable_to_open_vocabulary_models(words):
     from lmladder.tasks import NotApplicable
     from lmladder.tasks.continuation import Continuation
@@ -278,6 +300,9 @@ def test_translation_oracle_scores_100_and_uniform_near_zero(words):
     uniform.fit(words.train.ids, words.vocab)
     guessed = translate_and_score(Subject(uniform, words), parallel)
     assert guessed["bleu"] < 10 and guessed["sentences"] == 3
+    # the constant baseline: the most frequent training target (all twice: the earliest) for all
+    assert guessed["constant_output"] == "Ein Hund rennt ."
+    assert 0 < guessed["constant_bleu"] < perfect["bleu"] == pytest.approx(100.0)
     assert "tok:13a" in guessed["bleu_signature"]
 
 

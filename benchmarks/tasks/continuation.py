@@ -6,7 +6,10 @@ twice: greedily, and by top-k sampling (k = ``top_k``, seed = the task seed + th
 index).  Each generation is scored against the true continuation with sacrebleu's corpus BLEU
 and chrF (signatures recorded), and for diversity with distinct-1/2 (distinct n-grams over all
 n-grams of all generations) and the repetition rate (the share of generated tokens that repeat
-an earlier token of the same generation).  A few samples are kept as text for the report.
+an earlier token of the same generation).  The same scores of a constant output -- the training
+text's most frequent line, whatever the prompt (:func:`constant_output`) -- are the baseline
+(``constant_bleu``, ``constant_chrf``): a model below it has learned less than that line.  A
+few samples are kept as text for the report.
 
 Open-vocabulary models (a pretrained model with its own tokenizer) cannot generate dataset
 tokens; for them the task is not applicable.
@@ -71,10 +74,31 @@ class Continuation(Task):
             out[f"{kind}_distinct_1"] = distinct(generated, 1)
             out[f"{kind}_distinct_2"] = distinct(generated, 2)
             out[f"{kind}_repetition"] = repetition(generated)
+        constant = constant_output(subject.data.train.ids, vocab.boundary_id, self.new_tokens)
+        out.update({f"constant_{k}": v for k, v in text_scores(
+            [_text(vocab, constant)] * len(pairs), refs).items() if not k.endswith("signature")})
+        out["constant_output"] = _text(vocab, constant)
         out["samples"] = [{"prompt": _text(vocab, p), "truth": refs[i],
                            "greedy": _text(vocab, greedy[i]), "sampled": _text(vocab, sampled[i])}
                           for i, (p, _) in enumerate(pairs[:SAMPLES_KEPT])]
         return out
+
+
+def constant_output(train: np.ndarray, boundary_id: int, length: int) -> np.ndarray:
+    """The baseline a generator must beat: the training stream's most frequent line (the
+    earliest of equally frequent ones), repeated with its boundary to ``length`` tokens, given
+    whatever the prompt."""
+    ends = np.flatnonzero(train == boundary_id)
+    starts = np.concatenate([[0], ends[:-1] + 1])[: len(ends)]
+    lines = [tuple(train[a : b + 1].tolist()) for a, b in zip(starts, ends, strict=True)
+             if b > a]
+    if not lines:  # no line with a word: the stream's first tokens
+        return np.resize(np.asarray(train[:length], dtype=np.int64), length)
+    counts: dict[tuple, int] = {}
+    for line in lines:
+        counts[line] = counts.get(line, 0) + 1
+    best = max(counts, key=counts.get)  # max keeps the first of equal counts: the earliest
+    return np.resize(np.asarray(best, dtype=np.int64), length)
 
 
 def _text(vocab: Vocab, ids) -> str:
