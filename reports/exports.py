@@ -48,9 +48,8 @@ from lmladder.reports.rows import (
 )
 from lmladder.reports.values import number_at, value_at
 
-EXPORTS = ("results.csv", "results.md", "results.json")  # what render.py links to today
 EXPORT_FILES = ("results.csv", "results.md", "results.tex")  # what write_exports writes
-PAGE_EXPORTS = (*EXPORT_FILES, "results.json")  # the page's links once it calls write_exports
+PAGE_EXPORTS = (*EXPORT_FILES, "results.json")  # the page links these (render.py)
 EXPORT_METRICS = ("test ppl", "test bpc", "test word ppl", "valid ppl", "parameters",
                   "trained tokens", "train tok/s", "score tok/s")
 
@@ -505,7 +504,7 @@ def write_exports(ctx: Context, folder: str | Path, title: str = "lmladder resul
     return [folder / name for name in EXPORT_FILES]
 
 
-# ---- the flat leaderboard rows render.py wrote before write_exports ----------------------------
+# ---- the flat leaderboard rows (render.export_rows; no file is written from them) -------------
 
 
 def export_rows(ctx: Context) -> list[dict]:

@@ -28,8 +28,9 @@ from lmladder.files import atomic_write
 from lmladder.record import Record
 from lmladder.reports.anchors import Anchor, distance, load_anchors
 from lmladder.reports.efficiency import base_identity, compression, variant_groups
-from lmladder.reports.exports import EXPORTS, csv_text, markdown_text
+from lmladder.reports.exports import PAGE_EXPORTS as EXPORTS
 from lmladder.reports.exports import export_rows as _export_rows
+from lmladder.reports.exports import write_exports
 from lmladder.reports.figures import family_colours, slug
 from lmladder.reports.jinja import environment
 from lmladder.reports.reference import load_reference, matching_reference, reference_caption
@@ -91,15 +92,17 @@ def render_html(records: list[Record], title: str = "lmladder report",
 
 def export_rows(records: list[Record], reference_records: list[Record] | None = None,
                 anchors: list[Anchor] | None = None) -> list[dict]:
-    """The leaderboard rows of every dataset as flat dicts, as the CSV and Markdown exports
-    write them (:func:`lmladder.reports.exports.export_rows`)."""
+    """The leaderboard rows of every dataset as flat dicts, one per row and literature figure
+    (:func:`lmladder.reports.exports.export_rows`; the files beside the page are written by
+    :func:`~lmladder.reports.exports.write_exports`)."""
     return _export_rows(context(records, reference_records, anchors))
 
 
 def render_report(results_dir: str | Path, output: str | Path, *, reference: bool = True) -> Path:
     """Render every record under ``results_dir`` into the HTML file ``output``, and write
-    ``results.csv``, ``results.md`` (the leaderboard rows) and ``results.json`` (the merged
-    records: the user's and the reference rows shown, a JSON list) beside it.
+    ``results.csv``, ``results.md``, ``results.tex`` (the tables per dataset and one typed CSV
+    row per record: :func:`lmladder.reports.exports.write_exports`) and ``results.json`` (the
+    merged records: the user's and the reference rows shown, a JSON list) beside it.
 
     ``reference``: show the shipped reference runs beside the user's rows.  Every file is
     replaced atomically (an interrupted render leaves the previous report, and no temporary
@@ -121,15 +124,13 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
     anchors = shipped_anchors()
     page = render_html(scan.records, unreadable=scan.unreadable, reference_records=shipped,
                        anchors=anchors, exports=EXPORTS)
-    rows = export_rows(scan.records, shipped, anchors)
     merged = scan.records + matching_reference(scan.records, shipped)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"{output.parent}: cannot create the report's folder "
                           f"({err.strerror or err})") from None
-    atomic_write(output.parent / "results.csv", csv_text(rows))
-    atomic_write(output.parent / "results.md", markdown_text(rows))
+    write_exports(context(scan.records, shipped, anchors), output.parent)
     atomic_write(output.parent / "results.json",
                  json.dumps([r.to_json() for r in merged], indent=1, sort_keys=True))
     atomic_write(output, page)

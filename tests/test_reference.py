@@ -94,10 +94,11 @@ def _number(text: str):
 
 
 def test_the_shipped_records_render_the_committed_numbers(tmp_path):
-    """The records read as checked Records and render the very numbers of the committed
-    exports: the Markdown table line for line, and every number of the CSV."""
+    """The committed exports are what the records render today: the Markdown and LaTeX tables
+    line for line, and every field of the typed CSV (numbers compared as numbers)."""
     out = render_report(REFERENCE, tmp_path / "report.html")
-    assert (tmp_path / "results.md").read_text() == (REFERENCE / "results.md").read_text()
+    for name in ("results.md", "results.tex"):
+        assert (tmp_path / name).read_text() == (REFERENCE / name).read_text(), name
     fresh = list(csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8")))
     committed = list(csv.DictReader((REFERENCE / "results.csv").open(encoding="utf-8")))
     assert len(fresh) == len(committed) > 30
@@ -108,21 +109,21 @@ def test_the_shipped_records_render_the_committed_numbers(tmp_path):
 
 
 def test_the_rendered_test_perplexities_are_the_records_own(tmp_path):
-    """Independently of the committed files: every own row's test ppl in the CSV is the mean of
-    its records' ``metrics.test.ppl``, read from the JSON directly."""
+    """Independently of the committed files: the rendered CSV has one own row per record of the
+    whole training split, and its test_ppl is that record's ``metrics.test.ppl``, read from
+    the JSON directly."""
     render_report(REFERENCE, tmp_path / "report.html")
-    by_label = {}
+    by_key = {}
     for path in REFERENCE.glob("*/*.json"):
         data = json.loads(path.read_text())
         if data["status"] == "ok" and data["cell"].get("fraction", 1.0) == 1.0:
-            by_label.setdefault((data["cell"]["dataset"], data["cell"]["label"]), []).append(
-                data["metrics"]["test"]["ppl"])
+            by_key[data["key"]] = (data["cell"]["dataset"], data["cell"]["model"],
+                                   data["metrics"]["test"]["ppl"])
     rows = [r for r in csv.DictReader((tmp_path / "results.csv").open(encoding="utf-8"))
-            if r["source"] == "own"]
-    checked = 0
+            if r["source"] == "own" and float(r["fraction"]) == 1]
+    assert sorted(r["key"] for r in rows) == sorted(by_key)  # every record once, no other
     for row in rows:
-        ppls = by_label.get((row["dataset"], row["model"]))
-        if ppls and len(ppls) == 1:  # a label of one experiment
-            assert float(row["test ppl"]) == ppls[0], row["model"]
-            checked += 1
-    assert checked >= 10
+        dataset, model, ppl = by_key[row["key"]]
+        assert (row["dataset"], row["model"]) == (dataset, model)
+        assert float(row["test_ppl"]) == ppl, row["label"]
+    assert len(rows) >= 10

@@ -376,7 +376,7 @@ def test_report_is_written_atomically_and_readable(record, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "report.html", "results.csv", "results.json", "results.md"]
+        "report.html", "results.csv", "results.json", "results.md", "results.tex"]
     for p in out.parent.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o644
 

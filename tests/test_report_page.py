@@ -342,22 +342,26 @@ def test_exports_are_written_beside_the_page_and_parse(tmp_path, monkeypatch):
     monkeypatch.setattr(render, "shipped_anchors", lambda: ANCHORS[:2])
     out = render_report(results, tmp_path / "site" / "report.html")
     html = out.read_text()
-    for name in ("results.csv", "results.md", "results.json"):
+    for name in ("results.csv", "results.md", "results.tex", "results.json"):
         assert f'href="{name}"' in html
+        assert (out.parent / name).is_file()
     rows = list(csv.DictReader((out.parent / "results.csv").open(encoding="utf-8")))
-    table = {(r["model"], r["source"]): r for r in rows}
-    assert set(table) == {("KN5", "own"), ("LSTM small", "own"), ("LSTM small", "reference"),
-                          ("KN5 (interpolated Kneser-Ney 5-gram)", "literature"),
-                          ("LSTM small 2x200", "literature")}
-    assert float(table[("KN5", "own")]["test ppl"]) == 141.19
-    assert table[("LSTM small", "own")]["converged"] == "not converged"
-    assert table[("LSTM small", "reference")]["converged"] == "converged"
-    assert table[("KN5 (interpolated Kneser-Ney 5-gram)", "literature")]["citation"] == (
-        "KN5 2012, Table 1 <https://example.org/paper>")
+    table = {(r["label"], r["source"]): r for r in rows}
+    # one row per record; literature figures are columns of the row they match, not rows
+    assert set(table) == {("KN5", "own"), ("LSTM small", "own"), ("LSTM small", "reference")}
+    assert float(table[("KN5", "own")]["test_ppl"]) == 141.19
+    assert table[("LSTM small", "own")]["verdict"] == "not converged"
+    assert table[("LSTM small", "reference")]["verdict"] == "converged"
+    assert table[("KN5", "own")]["lit_source"] == "KN5 2012, Table 1 <https://example.org/paper>"
+    assert float(table[("KN5", "own")]["lit_value"]) == 141.2
     merged = json.loads((out.parent / "results.json").read_text())
     assert isinstance(merged, list) and len(merged) == 3  # two own records, one reference
-    md = (out.parent / "results.md").read_text().splitlines()
-    assert md[0].startswith("| dataset | model | family | source |") and len(md) == 2 + 5
+    md = (out.parent / "results.md").read_text()
+    assert "| Model | Params | Trained | Valid | Test | Lit. | × Lit. |" in md
+    board = [line for line in md.splitlines() if line.startswith("| ") and "Model" not in line]
+    assert [line.split(" | ")[0] for line in board] == [
+        "| LSTM small †", "| KN5", "| LSTM small ⚠"]  # ranked by test ppl, flags marked
+    assert "\\begin{tabular}" in (out.parent / "results.tex").read_text()
 
 
 def test_render_report_without_reference_rows(tmp_path, monkeypatch):
