@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from lmladder.api import Budget, LanguageModel, NotApplicable
 from lmladder.corpus import Dataset
 from lmladder.record import MetricSpec
@@ -73,6 +75,38 @@ def wilson_interval(hits: float, n: int, z: float = 1.959963984540054) -> tuple[
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+BOOTSTRAP_RESAMPLES = 1000  # resamples of a task's bootstrap intervals
+
+
+def bootstrap_counts(n: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each bootstrap resample (``n`` draws with
+    replacement, seeded): int64 of shape ``(resamples, n)``.
+
+    A score that is a function of sums over items (corpus BLEU's n-gram counts, chrF's, F1's
+    true and false positives) is recomputed on resample ``b`` from ``counts[b] @ per_item``;
+    scoring several systems with the same counts resamples the same items for each (a paired
+    bootstrap, Koehn 2004).  The same ``n`` and ``seed`` give the same counts on every machine.
+    """
+    if n < 1:
+        raise ValueError("a bootstrap needs at least one item")
+    drawn = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    offsets = n * np.arange(resamples)[:, None]
+    return np.bincount((drawn + offsets).ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def percentile_interval(values) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap ``values``: their 2.5th and 97.5th
+    percentiles (linear interpolation)."""
+    low, high = np.percentile(np.asarray(values, dtype=np.float64), [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def bootstrap_note(seed: int, over: str, resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """What a result records about its ``*_ci95`` bootstrap intervals."""
+    return {"resamples": resamples, "seed": seed, "over": over,
+            "interval": "95% percentile, paired (the same resamples for every system)"}
 
 
 TASKS: dict[str, str] = {  # built-in task name -> "module:Class"

@@ -57,13 +57,14 @@ class FineTune(Task):
         tuned = model.fine_tune_classifier(train, data.train.labels, k, **common)
         scratch = subject.new_model().fine_tune_classifier(train, data.train.labels, k,
                                                            vocab=vocab, **common)
-        ours = classification_metrics(tuned.predict_logits(test), data.test.labels)
-        base = classification_metrics(scratch.predict_logits(test), data.test.labels)
+        ours = classification_metrics(tuned.predict_logits(test), data.test.labels, seed=seed)
+        base = classification_metrics(scratch.predict_logits(test), data.test.labels, seed=seed)
         return {
             **ours,
             "scratch_accuracy": base["accuracy"],
             "scratch_accuracy_ci95": base["accuracy_ci95"],
             "scratch_macro_f1": base["macro_f1"],
+            "scratch_macro_f1_ci95": base["macro_f1_ci95"],
             "gain_from_pretraining": ours["accuracy"] - base["accuracy"],
             "fine_tuning": _summary(tuned),
             "scratch_fine_tuning": _summary(scratch),

@@ -21,7 +21,15 @@ import numpy as np
 from lmladder.api import LanguageModel, Vocab
 from lmladder.corpus import EOS
 from lmladder.data import build_word_vocab
-from lmladder.tasks import MetricSpec, Subject, Task, wilson_interval
+from lmladder.tasks import (
+    MetricSpec,
+    Subject,
+    Task,
+    bootstrap_counts,
+    bootstrap_note,
+    percentile_interval,
+    wilson_interval,
+)
 from lmladder.tasks.cloze import sentence_logprobs
 from lmladder.tasks.labelled import LabelledData, LabelledSplit, load_labelled
 
@@ -45,7 +53,8 @@ class Sentiment(Task):
                       valid=_stream(data.valid, label, vocab))
             models.append(model)
         scores = class_scores(models, class_priors(data), data.test.texts, vocab)
-        return {**classification_metrics(scores, data.test.labels), "collection": data.summary(),
+        return {**classification_metrics(scores, data.test.labels, seed=seed),
+                "collection": data.summary(),
                 "vocab_size": len(vocab), "seed": seed}
 
 
@@ -85,19 +94,32 @@ def class_scores(models: list[LanguageModel], priors: np.ndarray, texts, vocab: 
                     axis=1) + priors
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Accuracy (with its 95% Wilson interval) and macro-F1 of argmax predictions, ties split
-    evenly between the tied classes."""
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, *, seed: int = 0
+                           ) -> dict[str, Any]:
+    """Accuracy (with its 95% Wilson interval) and macro-F1 (with a 95% percentile bootstrap
+    interval over the texts, resampled with ``seed``) of argmax predictions, ties split evenly
+    between the tied classes."""
     top = scores == scores.max(axis=1, keepdims=True)
     predicted = top / top.sum(axis=1, keepdims=True)  # (n, classes) fractional votes
-    k = scores.shape[1]
-    truth = np.eye(k)[labels]
+    truth = np.eye(scores.shape[1])[labels]
     hits = float((predicted * truth).sum())
-    f1s = []
-    for c in range(k):
-        tp = float((predicted[:, c] * truth[:, c]).sum())
-        fp = float(predicted[:, c].sum()) - tp
-        fn = float(truth[:, c].sum()) - tp
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    tp = predicted * truth  # (n, classes): each text's share of every class's tp, fp, fn
+    fp, fn = predicted - tp, truth - tp
+    counts = bootstrap_counts(len(labels), seed)
+    resampled = macro_f1(counts @ tp, counts @ fp, counts @ fn)  # (resamples,)
     return {"accuracy": hits / len(labels), "accuracy_ci95": wilson_interval(hits, len(labels)),
-            "macro_f1": float(np.mean(f1s)), "texts": int(len(labels))}
+            "macro_f1": float(macro_f1(tp.sum(0), fp.sum(0), fn.sum(0))),
+            "macro_f1_ci95": percentile_interval(resampled),
+            "bootstrap": bootstrap_note(seed, "test texts"), "texts": int(len(labels))}
+
+
+def macro_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """The mean over classes (last axis) of F1 = 2 tp / (2 tp + fp + fn), over the classes
+    that were predicted or present (a small resample may miss one; it is left out of the mean,
+    not counted 0); 0 where there is none."""
+    denominator = 2 * tp + fp + fn
+    seen = denominator > 0
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=np.float64),
+                   where=seen)
+    n = seen.sum(axis=-1)
+    return np.divide(f1.sum(axis=-1), n, out=np.zeros(np.shape(n)), where=n > 0)

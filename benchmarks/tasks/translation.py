@@ -10,6 +10,10 @@ signatures recorded.  A count-based model conditions on at most its order's few 
 across ``<sep>``, so it scores near zero: that is the finding, not a bug.  The baseline beside
 it: the training set's most frequent German sentence given for every source
 (``constant_bleu``, ``constant_chrf``, :func:`most_frequent`).
+
+BLEU and chrF carry 95% intervals (``bleu_ci95``, ``chrf_ci95``, and the constant output's): a
+paired percentile bootstrap over the test sentences, seeded with the task seed, each resample's
+corpus score recomputed by sacrebleu (:func:`lmladder.tasks.continuation.corpus_interval`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from lmladder.api import LanguageModel, Vocab
 from lmladder.corpus import EOS
 from lmladder.data import build_word_vocab, locate, read_lines
-from lmladder.tasks import MetricSpec, NotApplicable, Subject, Task
+from lmladder.tasks import (
+    MetricSpec,
+    NotApplicable,
+    Subject,
+    Task,
+    bootstrap_counts,
+    bootstrap_note,
+)
 from lmladder.tasks.continuation import text_scores
 
 SEP = "<sep>"
@@ -74,7 +85,8 @@ class Translation(Task):
 def translate_and_score(subject: Subject, data: Parallel, sentences: int | None = None, *,
                         seed: int = 0) -> dict[str, Any]:
     """Train a fresh model of the subject on ``data.train``, translate the first ``sentences``
-    test sources greedily, score them with sacrebleu against the raw references."""
+    test sources greedily, score them with sacrebleu against the raw references (with 95%
+    bootstrap intervals over the sentences, resampled with ``seed``)."""
     tokenize = Tokenizer13a()
     train = [(tokenize(s).split(), tokenize(t).split()) for s, t in data.train]
     vocab = build_word_vocab([[*s, SEP, *t] for s, t in train], min_count=2)
@@ -86,10 +98,13 @@ def translate_and_score(subject: Subject, data: Parallel, sentences: int | None 
     test = data.test[:sentences]
     hypotheses = [translate(model, vocab, tokenize(s).split(), seed=seed) for s, _ in test]
     references = [t for _, t in test]
-    scores = text_scores(hypotheses, references)
+    counts = bootstrap_counts(len(test), seed) if test else None
+    scores = text_scores(hypotheses, references, counts)
     constant = most_frequent(" ".join(t) for _, t in train)
     scores.update({f"constant_{k}": v for k, v in text_scores(
-        [constant] * len(test), references).items() if not k.endswith("signature")})
+        [constant] * len(test), references, counts).items() if not k.endswith("signature")})
+    if counts is not None:
+        scores["bootstrap"] = bootstrap_note(seed, "test sentences")
     return {**scores, "constant_output": constant, "sentences": len(test), "vocab_size": len(vocab),
             "samples": [{"source": s, "reference": r, "output": h}
                         for (s, r), h in zip(test[:SAMPLES_KEPT], hypotheses, strict=False)]}
