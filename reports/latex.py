@@ -13,10 +13,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # the writer needs only the table's fields
-    from lmladder.reports.exports import Table
+
+class _Note(Protocol):
+    text: str
+    url: str
+
+
+class Table(Protocol):
+    """What the writer reads of a table (:class:`lmladder.reports.exports.Table`); described
+    here, not imported, so exports -> latex stays the only import between the two."""
+
+    title: str
+    header: list[str]
+    align: str
+    rows: list[list[str]]
+    notes: Sequence[_Note]
+    key: str
 
 _SPECIAL = {
     "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
