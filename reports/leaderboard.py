@@ -253,23 +253,126 @@ def count_key(rows: list[Row], name: str) -> str:
                  for key in COUNT_KEYS if key in t.scores), "items")
 
 
+# ---- the constant-output baseline of generation tasks ------------------------------------------
+
+CONSTANT = "constant_"  # a task result's scores of its constant output: constant_<metric>
+SHORT_OUTPUT = 40  # characters of the constant output its row's label shows
+
+
+def _constant_score(result, metric: str) -> tuple[str, float] | None:
+    """(key, value) of the constant output's score beside ``metric`` in a task result:
+    ``constant_<metric>``, else ``constant_<last word of metric>`` (one constant output stands
+    beside greedy and sampled decoding: ``greedy_chrf`` reads ``constant_chrf``)."""
+    for key in (CONSTANT + metric, CONSTANT + metric.rsplit("_", 1)[-1]):
+        if (value := result.score(key)) is not None:
+            return key, value
+    return None
+
+
+def constant_mean(row: Row, name: str, metric: str) -> float | None:
+    """The constant output's score beside ``metric`` on ``row``'s own items (each seed's
+    result records it), averaged over seeds; None where the results have none."""
+    values = [found[1] for r in row.records if (t := r.tasks.get(name)) is not None
+              and (found := _constant_score(t, metric)) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def below_constant(row: Row, name: str, spec: MetricSpec) -> bool:
+    """Whether ``row`` scores worse on ``spec`` than the constant output on the same items."""
+    mine, constant = task_mean(row, name, spec.name), constant_mean(row, name, spec.name)
+    if mine is None or constant is None:
+        return False
+    return mine < constant if spec.higher_is_better else mine > constant
+
+
+def shorten(text: str, limit: int = SHORT_OUTPUT) -> str:
+    """``text`` cut after its last whole word within ``limit`` characters, with " …"."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 2]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + " …"
+
+
+def constant_output(rows: list[Row], name: str) -> str | None:
+    """The constant output task ``name`` records in ``rows`` (the first found), or None."""
+    return next((t.scores["constant_output"] for row in rows for r in row.records
+                 if (t := r.tasks.get(name)) is not None
+                 and isinstance(t.scores.get("constant_output"), str)), None)
+
+
+def constant_row(rows: list[Row], name: str, shown: list[tuple[MetricSpec, bool]]
+                 ) -> dict | None:
+    """Template data of the constant-output baseline row of task ``name``: the training text's
+    most frequent line given for every item, scored by the task beside every row (its
+    ``constant_*`` scores), one value per distinct set of items (seed, count) averaged, with
+    the 95% interval where there is one set; greyed, never ranked.  None where no result in
+    ``rows`` records a constant output."""
+    results = {}
+    for row in rows:
+        for r in row.records:
+            t = r.tasks.get(name)
+            if t is not None and isinstance(t.scores.get("constant_output"), str):
+                key = (t.scores.get("seed"), t.scores["constant_output"],
+                       *(t.scores.get(k) for k in COUNT_KEYS))
+                results.setdefault(repr(key), t)
+    if not results:
+        return None
+    cells, means = [], []
+    for spec, _ in shown:
+        found = [f for t in results.values() if (f := _constant_score(t, spec.name))]
+        mean = sum(v for _, v in found) / len(found) if found else None
+        means.append(mean)
+        if mean is None:
+            cells.append({"text": "—", "value": ""})
+            continue
+        text = f"{mean:.4g}"
+        if len(found) > 1:
+            text += f" ± {statistics.stdev(v for _, v in found):.2g}"
+        else:
+            ci = next(iter(results.values())).scores.get(f"{found[0][0]}_ci95")
+            if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+                    finite(v) is not None for v in ci):
+                text += " " + interval_text(*ci)
+        cells.append({"text": text, "value": repr(mean)})
+    output = constant_output(rows, name)
+    first = next(iter(results.values()))
+    count = next((int(v) for k in COUNT_KEYS if (v := finite(first.scores.get(k))) is not None),
+                 None)
+    return {"kind": "constant", "label": f"constant output: “{shorten(output)}”",
+            "family": "", "settings": f"the same text for every item: {output}",
+            "seeds": "—", "cells": cells, "cite": None, "greyed": True,
+            "baseline": True, "note": "scored on the same items · never ranked",
+            "constant": True, "trained": trained_cell(None),
+            "count": {"text": "—" if count is None else f"{count:,}",
+                      "value": "" if count is None else repr(count)},
+            "sort": means[0]}
+
+
 def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                anchors: list[Anchor]) -> dict | None:
     """Template data of one task's table: rows (own and reference) by the task's ranking metric
     (:func:`rank_spec`) with its 95% interval where recorded and repetition beside it, the
     number of items scored, its other metrics as details, chance level and the literature rows
     of ``anchors`` (those of this task; non-comparable ones as footnotes); None where no row
-    ran the task.  Rows worse than their dataset's unigram row are greyed, never ranked."""
+    ran the task.  Rows worse than their dataset's unigram row are greyed, never ranked.  A
+    generation task's constant output (:func:`constant_row`) is a greyed baseline row in its
+    place by value, never ranked; a row scoring below it on the ranking metric (on the same
+    items) is marked."""
     shown = _shown_specs(specs)
     first = shown[0][0]
-    body = []
+    body, below = [], 0
     for row in rows:
         cells = [_task_cell(row, name, spec) for spec, _ in shown]
         if any(c["text"] != "" for c in cells):
+            if below_constant(row, name, first):
+                cells[0]["flag"] = "below the constant output"
+                below += 1
             body.append({**_row_data(row, cells, task_mean(row, name, first.name)),
                          "trained": trained_cell(row), "count": _count_cell(row, name)})
     if not body:
         return None
+    if (constant := constant_row(rows, name, shown)) is not None:
+        body.append(constant)
     best = [b["sort"] for b in body if b["sort"] is not None and not b["greyed"]]
     best = (max if first.higher_is_better else min)(best) if best else None
     for b in body:
@@ -287,7 +390,8 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                      "sort": a.value if metric == first.name else None})
     for b in body:
         b["fam"] = slug(b["family"]) if b["family"] else ""
-    body.sort(key=lambda b: (b["greyed"], b["sort"] is None,
+    # the constant output stands among the ranked rows, where its value puts it
+    body.sort(key=lambda b: (b["greyed"] and not b.get("constant"), b["sort"] is None,
                              -(b["sort"] or 0) if first.higher_is_better else (b["sort"] or 0)))
     heads = [{"name": s.name, "unit": "",
               "better": "↑ higher is better" if s.higher_is_better else "↓ lower is better",
@@ -296,4 +400,6 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                "value": "" if s.chance is None else repr(s.chance)} for s, _ in shown]
     return {"heads": heads, "rows": body, "chance": chance, "count": count_key(rows, name),
             "rank": first.name, "footnotes": footnotes(anchors),
-            "intervals": any("[" in c["text"] for b in body for c in b["cells"])}
+            "intervals": any("[" in c["text"] for b in body for c in b["cells"]),
+            "constant": constant is not None,
+            "below_constant": below}

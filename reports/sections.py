@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from markupsafe import Markup
 
 from lmladder.numbers import finite, first_line
-from lmladder.record import STATUSES, Record
+from lmladder.record import STATUSES, MetricSpec, Record
 from lmladder.reports import plots
 from lmladder.reports.anchors import cite, distance, match_anchor
 from lmladder.reports.cards import model_cards
@@ -38,7 +38,15 @@ from lmladder.reports.figures import (
     slug,
 )
 from lmladder.reports.headline import budget_lines, floor_lines, headline, run_conditions
-from lmladder.reports.leaderboard import leaderboard, rank_spec, task_table
+from lmladder.reports.leaderboard import (
+    below_constant,
+    constant_mean,
+    constant_output,
+    leaderboard,
+    rank_spec,
+    shorten,
+    task_table,
+)
 from lmladder.reports.protocol import protocol_prose
 from lmladder.reports.reference import reference_caption
 from lmladder.reports.rows import (
@@ -196,7 +204,23 @@ def _task_summary(ctx: Context, ds: str) -> list[str]:
                          + (f": {distance(value, a)})" if a.comparable
                             else "; not comparable)"))
         lines.append(text)
+        if line := _constant_line(rows, name, spec):
+            lines.append(line)
     return lines
+
+
+def _constant_line(rows: list[Row], name: str, spec: MetricSpec) -> str | None:
+    """Which rows of task ``name`` score below its constant output on ``spec`` (each on its
+    own items), or None where none does or the task has no constant output."""
+    below = [row for row in rows if below_constant(row, name, spec)]
+    if not below:
+        return None
+    scored = [row for row in rows if task_mean(row, name, spec.name) is not None]
+    values = [v for row in below if (v := constant_mean(row, name, spec.name)) is not None]
+    output = shorten(constant_output(rows, name) or "")
+    return (f"{name} {spec.name}: {len(below)} of {len(scored)} rows score below the constant "
+            f"output (“{output}” for every item, {sum(values) / len(values):.4g}): "
+            + ", ".join(row.label for row in below))
 
 
 def headline_table(ctx: Context) -> Section | None:

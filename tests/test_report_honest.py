@@ -186,3 +186,54 @@ def test_learning_curve_rows_have_their_own_table_outside_the_detail_toggle():
     assert [re.search(r'data-value="([\d.]+)">[\d.]+</td>', r).group(1) for r in rows] == [
         "0.25", "0.5", "1.0"]
     assert all(" detail" not in r.split(">")[0] for r in rows)
+
+
+def test_the_constant_output_is_a_greyed_baseline_row_and_rows_below_it_are_marked():
+    specs = [{"name": n, "higher_is_better": n != "greedy_repetition", "chance": None}
+             for n in ("greedy_chrf", "greedy_bleu", "greedy_repetition")]
+    output = "the <unk> of the <unk> / the <unk> of the <unk> / the"
+
+    def with_continuation(label, model, chrf, constant_chrf=10.0):
+        r = make(label, ppl=150.0, model=model, family="n-gram")
+        r["api_version"] = 4
+        r["tasks"] = {"continuation": {
+            "status": "ok", "prompts": 100, "seed": 0, "greedy_chrf": chrf, "greedy_bleu": 1.0,
+            "greedy_repetition": 0.5, "constant_chrf": constant_chrf,
+            "constant_chrf_ci95": [9.1, 10.9], "constant_bleu": 4.38,
+            "constant_output": output, "metrics": specs}}
+        return r
+
+    html = render_html(recs([with_continuation("KN5", "kn5", 11.4),
+                             with_continuation("KN3", "kn3", 9.0)]), anchors=[])
+    cont = section(html, "task-scores")
+    rows = table_rows(cont)[1:-1]  # the header and the chance row left out
+    labels = [re.search(r'title="[^"]*">([^<]+)<', r).group(1).strip() for r in rows]
+    # the baseline stands where its chrF puts it, between the row above and the row below it
+    assert labels == ["KN5", "constant output: “the &lt;unk&gt; of the &lt;unk&gt; / the "
+                      "&lt;unk&gt; of …”", "KN3"]
+    kn5, constant, kn3 = rows
+    assert 'class="constant greyed baseline"' in constant and "never ranked" in constant
+    assert ">10 [9.1, 10.9]</td>" in constant and ">4.38</td>" in constant
+    assert 'class="best"' in kn5 and 'class="best"' not in constant + kn3
+    assert "below the constant output" in kn3 and "below the constant output" not in kn5
+    assert "1 row scores below it on greedy_chrf" in text(cont)
+    assert ("continuation greedy_chrf: 1 of 2 rows score below the constant output "
+            "(“the <unk> of the <unk> / the <unk> of …” for every item, 10): KN3") in text(
+                section(html, "summary")).replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_translation_reads_its_constant_scores_by_their_own_names():
+    from lmladder.reports.leaderboard import below_constant, constant_mean
+    from lmladder.reports.rows import aggregate, task_specs
+
+    r = make("LSTM", ppl=150.0, model="lstm")
+    r["api_version"] = 4
+    r["tasks"] = {"translation": {
+        "status": "ok", "sentences": 1000, "seed": 0, "bleu": 1.2, "chrf": 20.5,
+        "constant_bleu": 2.16, "constant_chrf": 18.0, "constant_output": "Ein Mann .",
+        "metrics": [{"name": n, "higher_is_better": True, "chance": None}
+                    for n in ("bleu", "chrf")]}}
+    (row,) = aggregate(recs([r]))
+    bleu, chrf = task_specs([row], "translation")
+    assert constant_mean(row, "translation", "bleu") == 2.16
+    assert below_constant(row, "translation", bleu) and not below_constant(row, "translation", chrf)
