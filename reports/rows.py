@@ -412,11 +412,13 @@ def model_name(label: str) -> str:
     against actual in their own column, where the record says what was trained."""
 
     def keep(found: re.Match) -> str:
-        parts = [p for p in re.split(r";|,(?!\d)", found.group(1))
-                 if not _BUDGET_WORDS.fullmatch(p.strip())]
-        return f" ({','.join(parts).strip()})" if parts else ""
+        parts = re.split(r";|,(?!\d)", found.group(2))
+        kept = [p for p in parts if not _BUDGET_WORDS.fullmatch(p.strip())]
+        if len(kept) == len(parts):  # no budget in it: the label's own text, as written
+            return found.group(0)
+        return f"{found.group(1)}({','.join(kept).strip()})" if kept else ""
 
-    name = re.sub(r"\s*\(([^()]*)\)", keep, label).strip()
+    name = re.sub(r"(\s*)\(([^()]*)\)", keep, label).strip()
     return name or label
 
 
