@@ -282,7 +282,7 @@ def test_csv_text_cells_never_start_a_formula():
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sorted(r["label"] for r in rows) == sorted(
         ("'" if row.label[0] in "=+-@" else "") + row.label for row in ctx.rows)
-    assert {r["label"] for r in rows} >= {'\'=HYPERLINK ("http://x")', "'+cmd", "'-2+3"}
+    assert {r["label"] for r in rows} >= {'\'=HYPERLINK("http://x")', "'+cmd", "'-2+3"}
     assert {r["model"] for r in rows} >= {'\'=hyperlink("http://x")', "'+cmd"}
     for row in rows:
         for value in row.values():
