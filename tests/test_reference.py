@@ -11,7 +11,7 @@ import re
 import shutil
 from collections import Counter
 
-from lmladder.reference_runs import COMMAND, DATA_DIR, MATRICES, make_portable
+from lmladder.reference_runs import COMMAND, DATA_DIR, MATRICES, UNCAPPED, make_portable
 from lmladder.reports.reference import REFERENCE
 from lmladder.reports.render import render_report
 from lmladder.results import read_record, scan_records
@@ -28,7 +28,8 @@ def test_every_full_matrix_has_reference_records_with_provenance():
     for r in scan.records:
         prov = r.provenance
         assert re.fullmatch(r"[0-9a-f]{40}", prov["git_commit"]) and prov["git_dirty"] is False
-        assert r.cell.budget.get("seconds", 0) <= 180, r.cell.budget
+        if r.cell.matrix not in UNCAPPED:
+            assert r.cell.budget.get("seconds", 0) <= 180, r.cell.budget
         assert r.ok or r.error.message, r.label
 
 
