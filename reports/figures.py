@@ -207,6 +207,15 @@ def _learning_curves(ctx: Context, ds: str) -> Markup | None:
                 log_x=True, log_y=True)
 
 
+def iteration_note(states: float, row: Row) -> str:
+    """A point's label on the HMM-states figure: "256 states · 9 it." (the fewest iterations
+    of its seeds; no count where a seed's record gives none).  Its marker's fill says whether
+    it converged."""
+    counts = [training(r).iterations for r in row.records]
+    done = f" · {min(counts):,} it." if None not in counts else ""
+    return f"{states:g} states{done}"
+
+
 def _hmm_states(full: list[Row], ds: str, column: str, unit: str) -> Markup | None:
     hmm = defaultdict(list)
     for row in full:
@@ -218,7 +227,8 @@ def _hmm_states(full: list[Row], ds: str, column: str, unit: str) -> Markup | No
     series = [plots.Series(f"{model}" + (" (reference)" if kind == "reference" else ""),
                            "HMM", tuple((s, y) for s, y, _ in pts),
                            not all(converged(r) for *_, r in pts), kind == "reference",
-                           tuple(not converged(r) for *_, r in pts))
+                           tuple(not converged(r) for *_, r in pts),
+                           tuple(iteration_note(s, r) for s, _, r in pts))
               for (kind, model), pts in sorted(hmm.items()) if len({p[0] for p in pts}) > 1]
     return plot("curves", series, title=f"{ds}: HMM {column} against states",
                 x_label="hidden states (log scale)", y_label=unit, log_x=True, log_y=True)

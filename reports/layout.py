@@ -110,6 +110,19 @@ def marker_radius(drawn) -> float:
     return size + drawn.get_markeredgewidth() / 2
 
 
+def point_label(ax, words: str, xy, name: str, own: int, obstacles: list) -> Label:
+    """A label of ``words`` written beside the marker at ``xy`` (the ``own``-th of
+    ``obstacles``, each (x, y, radius)), with the places where :func:`place_labels` may put it
+    (right above first, then the other corners, then centred above and below; else further off
+    with a leader line)."""
+    r = obstacles[own][2] + 1.5
+    text = annotation(ax, words, xy, name=name, radius=obstacles[own][2])
+    return Label(text, [(r, r * 0.7, "left", "bottom"), (-r, r * 0.7, "right", "bottom"),
+                        (r, -r * 0.7, "left", "top"), (-r, -r * 0.7, "right", "top"),
+                        (0, r + 1, "center", "bottom"), (0, -r - 1, "center", "top"),
+                        (r + 1, 0, "left", "center"), (-r - 1, 0, "right", "center")], own=own)
+
+
 def place_labels(fig, ax, labels: list[Label], points=(), *, rules=(), paths=(),
                  key=None) -> None:
     """Lay the figure out, then place point, mark and line labels (see :func:`_declutter`).

@@ -50,6 +50,7 @@ from lmladder.reports.layout import (
     annotation,
     marker_radius,
     place_labels,
+    point_label,
     shorten,
     texts_outside,
 )
@@ -123,7 +124,8 @@ class Series:
     ``flagged`` series are drawn dashed; ``reference`` ones with diamonds.  ``hollow`` says,
     point by point (in the order of ``points``), which markers are hollow (a learning curve's
     point is a row of its own, converged or not); where empty, every marker is hollow exactly
-    when the series is ``flagged``.
+    when the series is ``flagged``.  ``notes``, where given, label the points one by one (e.g.
+    an HMM's "256 states · 9 it."; "" leaves a point unlabelled).
     """
 
     label: str
@@ -132,6 +134,7 @@ class Series:
     flagged: bool = False
     reference: bool = False
     hollow: tuple[bool, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,8 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         ranked = front + sorted((p for p in usable if id(p) not in on_front), key=lambda p: p.y)
         # More labels would not fit a half-slide figure (and each costs a measurement); the
         # unlabelled points are in the legend's families and in the page's tables.
-        texts += [_point_label(ax, p, *markers[id(p)], obstacles)
+        texts += [point_label(ax, shorten(p.label, POINT_CHARS), (p.x, p.y),
+                              *markers[id(p)], obstacles)
                    for p in ranked[:POINT_LABELS]]
         handles, labels = _family_handles(p.family for p in usable)
         more = _style_handles(any(p.flagged for p in usable), any(p.reference for p in usable))
@@ -317,19 +321,6 @@ def pareto(points: list[Point], *, title: str, x_label: str, y_label: str,
         _titles(ax, title, x_label, y_label)
         place_labels(fig, ax, texts, obstacles, rules=rules, key=key)
         return _svg(fig, title)
-
-
-def _point_label(ax, p: Point, name: str, own: int, obstacles: list) -> Label:
-    """A label written beside a scatter point, with the places where
-    :func:`lmladder.reports.layout.place_labels` may put it (right above first, then the other
-    corners, then centred above and below; else further off with a leader line)."""
-    r = obstacles[own][2] + 1.5
-    text = annotation(ax, shorten(p.label, POINT_CHARS), (p.x, p.y), name=name,
-                      radius=obstacles[own][2])
-    return Label(text, [(r, r * 0.7, "left", "bottom"), (-r, r * 0.7, "right", "bottom"),
-                        (r, -r * 0.7, "left", "top"), (-r, -r * 0.7, "right", "top"),
-                        (0, r + 1, "center", "bottom"), (0, -r - 1, "center", "top"),
-                        (r + 1, 0, "left", "center"), (-r - 1, 0, "right", "center")], own=own)
 
 
 def _series_size(count: int) -> tuple[float, float]:
@@ -394,8 +385,8 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
 
     Colour is the family; series of one family differ in shade and marker.  Flagged series are
     dashed, each marker hollow or filled by its own point (:attr:`Series.hollow`), reference
-    series have diamonds.  Points a log axis cannot show are left out, as are series with none
-    left; returns "" when no series is left.
+    series have diamonds; a point with a :attr:`Series.notes` text is labelled with it.  Points
+    a log axis cannot show are left out, as are series with none left; returns "" when none is.
     """
     kept = [(s, pts) for s in series if (pts := _with_flags(s, log_x, log_y))]
     if not kept:
@@ -414,7 +405,12 @@ def curves(series: list[Series], *, title: str, x_label: str, y_label: str,
         texts: list = []
         rules: list = []
         _horizontal_lines(ax, lines, texts, rules)
-        handles, labels, obstacles, _ = _draw_series(ax, kept)
+        handles, labels, obstacles, names = _draw_series(ax, kept)
+        for (s, pts), named in zip(kept, names, strict=True):
+            notes = dict(zip(s.points, s.notes, strict=False))
+            texts += [point_label(ax, shorten(note, POINT_CHARS), (x, y), *name, obstacles)
+                      for (x, y, _), name in zip(pts, named, strict=True)
+                      if (note := notes.get((x, y)))]
         if marks:
             # One artist for every star: one SVG marker definition, used at each point.
             (stars,) = ax.plot([m.x for m in marks], [m.y for m in marks], ls="none",
@@ -475,7 +471,8 @@ def tradeoff(groups: dict[str, Sequence[Point]], *, title: str, x_label: str,
         handles, labels, obstacles, names = _draw_series(ax, [(s, pts) for s, pts, _ in kept])
         named = [(p, where) for (*_, usable), series_names in zip(kept, names, strict=True)
                  for p, where in zip(usable, series_names, strict=True) if p.label]
-        texts = [_point_label(ax, p, *where, obstacles) for p, where in named[:POINT_LABELS]]
+        texts = [point_label(ax, shorten(p.label, POINT_CHARS), (p.x, p.y), *where, obstacles)
+                 for p, where in named[:POINT_LABELS]]
         more = _style_handles(any(s.flagged for s, *_ in kept), any(s.reference for s, *_ in kept),
                               line=True)
         _legend(fig, handles + more[0], labels + more[1])

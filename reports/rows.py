@@ -117,6 +117,7 @@ class Training:
     reason: str
     budget: str = ""
     planned: str = ""
+    iterations: int | None = None  # passes of a fit that counts iterations (:func:`iterations`)
 
     @property
     def short(self) -> bool:
@@ -139,7 +140,8 @@ class Training:
     @property
     def amount(self) -> str:
         """Epochs and steps in a few words, e.g. "0.06 epochs, 90 steps"."""
-        parts = []
+        n = self.iterations
+        parts = [] if n is None else [f"{n:,} iteration{'' if n == 1 else 's'}"]
         if self.epochs is not None:
             parts.append(epochs_text(self.epochs))
         if self.steps is not None and self.verdict != "closed form":
@@ -202,14 +204,32 @@ def _seconds(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
+def iterations(record: Record) -> int | None:
+    """The passes over its data of a fit that counts iterations (EM, an HMM's passes):
+    ``fit.notes.passes``, else the last ``iteration`` or ``pass`` number in ``fit.history``;
+    None where the fit counts only steps, tokens or epochs."""
+    fit = dict(record.fit or {})
+    passes = mapping_at(fit, ("notes",)).get("passes")
+    if isinstance(passes, int) and not isinstance(passes, bool):
+        return passes
+    history = fit.get("history") if isinstance(fit.get("history"), list) else []
+    counted = [n for h in history if isinstance(h, dict) for key in ("iteration", "pass")
+               if (n := finite(h.get(key))) is not None]
+    return int(max(counted)) if counted else None
+
+
 def planned_actual(record: Record, epochs: float | None, iterative: bool) -> str:
-    """What the fit did against what was planned, in a few words: planned steps, tokens and
-    epochs (the config's ``max_epochs``) as "actual / planned", epochs and steps otherwise as
+    """What the fit did against what was planned, in a few words: iterations (the config's
+    ``max_iterations``, :func:`iterations`), planned steps, tokens and epochs (the config's
+    ``max_epochs``) as "actual / planned", epochs and steps otherwise as
     they were, and a seconds budget as "cut at 180 s" where the fit used it up, else "9.4 s of
     60 s".  ``iterative``: the fit takes steps (an n-gram's single count is not one)."""
     budget, fit = _budget(record), dict(record.fit or {})
     actual = {"steps": finite(fit.get("steps")), "tokens": finite(fit.get("train_tokens"))}
     parts = []
+    if (done := iterations(record)) is not None:  # planned: the config's max_iterations
+        plan = finite(value_at(record.cell.config, ("max_iterations",)))
+        parts.append(f"{done:,}" + (f" / {count_text(plan)}" if plan else "") + " iterations")
     for key in ("steps", "tokens"):
         plan = finite(budget.get(key))
         if plan is not None and actual[key] is not None:
@@ -255,7 +275,7 @@ def training(record: Record) -> Training:
 
     def verdict(v: str, reason: str) -> Training:
         return Training(epochs, steps, v, reason, budget,
-                        planned_actual(record, epochs, v in ITERATIVE))
+                        planned_actual(record, epochs, v in ITERATIVE), iterations(record))
 
     if tokens == 0:
         return verdict("not trained", "zero-shot: no training tokens")

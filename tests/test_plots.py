@@ -449,3 +449,18 @@ def test_layout_keeps_the_legend_beside_the_axes(monkeypatch):
         beside = legend.get_window_extent(renderer)
         assert axes.x1 <= beside.x0 + 0.5  # the legend never covers the data or ticks
         assert fig.axes[0].get_window_extent(renderer).width > 0.4 * fig.bbox.width
+
+
+def test_series_notes_label_their_own_points_and_an_empty_note_none():
+    series = [Series("hmm", "HMM", ((64.0, 250.0), (16.0, 330.0), (256.0, 190.0)),
+                     hollow=(False, False, True),
+                     notes=("64 states · 17 it.", "16 states · 10 it.", ""))]
+    svg = plots.curves(series, title="HMM states", x_label="states", y_label="test ppl",
+                       log_x=True, log_y=True)
+    labels = dict(re.findall(r'id="[^"]*lmlabel-(s0h?\.\d)"[^>]*>.*?<text[^>]*>([^<]+)</text>',
+                             svg, re.S))
+    # points are drawn in x order: 16 and 64 states filled (s0.0, s0.1), 256 hollow, unlabelled
+    assert labels == {"s0.0": "16 states · 10 it.", "s0.1": "64 states · 17 it."}
+    plain = plots.curves([Series("hmm", "HMM", series[0].points)], title="HMM states",
+                         x_label="states", y_label="test ppl", log_x=True, log_y=True)
+    assert "lmlabel-s0" not in plain

@@ -186,6 +186,12 @@ def crowded_figures() -> list[str]:
               for s in range(8)]
     marks = [Mark(10.0 ** (4 + k / 2), 900.0 / (k + 1) ** 0.3, f"{LONG} {k} overtakes")
              for k in range(1, 5)]
+    # HMM states with each point's iteration count: own and reference curves close together
+    states = [Series(f"hmm{' (reference)' * ref}", "HMM",
+                     tuple((float(n), 330.0 * n ** -0.12 + 4 * ref) for n in (16, 64, 256, 1024)),
+                     reference=bool(ref), hollow=(False, False, True, True),
+                     notes=tuple(f"{n} states · {150 - n // 8} it." for n in (16, 64, 256, 1024)))
+              for ref in (0, 1)]
     return [
         plots.pareto(twenty, title="twenty near-identical rows", x_label="parameters",
                      y_label="test perplexity (per token, log scale)", lines=close_lines[:3]),
@@ -194,6 +200,9 @@ def crowded_figures() -> list[str]:
         plots.curves(curves, title="crossing learning curves", x_label="training tokens",
                      y_label="test perplexity (per token, log scale)", lines=close_lines,
                      marks=marks, log_x=True, log_y=True),
+        plots.curves(states, title="HMM test ppl against states", x_label="hidden states",
+                     y_label="test ppl (per token, log scale)", lines=close_lines[:2],
+                     log_x=True, log_y=True),
         plots.tradeoff({f"{LONG} {i}": [Point(f"int{8 >> k} variant {i}", "RNN", 2.0 ** k + i,
                                               100.0 + i + k, flagged=k == 1) for k in range(3)]
                         for i in range(6)}, title="variants", x_label="size on disk",
