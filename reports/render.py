@@ -36,6 +36,7 @@ from lmladder.reports.jinja import environment
 from lmladder.reports.reference import load_reference, matching_reference, reference_caption
 from lmladder.reports.rows import Context, Row, aggregate, distinct, training
 from lmladder.reports.sections import SECTIONS, Section, unreadable_files
+from lmladder.reports.timing import Benchmark, read_benchmark
 from lmladder.reports.values import as_text
 from lmladder.results import scan_records
 
@@ -55,27 +56,35 @@ def shipped_anchors() -> list[Anchor]:
 
 
 def context(records: list[Record], reference_records: list[Record] | None = None,
-            anchors: list[Anchor] | None = None, exports: Iterable[str] = ()) -> Context:
+            anchors: list[Anchor] | None = None, exports: Iterable[str] = (), *,
+            time_to_ppl: Benchmark | None = None, file_problems: Iterable[str] = ()) -> Context:
     """What every section reads: ``records``, the reference records matching them (same
-    dataset and vocabulary), the anchors (None: the shipped ones) and the export file names."""
+    dataset and vocabulary), the anchors (None: the shipped ones), the export file names, the
+    time-to-ppl benchmark and the problems with files beside the records."""
     return Context(list(records), matching_reference(records, list(reference_records or ())),
-                   shipped_anchors() if anchors is None else list(anchors), list(exports))
+                   shipped_anchors() if anchors is None else list(anchors), list(exports),
+                   time_to_ppl, [as_text(line) for line in file_problems])
 
 
 def render_html(records: list[Record], title: str = "lmladder report",
                 unreadable: Iterable[str] = (), *, reference_records: list[Record] | None = None,
-                anchors: list[Anchor] | None = None, exports: Iterable[str] = ()) -> str:
+                anchors: list[Anchor] | None = None, exports: Iterable[str] = (),
+                time_to_ppl: Benchmark | None = None, file_problems: Iterable[str] = ()) -> str:
     """The report page for ``records``.
 
     ``unreadable`` lines (see :func:`~lmladder.results.scan_records`) are listed in a section
     of their own; ``reference_records`` are offered as reference rows (only those of a dataset
     and vocabulary of ``records`` are shown); ``anchors`` are the literature figures (None:
-    the shipped ones; ``[]``: none); ``exports`` are file names beside the page to link to.
+    the shipped ones; ``[]``: none); ``exports`` are file names beside the page to link to;
+    ``time_to_ppl`` is the time-to-ppl benchmark shown beside its dataset's time-to-target
+    table (:mod:`lmladder.reports.timing`); ``file_problems`` are one-line notes on files
+    beside the records that could not be used, listed with the failed cells.
     """
     unreadable = [as_text(line) for line in unreadable]
     if not records and not unreadable:
         raise ValueError("no result records to report")
-    ctx = context(records, reference_records, anchors, exports)
+    ctx = context(records, reference_records, anchors, exports, time_to_ppl=time_to_ppl,
+                  file_problems=file_problems)
     sections = [s for s in (f(ctx) for f in SECTIONS) if s is not None]
     if (section := unreadable_files(unreadable)) is not None:
         sections.insert(1 if records else 0, section)
@@ -102,7 +111,9 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
     """Render every record under ``results_dir`` into the HTML file ``output``, and write
     ``results.csv``, ``results.md``, ``results.tex`` (the tables per dataset and one typed CSV
     row per record: :func:`lmladder.reports.exports.write_exports`) and ``results.json`` (the
-    merged records: the user's and the reference rows shown, a JSON list) beside it.
+    merged records: the user's and the reference rows shown, a JSON list) beside it.  A
+    ``time-to-ppl.json`` in ``results_dir`` (the benchmark ``python -m
+    lmladder.perf.time_to_ppl --out``) is shown beside its dataset's time-to-target table.
 
     ``reference``: show the shipped reference runs beside the user's rows.  Every file is
     replaced atomically (an interrupted render leaves the previous report, and no temporary
@@ -122,8 +133,10 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
         raise FileNotFoundError(f"{results_dir}: no readable result records{why}")
     shipped = load_reference() if reference else []
     anchors = shipped_anchors()
+    bench, problem = read_benchmark(results_dir)
     page = render_html(scan.records, unreadable=scan.unreadable, reference_records=shipped,
-                       anchors=anchors, exports=EXPORTS)
+                       anchors=anchors, exports=EXPORTS, time_to_ppl=bench,
+                       file_problems=[problem] if problem else [])
     merged = scan.records + matching_reference(scan.records, shipped)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -559,12 +559,16 @@ def higher_is_better(metric: str, rows: list[Row]) -> bool:
 
 @dataclass
 class Context:
-    """The user's records, the matching reference records and the anchors, with their rows."""
+    """The user's records, the matching reference records and the anchors, with their rows;
+    the time-to-ppl benchmark found beside the records, and one line per file there that
+    could not be used."""
 
     records: list[Record]
     reference: list[Record] = field(default_factory=list)
     anchors: list[Anchor] = field(default_factory=list)
     exports: list[str] = field(default_factory=list)
+    time_to_ppl: object = None  # the results folder's time-to-ppl.json (reports/timing.py)
+    file_problems: list[str] = field(default_factory=list)  # files beside records, unusable
 
     def __post_init__(self):
         self.rows = aggregate(self.records)

@@ -64,6 +64,7 @@ from lmladder.reports.rows import (
     task_specs,
 )
 from lmladder.reports.sweeps import find_sweeps
+from lmladder.reports.timing import time_sections
 from lmladder.reports.values import as_text, value_at
 from lmladder.results import code_revision
 
@@ -313,10 +314,13 @@ def problem_causes(records: list[Record]) -> list[dict]:
 
 
 def problems(ctx: Context) -> Section | None:
-    """Failed and skipped cells, one entry per cause with the cells it affected collapsed."""
+    """Failed and skipped cells, one entry per cause with the cells it affected collapsed, and
+    one line per file beside the records that could not be used (a malformed time-to-ppl.json)."""
     causes = problem_causes(ctx.records)
-    return Section("Failed and skipped cells", "problems.html.j2",
-                   {"causes": causes}) if causes else None
+    if not causes and not ctx.file_problems:
+        return None
+    return Section("Failed and skipped cells" if causes else "Problems", "problems.html.j2",
+                   {"causes": causes, "files": ctx.file_problems})
 
 
 # ---- overview and results by dataset ------------------------------------------------------------
@@ -422,6 +426,13 @@ def _dataset_note(records: list[Record]) -> str:
 # ---- tasks, efficiency, sweeps, protocol --------------------------------------------------------
 
 
+def time_to_target(ctx: Context) -> Section | None:
+    """Per dataset, when each trained row first reached the best count-based row's validation
+    figure, and the time-to-ppl benchmark beside it (:mod:`lmladder.reports.timing`)."""
+    parts = time_sections(ctx)
+    return Section("Time to target", "timing.html.j2", {"parts": parts}) if parts else None
+
+
 def task_scores(ctx: Context) -> Section | None:
     """One leaderboard per dataset and task: rows (own and reference) by the task's first
     metric, its other metrics as details, chance level and literature rows, and one bar chart
@@ -509,6 +520,7 @@ SECTIONS: list[Callable[[Context], Section | None]] = [
     summary,
     overview,
     per_dataset,
+    time_to_target,
     task_scores,
     efficiency,
     sweeps,
