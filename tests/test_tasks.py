@@ -251,9 +251,12 @@ def test_bleu_through_sacrebleu_equals_a_hand_checked_case():
 def test_the_constant_output_is_the_most_frequent_line_and_a_row_of_its_own(words):
     from lmladder.tasks.continuation import Continuation, constant_output
 
-    stream = np.array([5, 6, 0, 7, 0, 5, 6, 0, 7, 0, 8, 0])  # "5 6" and "7" twice: the earliest
-    np.testing.assert_array_equal(constant_output(stream, 0, 7), [5, 6, 0, 5, 6, 0, 5])
-    np.testing.assert_array_equal(constant_output(np.array([3, 4]), 0, 3), [3, 4, 3])
+    # after a boundary 5 and 7 come twice each (the smaller wins), then 6 after "0 5", a boundary
+    # after "5 6", 7 after "6 0" (twice), a boundary after "0 7", 5 (tied with 8) after "7 0"
+    stream = np.array([5, 6, 0, 7, 0, 5, 6, 0, 7, 0, 8, 0])
+    np.testing.assert_array_equal(constant_output(stream, 0, 8), [5, 6, 0, 7, 0, 5, 6, 0])
+    # no boundary in the stream: it is read as one line; "3 4" is followed by nothing: restart
+    np.testing.assert_array_equal(constant_output(np.array([3, 4]), 0, 5), [3, 4, 3, 4, 3])
 
     class ConstantLM(UniformLM):
         """Gives the constant output greedily, whatever the prompt."""

@@ -6,9 +6,10 @@ twice: greedily, and by top-k sampling (k = ``top_k``, seed = the task seed + th
 index).  Each generation is scored against the true continuation with sacrebleu's corpus BLEU
 and chrF (signatures recorded), and for diversity with distinct-1/2 (distinct n-grams over all
 n-grams of all generations) and the repetition rate (the share of generated tokens that repeat
-an earlier token of the same generation).  The same scores of a constant output -- the training
-text's most frequent line, whatever the prompt (:func:`constant_output`) -- are the baseline
-(``constant_bleu``, ``constant_chrf``): a model below it has learned less than that line.  A
+an earlier token of the same generation).  The same scores of a constant output -- what the training
+counts write with no prompt, "the <unk> of the <unk> ..." on PTB, given for every prompt
+(:func:`constant_output`) -- are the baseline (``constant_bleu``, ``constant_chrf``): a model
+below it has learned less than the most frequent n-grams.  A
 few samples are kept as text for the report.
 
 BLEU, chrF and repetition carry 95% intervals (``<metric>_ci95``): a paired percentile bootstrap
@@ -106,20 +107,31 @@ class Continuation(Task):
 
 
 def constant_output(train: np.ndarray, boundary_id: int, length: int) -> np.ndarray:
-    """The baseline a generator must beat: the training stream's most frequent line (the
-    earliest of equally frequent ones), repeated with its boundary to ``length`` tokens, given
-    whatever the prompt."""
-    ends = np.flatnonzero(train == boundary_id)
-    starts = np.concatenate([[0], ends[:-1] + 1])[: len(ends)]
-    lines = [tuple(train[a : b + 1].tolist()) for a, b in zip(starts, ends, strict=True)
-             if b > a]
-    if not lines:  # no line with a word: the stream's first tokens
-        return np.resize(np.asarray(train[:length], dtype=np.int64), length)
-    counts: dict[tuple, int] = {}
-    for line in lines:
-        counts[line] = counts.get(line, 0) + 1
-    best = max(counts, key=counts.get)  # max keeps the first of equal counts: the earliest
-    return np.resize(np.asarray(best, dtype=np.int64), length)
+    """The baseline a generator must beat: what the training counts write with no prompt at all,
+    the same for every prompt.  From a line start it takes the word that most often follows a
+    boundary, then again and again the word that most often follows the last two (ties: the
+    smallest id); a pair never followed by anything starts a line again.  On PTB this is
+    "the <unk> of the <unk> of ...": the frequent n-grams a BLEU score rewards."""
+    stream = np.concatenate([[boundary_id], np.asarray(train, dtype=np.int64)])
+    v = int(stream.max()) + 1
+    pairs, pair_counts = np.unique(stream[:-1] * v + stream[1:], return_counts=True)
+    triples, triple_counts = np.unique((stream[:-2] * v + stream[1:-1]) * v + stream[2:],
+                                       return_counts=True)
+
+    def most_frequent_after(keys, counts, prefix: int) -> int | None:
+        lo, hi = np.searchsorted(keys, [prefix * v, (prefix + 1) * v])
+        return None if lo == hi else int(keys[lo + np.argmax(counts[lo:hi])] % v)
+
+    first = most_frequent_after(pairs, pair_counts, boundary_id)
+    out, context = [], (boundary_id, boundary_id)
+    while len(out) < length:
+        nxt = most_frequent_after(triples, triple_counts, context[0] * v + context[1])
+        if nxt is None or context == (boundary_id, boundary_id):  # a line (re)starts
+            nxt, context = first, (boundary_id, first)
+        else:
+            context = (context[1], nxt)
+        out.append(nxt)
+    return np.asarray(out, dtype=np.int64)
 
 
 def _text(vocab: Vocab, ids) -> str:
