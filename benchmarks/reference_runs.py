@@ -29,6 +29,7 @@ from lmladder.results import is_record_name, read_record, write_record
 MATRICES = ("cpu-ladder", "ptb", "shakespeare", "wikitext2")
 UNCAPPED = ("cpu-ladder",)  # trained to their recipes' own budgets, never capped
 DATA_DIR = "<data dir>"  # stands for the folder the corpora were read from
+RESULTS = "<results>"  # stands for the results folder a run wrote into
 COMMAND = "python -m lmladder.reference_runs"
 
 
@@ -54,20 +55,32 @@ def regenerate(out: Path = REFERENCE, *, max_seconds: float = 180, threads: int 
     return worst
 
 
+def portable_argv(argv: list[str]) -> list[str]:
+    """``argv`` naming no path of this machine: the ``--data-dir`` value becomes ``<data dir>``,
+    the ``--results`` value ``<results>``, any other absolute path ``<path>``; a program given
+    by its path becomes ``lmladder`` (the CLI) or this module's command."""
+    if not argv:
+        return []
+    program = argv[0]
+    if program.startswith("/"):
+        program = "lmladder" if Path(program).name == "lmladder" else COMMAND
+    rest = [DATA_DIR if before == "--data-dir" else RESULTS if before == "--results"
+            else "<path>" if a.startswith("/") else a
+            for before, a in zip(argv, argv[1:], strict=False)]
+    return [program, *rest]
+
+
 def make_portable(folder: Path) -> int:
     """Rewrite the records under ``folder`` so that they name no path of this machine: the
-    dataset's ``source.root`` and the ``--data-dir`` value in ``provenance.argv`` become
-    ``<data dir>``, the program in ``argv[0]`` becomes the command.  Returns the number of
-    records rewritten."""
+    dataset's ``source.root`` becomes ``<data dir>`` and ``provenance.argv`` is made portable
+    (:func:`portable_argv`).  Returns the number of records rewritten."""
     changed = 0
     for path in sorted(p for p in folder.rglob("*.json") if is_record_name(p)):
         record = read_record(path)
         dataset = dict(record.dataset or {})
         source = dict(dataset.get("source") or {})
         argv = list(record.provenance.get("argv") or [])
-        portable = [COMMAND, *(DATA_DIR if before == "--data-dir" else a
-                               for before, a in zip(argv, argv[1:], strict=False))] \
-            if argv else []
+        portable = portable_argv(argv)
         if source.get("root") not in (None, DATA_DIR) or portable != argv:
             if "root" in source:
                 source["root"] = DATA_DIR

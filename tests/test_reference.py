@@ -65,6 +65,18 @@ def test_make_portable_replaces_the_data_folder_and_the_program(tmp_path):
     assert make_portable(tmp_path) == 0  # nothing left to rewrite
 
 
+def test_portable_argv_names_no_path():
+    from lmladder.reference_runs import portable_argv
+
+    argv = ["/venv/bin/lmladder", "-v", "run", "cpu-ladder", "--results", "/tmp/ladder",
+            "--data-dir", "/data", "--only", "uniform", "/home/me/m.toml"]
+    assert portable_argv(argv) == ["lmladder", "-v", "run", "cpu-ladder", "--results",
+                                   "<results>", "--data-dir", DATA_DIR, "--only", "uniform",
+                                   "<path>"]
+    kept = ["python -m lmladder.reports.reference", "--data-dir", DATA_DIR]
+    assert portable_argv(kept) == kept and portable_argv([]) == []
+
+
 def test_the_reference_report_is_committed_and_shows_every_dataset():
     html = (REFERENCE / "report.html").read_text(encoding="utf-8")
     for dataset in ("ptb", "wikitext-2", "tinyshakespeare"):
