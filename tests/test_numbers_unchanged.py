@@ -1,6 +1,7 @@
 """The quick matrix's numbers and record keys survive refactoring: its synthetic cells, rerun
 with one torch thread, give the file names (hence keys) and perplexities measured before the
-typed plan/record refactor (tests/data/quick_synthetic_numbers.json)."""
+typed plan/record refactor (tests/data/quick_synthetic_numbers.json); cells added to the matrix
+since then are not compared."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_quick_matrix_synthetic_cells_keep_their_keys_and_numbers(tmp_path):
                          limits=Limits(threads=1))
     assert summary.failed == [] and summary.skipped == []
     written = {p.name: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
-    assert sorted(written) == sorted(EXPECTED)
+    assert set(EXPECTED) <= set(written)  # cells added since may stand beside them
     for name, want in EXPECTED.items():
         metrics = written[name]["metrics"]
         got = {"valid_ppl": metrics["valid"]["ppl"], "test_ppl": metrics["test"]["ppl"],
