@@ -92,7 +92,11 @@ CONVERGED_STOPS = {  # fit.notes.stopped_by -> why the fit itself decided to sto
     "converged": "converged within its tolerance", "patience": "validation stopped improving",
     "tol": "change below its tolerance"}
 BUDGET_STOPS = {"budget": "budget spent", "max_iterations": "iteration limit reached"}
-STILL_IMPROVING_NATS = 0.002  # a last validation gain above this means training was cut short
+# A last validation gain above this many nats per epoch of training between the last two checks
+# means training was cut short (another epoch would still lower the perplexity by > 2 %); where
+# the history does not say how many tokens lay between them, more than STILL_IMPROVING_NATS.
+STILL_IMPROVING_PER_EPOCH = 0.02
+STILL_IMPROVING_NATS = 0.002
 BUDGET_SPENT = 0.9  # a fit that used this share of its seconds stopped for the clock
 
 
@@ -258,9 +262,10 @@ def training(record: Record) -> Training:
     {converged, patience, tol} -> "converged", in {budget, max_iterations} -> "not converged";
     else at least two validation losses (``valid_nll``, nats/token) in ``fit.history`` ->
     "not converged" when the last improved on the one before by more than
-    :data:`STILL_IMPROVING_NATS`, else "converged"; a budget used up (seconds, tokens or
-    steps) with nothing else to go by -> "not converged"; no history and at most one step ->
-    "closed form" (counted n-grams); anything else -> "unknown".
+    :data:`STILL_IMPROVING_PER_EPOCH` nats per epoch trained between them (by more than
+    :data:`STILL_IMPROVING_NATS` where the history has no token counts), else "converged"; a
+    budget used up (seconds, tokens or steps) with nothing else to go by -> "not converged"; no
+    history and at most one step -> "closed form" (counted n-grams); anything else -> "unknown".
     """
     fit = dict(record.fit or {})
     notes = mapping_at(fit, ("notes",))
@@ -285,18 +290,31 @@ def training(record: Record) -> Training:
     if stopped in BUDGET_STOPS:
         return verdict("not converged", BUDGET_STOPS[stopped])
     history = fit.get("history") if isinstance(fit.get("history"), list) else []
-    valid = [v for h in history if (v := finite(value_at(h, ("valid_nll",)))) is not None]
-    if len(valid) >= 2:
-        gain = valid[-2] - valid[-1]
-        if gain > STILL_IMPROVING_NATS:
-            return verdict("not converged",
-                           f"validation still improving ({gain:.3f} nats at the last check)")
-        return verdict("converged", "validation loss flat at the end")
+    checks = [h for h in history if finite(value_at(h, ("valid_nll",))) is not None]
+    if len(checks) >= 2:
+        return verdict(*_last_gain(checks[-2], checks[-1], split))
     if _budget_spent(record, fit):
         return verdict("not converged", "budget spent")
     if not history and (steps is None or steps <= 1) and tokens:
         return verdict("closed form", "counted in one pass")
     return verdict("unknown", "the record does not say")
+
+
+def _last_gain(before: dict, last: dict, split: float | None) -> tuple[str, str]:
+    """The verdict and reason from the last two validation checks: the gain per epoch trained
+    between them where the history has tokens (and the train split's size is known), else the
+    gain itself."""
+    gain = before["valid_nll"] - last["valid_nll"]
+    a, b = finite(before.get("tokens")), finite(last.get("tokens"))
+    if a is not None and b is not None and b > a and split:
+        rate = gain / ((b - a) / split)
+        if rate > STILL_IMPROVING_PER_EPOCH:
+            return "not converged", (f"validation still improving ({rate:.3f} nats per epoch at "
+                                     "the last check)")
+        return "converged", f"validation flat at the end ({rate:.3f} nats per epoch)"
+    if gain > STILL_IMPROVING_NATS:
+        return "not converged", f"validation still improving ({gain:.3f} nats at the last check)"
+    return "converged", "validation loss flat at the end"
 
 
 # ---- rows: one experiment (identity and code revision), its seeds aggregated ------------------

@@ -118,6 +118,28 @@ def test_training_verdicts(fit, verdict, reason):
     assert t.flag.startswith("⚠ ") == t.flagged
 
 
+def _checked_at(tokens, valid):
+    """A fit whose history checks validation ``valid`` after ``tokens`` training tokens."""
+    history = [{"step": i + 1, "tokens": t, "valid_nll": v}
+               for i, (t, v) in enumerate(zip(tokens, valid, strict=True))]
+    return {"train_tokens": tokens[-1], "steps": len(tokens), "seconds": 9.0,
+            "history": history, "notes": {"epochs": tokens[-1] / TRAIN_TOKENS}}
+
+
+@pytest.mark.parametrize(("tokens", "valid", "verdict"), [
+    # 0.011 nats over 0.6 epochs: 0.018 per epoch, another epoch is worth < 2 %: converged
+    ((4 * TRAIN_TOKENS, 4.6 * TRAIN_TOKENS), (4.700, 4.689), "converged"),
+    # the same gain over 0.1 epoch: 0.11 per epoch, cut short
+    ((4 * TRAIN_TOKENS, 4.1 * TRAIN_TOKENS), (4.700, 4.689), "not converged"),
+    # a loss that went up: flat at the end
+    ((2 * TRAIN_TOKENS, 3 * TRAIN_TOKENS), (4.700, 4.710), "converged"),
+])
+def test_still_improving_is_measured_per_epoch_where_the_history_counts_tokens(tokens, valid,
+                                                                                verdict):
+    t = training(parse_record(make("M", ppl=100.0, fit=_checked_at(tokens, valid))))
+    assert t.verdict == verdict and "per epoch" in t.reason
+
+
 @pytest.mark.parametrize("stopped_by", ["patience", "converged", "tol", None])
 def test_a_row_under_one_epoch_is_flagged_whatever_its_verdict(stopped_by):
     valid = (6.0, 5.999) if stopped_by is None else (6.0, 5.5)
