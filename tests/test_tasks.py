@@ -303,7 +303,9 @@ def test_translation_oracle_scores_100_and_uniform_near_zero(words):
     uniform.fit(words.train.ids, words.vocab)
     guessed = translate_and_score(Subject(uniform, words), parallel)
     assert guessed["bleu"] < 10 and guessed["sentences"] == 3
-    # the constant baseline: the most frequent training target (all twice: the earliest) for all
+    # the constant baseline: what the target counts write with no source, as long as the median
+    # target (4 tokens): "Ein" starts most targets, "Hund" and "Mädchen" tie after it (the
+    # smaller id wins), then "rennt ."
     assert guessed["constant_output"] == "Ein Hund rennt ."
     assert 0 < guessed["constant_bleu"] < perfect["bleu"] == pytest.approx(100.0)
     assert "tok:13a" in guessed["bleu_signature"]

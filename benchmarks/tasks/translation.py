@@ -8,8 +8,8 @@ writes ``<eos>`` (or twice the source length plus 10 tokens).  BLEU and chrF are
 the 1,000 sentences of ``test_2016_flickr`` against the untokenized references, with the
 signatures recorded.  A count-based model conditions on at most its order's few source words
 across ``<sep>``, so it scores near zero: that is the finding, not a bug.  The baseline beside
-it: the training set's most frequent German sentence given for every source
-(``constant_bleu``, ``constant_chrf``, :func:`most_frequent`).
+it: one German sentence given for every source, the one the training targets' counts write with
+no source at all (``constant_bleu``, ``constant_chrf``, :func:`constant_translation`).
 
 BLEU and chrF carry 95% intervals (``bleu_ci95``, ``chrf_ci95``, and the constant output's): a
 paired percentile bootstrap over the test sentences, seeded with the task seed, each resample's
@@ -18,7 +18,6 @@ corpus score recomputed by sacrebleu (:func:`lmladder.tasks.continuation.corpus_
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from lmladder.tasks import (
     bootstrap_counts,
     bootstrap_note,
 )
-from lmladder.tasks.continuation import text_scores
+from lmladder.tasks.continuation import constant_output, text_scores
 
 SEP = "<sep>"
 SAMPLES_KEPT = 3
@@ -100,7 +99,7 @@ def translate_and_score(subject: Subject, data: Parallel, sentences: int | None 
     references = [t for _, t in test]
     counts = bootstrap_counts(len(test), seed) if test else None
     scores = text_scores(hypotheses, references, counts)
-    constant = most_frequent(" ".join(t) for _, t in train)
+    constant = constant_translation([t for _, t in train], vocab)
     scores.update({f"constant_{k}": v for k, v in text_scores(
         [constant] * len(test), references, counts).items() if not k.endswith("signature")})
     if counts is not None:
@@ -110,11 +109,17 @@ def translate_and_score(subject: Subject, data: Parallel, sentences: int | None 
                         for (s, r), h in zip(test[:SAMPLES_KEPT], hypotheses, strict=False)]}
 
 
-def most_frequent(sentences) -> str:
-    """The most frequent of ``sentences`` (the earliest of equally frequent ones): the constant
-    output every test source gets from the baseline a translation model must beat."""
-    counts = Counter(sentences)
-    return max(counts, key=counts.get) if counts else ""
+def constant_translation(targets: list[list[str]], vocab: Vocab) -> str:
+    """The output every source gets from the baseline a translation model must beat: what the
+    training targets' counts write with no source (:func:`~lmladder.tasks.continuation.
+    constant_output`), as long as the median target, up to a boundary if it writes one --
+    "Ein Mann in einem blauen Hemd und mit einem roten Hemd und" on Multi30k."""
+    if not targets:
+        return ""
+    stream = vocab.encode([w for t in targets for w in (*t, EOS)])
+    ids = constant_output(stream, vocab.boundary_id, int(np.median([len(t) for t in targets])))
+    end = np.flatnonzero(ids == vocab.boundary_id)
+    return " ".join(vocab.decode(ids[: end[0] if len(end) else len(ids)]))
 
 
 def _stream(pairs, vocab: Vocab) -> np.ndarray:
