@@ -47,6 +47,7 @@ def variant_json(source: dict, label: str, *, ppl: float, disk_mib: float | None
     r["cell"].update(label=label, seed=seed, fraction=1.0, matrix="efficiency")
     r["cell"]["config"].update(config)
     r["metrics"]["test"]["ppl"] = ppl
+    r["model"].pop("disk_bytes", None)  # only the size given here (reruns record their own)
     if disk_mib is not None:
         r["model"]["disk_bytes"] = int(disk_mib * MIB)
     if speed is not None:
