@@ -266,12 +266,14 @@ def test_figures_fill_a_phone_screen_and_never_overflow_it(browser, reference_pa
         page.goto(reference_page.as_uri())
         found = page.evaluate("""() => [...document.querySelectorAll('figure svg')].map(s => {
             const b = s.getBoundingClientRect(), f = s.parentElement.getBoundingClientRect();
-            return [b.left, b.right, f.width, b.width, b.height];
+            const v = s.viewBox.baseVal;
+            return [b.left, b.right, f.width, b.width, b.height, v.width / v.height];
         })""")
     finally:
         page.close()
     assert found
-    for left, right, room, width, height in found:
+    for left, right, room, width, height, aspect in found:
         assert left >= -TOLERANCE and right <= PHONE + TOLERANCE  # never wider than the screen
         assert width >= room - 1  # as wide as its figure: the whole width left by the page
-        assert width < PHONE and height < width  # scaled down, aspect kept (viewBox)
+        assert width < PHONE  # scaled down ...
+        assert width / height == pytest.approx(aspect, rel=0.02)  # ... with its viewBox's aspect
