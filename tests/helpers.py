@@ -7,10 +7,12 @@ test_runner's error cases) keep their text inline, since the text is what they t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -64,3 +66,26 @@ def write_matrix(path: Path, models: Sequence[str | Mapping], *, scoring: Mappin
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(matrix_text(models, scoring=scoring, **matrix))
     return path
+
+
+@contextlib.contextmanager
+def system_chromium() -> Iterator:
+    """A headless system Chromium driven by Playwright, closed on leaving; the calling test (or
+    fixture) is unavailable -- skipped, failed under CI -- without Playwright or Chromium.
+    Playwright adds --no-sandbox by default (chromium_sandbox=False), which root in a CI
+    container needs; headless so that no display is required."""
+    from tests.conftest import unavailable
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright not installed: pip install -e '.[test]'")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        unavailable("no chromium: apt-get install chromium")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()

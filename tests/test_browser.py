@@ -32,8 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.helpers import matrix_text
+from tests.helpers import matrix_text, system_chromium
 
 VIEWPORTS = {"laptop": (1280, 800), "phone": (375, 812)}  # CSS pixels, width x height
 # The plots the tiny run must show at least: test perplexity against parameters and against
@@ -55,19 +54,8 @@ MATRIX = matrix_text([
 @pytest.fixture(scope="module")
 def browser():
     """A headless system Chromium driven by Playwright, shared by this module's tests."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright not installed: pip install -e '.[test]'")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("no chromium: apt-get install chromium")
-    with sync_playwright() as p:
-        # Playwright adds --no-sandbox by default (chromium_sandbox=False), which root in a CI
-        # container needs; headless so that no display is required.
-        launched = p.chromium.launch(executable_path=executable, headless=True)
+    with system_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,11 @@ its own marker.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from lmladder.reports import plots
 from lmladder.reports.plots import Line, Mark, Point, Series
-from tests.conftest import unavailable
+from tests.helpers import system_chromium
 
 TOLERANCE = 0.5  # CSS px: rounding between the layout's measure and the browser's
 PHONE = 390  # CSS px: a phone's viewport width
@@ -68,17 +66,8 @@ MEASURE = """(svg) => {
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright not installed: pip install -e '.[test]'")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("no chromium: apt-get install chromium")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, headless=True)
+    with system_chromium() as launched:
         yield launched
-        launched.close()
 
 
 def measure(browser, svgs: list[str], width: int = 1280) -> list[dict]:

@@ -6,12 +6,10 @@ does (skipped without them, failing under CI); the page is rendered from hand-bu
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from lmladder.reports.render import render_html
-from tests.conftest import unavailable
+from tests.helpers import system_chromium
 from tests.test_report_honest import KN5_LIT, LSTM_LIT, converged, cut_short
 from tests.test_report_page import make, recs
 
@@ -20,13 +18,6 @@ WIDTH = 390  # CSS pixels
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright not installed: pip install -e '.[test]'")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("no chromium: apt-get install chromium")
     records = [make("KN5", ppl=141.19, family="n-gram", model="kn5"),
                make("Unigram", ppl=640.0, family="n-gram", model="unigram"),
                converged("LSTM small 2x200 with a rather long label", 120.0, model="lstm"),
@@ -34,12 +25,10 @@ def page(tmp_path_factory):
                          model="transformer", family="Transformer")]
     path = tmp_path_factory.mktemp("narrow") / "report.html"
     path.write_text(render_html(recs(records), anchors=[KN5_LIT, LSTM_LIT]))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True)
+    with system_chromium() as browser:
         tab = browser.new_page(viewport={"width": WIDTH, "height": 800})
         tab.goto(path.as_uri())
         yield tab
-        browser.close()
 
 
 def test_the_page_does_not_scroll_sideways_outside_table_scrollers(page):
