@@ -21,9 +21,14 @@ def _eligible(row: Row) -> bool:
     return not row.training.flagged and not row.below_floor
 
 
-def _seconds_budget(row: Row) -> float | None:
-    """The seconds the cell planned for its fit (before a learning curve's scaling)."""
-    return finite(row.records[0].cell.budget.get("seconds"))
+def _budget_figure(row: Row) -> str | None:
+    """The first limit the cell planned for its fit (before a learning curve's scaling), seconds
+    before tokens before steps: "180 s", "80,000 tokens"; None if unbounded."""
+    budget = row.records[0].cell.budget
+    for key, unit in (("seconds", "s"), ("tokens", "tokens"), ("steps", "steps")):
+        if (value := finite(budget.get(key))) is not None:
+            return f"{count_text(value)} {unit}"
+    return None
 
 
 def _threads(row: Row) -> int | None:
@@ -80,22 +85,24 @@ def _or(names: list[str], word: str = "or") -> str:
 
 
 def budget_lines(ctx: Context) -> list[str]:
-    """What the budget did to the run, one line per (seconds budget, threads) that cut at
-    least one row short: "at 180 s on 1 thread no RNN or Transformer row reached 1 epoch", and
-    how many trained rows are flagged."""
+    """What the budget did to the run, one line per (own or reference, budget, threads) that
+    cut at least one row short: "at 180 s on 1 thread no RNN or Transformer row reached 1
+    epoch" (the user's rows first; "reference run at ..." for the shipped ones), and how many
+    trained rows are flagged."""
     rows = [row for ds in ctx.datasets for row in ctx.measured(ds, full=True)]
     groups: dict[tuple, list[Row]] = {}
     for row in rows:
-        seconds = _seconds_budget(row)
-        if seconds is not None and row.training.epochs is not None \
+        figure = _budget_figure(row)
+        if figure is not None and row.training.epochs is not None \
                 and row.training.verdict not in ("closed form", "not trained"):
-            groups.setdefault((seconds, _threads(row) or 0), []).append(row)
+            groups.setdefault((row.kind != "own", figure, _threads(row) or 0), []).append(row)
     lines = []
-    for (seconds, threads), group in sorted(groups.items()):
+    for (reference, figure, threads), group in sorted(groups.items()):
         short = [row for row in group if row.training.short]
         if not short:
             continue
-        where = f"at {count_text(seconds)} s on {threads_text(threads or None)}"
+        where = ("reference run " if reference else "") + \
+            f"at {figure} on {threads_text(threads or None)}"
         counts = {f: (sum(row.training.short for row in group if row.family == f),
                       sum(row.family == f for row in group))
                   for f in sorted({row.family for row in group})}

@@ -86,6 +86,17 @@ def test_the_summary_opens_with_the_budget_and_the_overview_states_threads_and_c
     assert "reached 1 epoch" not in section(calm, "summary")
 
 
+def test_the_budget_line_names_token_budgets_and_tells_reference_rows_apart():
+    fit = {"train_tokens": 80000, "steps": 125, "seconds": 1.0,
+           "history": [{"step": 125, "valid_nll": 6.8}], "notes": {"epochs": 0.086}}
+    own = make("LSTM", ppl=900.0, model="lstm", family="RNN", fit=fit, budget={"tokens": 80000})
+    shipped = cut_short("GPT", 950.0, model="gpt", family="Transformer")
+    html = render_html(recs([own]), reference_records=recs([shipped]), anchors=[])
+    summary = text(section(html, "summary"))
+    mine = summary.index("at 80,000 tokens on 1 thread no RNN row reached 1 epoch")
+    assert mine < summary.index("reference run at 180 s on 1 thread no Transformer row reached")
+
+
 def test_under_one_epoch_and_unknown_verdicts_are_flagged_in_the_table():
     # the WikiText-2 LSTM of the issue: 0.015 epochs, no validation history, budget not spent
     fit = {"train_tokens": 30_800, "steps": 44, "seconds": 155.0,
