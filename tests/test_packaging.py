@@ -171,9 +171,10 @@ def test_layers_depend_one_way():
 # Small leaf modules a family may use besides the contract: device resolution, the number and
 # error-line rules, and the process helpers of its own worker processes.
 LEAVES = {"lmladder.devices", "lmladder.numbers", "lmladder.process"}
-# What a report may read: records and their files, nothing that runs or scores a model.
+# What a report may read: records and their files (and the paired tests of their task
+# statistics), nothing that runs or scores a model.
 RECORDS = {"lmladder.record", "lmladder.results", "lmladder.numbers", "lmladder.files",
-           "lmladder._version"}
+           "lmladder._version", "lmladder.significance"}
 
 
 @pytest.mark.parametrize("family", ["lmladder.baselines", "lmladder.neural"])

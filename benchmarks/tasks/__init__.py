@@ -13,6 +13,8 @@ the optional :class:`~lmladder.api.FineTunable` capability and report models wit
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -25,6 +27,13 @@ from lmladder.api import Budget, LanguageModel, NotApplicable
 from lmladder.corpus import Dataset
 from lmladder.record import MetricSpec
 from lmladder.registry import class_path, import_target, load_entry_points, unknown
+from lmladder.significance import (  # noqa: F401 -- tasks import them from here
+    RESAMPLES,
+    bootstrap_counts,
+    paired_block,
+    paired_entry,
+    percentile_interval,
+)
 
 PLUGIN_GROUP = "lmladder.tasks"
 
@@ -77,30 +86,22 @@ def wilson_interval(hits: float, n: int, z: float = 1.959963984540054) -> tuple[
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-BOOTSTRAP_RESAMPLES = 1000  # resamples of a task's bootstrap intervals
+BOOTSTRAP_RESAMPLES = RESAMPLES  # resamples of a task's bootstrap intervals
 
 
-def bootstrap_counts(n: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
-    """How often each of ``n`` items is drawn in each bootstrap resample (``n`` draws with
-    replacement, seeded): int64 of shape ``(resamples, n)``.
-
-    A score that is a function of sums over items (corpus BLEU's n-gram counts, chrF's, F1's
-    true and false positives) is recomputed on resample ``b`` from ``counts[b] @ per_item``;
-    scoring several systems with the same counts resamples the same items for each (a paired
-    bootstrap, Koehn 2004).  The same ``n`` and ``seed`` give the same counts on every machine.
-    """
-    if n < 1:
-        raise ValueError("a bootstrap needs at least one item")
-    drawn = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    offsets = n * np.arange(resamples)[:, None]
-    return np.bincount((drawn + offsets).ravel(), minlength=resamples * n).reshape(resamples, n)
+def items_fingerprint(items: Any) -> str:
+    """SHA-256 of a JSON rendering of what identifies a task's items (ids, positions,
+    references): two results pair item by item only when their fingerprints agree."""
+    blob = json.dumps(items, sort_keys=True, separators=(",", ":"), default=_plain)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def percentile_interval(values) -> tuple[float, float]:
-    """The 95% percentile interval of bootstrap ``values``: their 2.5th and 97.5th
-    percentiles (linear interpolation)."""
-    low, high = np.percentile(np.asarray(values, dtype=np.float64), [2.5, 97.5])
-    return (float(low), float(high))
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
 def bootstrap_note(seed: int, over: str, resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
