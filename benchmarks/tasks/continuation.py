@@ -8,15 +8,18 @@ and chrF (signatures recorded), and for diversity with distinct-1/2 (distinct n-
 n-grams of all generations) and the repetition rate (the share of generated tokens that repeat
 an earlier token of the same generation).  The same scores of a constant output -- what the training
 counts write with no prompt, "the <unk> of the <unk> ..." on PTB, given for every prompt
-(:func:`constant_output`) -- are the baseline (``constant_bleu``, ``constant_chrf``): a model
-below it has learned less than the most frequent n-grams.  A
-few samples are kept as text for the report.
+(:func:`constant_output`) -- are one baseline (``constant_bleu``, ``constant_chrf``): a model
+below it has learned less than the most frequent n-grams.  The other is copying: the prompt's
+last ``new_tokens`` tokens given as the continuation (``copy_bleu``, ``copy_chrf``), what a model
+that only repeats its context would score.  ``<unk>`` is scored as one token (:func:`scorable`).
+A few samples are kept as text for the report.
 
 BLEU, chrF and repetition carry 95% intervals (``<metric>_ci95``): a paired percentile bootstrap
 over the prompts (:data:`~lmladder.tasks.BOOTSTRAP_RESAMPLES` resamples drawn with the task
-seed, the same resamples for greedy, sampled and constant output), each resample's corpus score
-recomputed by sacrebleu from its per-segment sufficient statistics (:func:`corpus_interval`).
-The resample count and seed are recorded (``bootstrap``).
+seed, the same resamples for greedy, sampled, constant and copied output), each resample's corpus
+score recomputed by sacrebleu from its per-segment sufficient statistics.  The resample count and
+seed are recorded (``bootstrap``), and the statistics themselves (``paired``), so a report can
+test two rows against each other on the same prompts (:mod:`lmladder.significance`).
 
 Open-vocabulary models (a pretrained model with its own tokenizer) cannot generate dataset
 tokens; for them the task is not applicable.
@@ -30,6 +33,8 @@ import numpy as np
 import sacrebleu
 
 from lmladder.api import Vocab
+from lmladder.corpus import UNK
+from lmladder.significance import item_statistics, scores_of
 from lmladder.tasks import (
     MetricSpec,
     NotApplicable,
@@ -37,6 +42,9 @@ from lmladder.tasks import (
     Task,
     bootstrap_counts,
     bootstrap_note,
+    items_fingerprint,
+    paired_block,
+    paired_entry,
     percentile_interval,
 )
 
@@ -85,21 +93,26 @@ class Continuation(Task):
         refs = [_text(vocab, truth) for _, truth in pairs]
         counts = bootstrap_counts(len(pairs), seed) if pairs else None
         out: dict[str, Any] = {"prompts": len(pairs), "seed": seed}
+        paired: dict[str, Any] = {}
         for kind, generated in (("greedy", greedy), ("sampled", sampled)):
-            out.update({f"{kind}_{k}": v for k, v in text_scores(
-                [_text(vocab, g) for g in generated], refs, counts).items()})
+            scores = text_scores([_text(vocab, g) for g in generated], refs, counts)
+            paired.update({f"{kind}_{k}": v for k, v in scores.pop("paired", {}).items()})
+            out.update({f"{kind}_{k}": v for k, v in scores.items()})
             out[f"{kind}_distinct_1"] = distinct(generated, 1)
             out[f"{kind}_distinct_2"] = distinct(generated, 2)
             out[f"{kind}_repetition"] = repetition(generated)
             if counts is not None:
                 out[f"{kind}_repetition_ci95"] = repetition_interval(generated, counts)
         constant = constant_output(subject.data.train.ids, vocab.boundary_id, self.new_tokens)
-        out.update({f"constant_{k}": v for k, v in text_scores(
-            [_text(vocab, constant)] * len(pairs), refs, counts).items()
-            if not k.endswith("signature")})
+        out.update(baseline_scores("constant", [_text(vocab, constant)] * len(pairs), refs,
+                                   counts, paired))
         out["constant_output"] = _text(vocab, constant)
+        copies = [_text(vocab, p[-self.new_tokens:]) for p, _ in pairs]
+        out.update(baseline_scores("copy", copies, refs, counts, paired))
+        out["copy_output"] = f"the prompt's last {self.new_tokens} tokens"
         if counts is not None:
             out["bootstrap"] = bootstrap_note(seed, "prompts")
+            out["paired"] = paired_block(items_fingerprint(pairs), **paired)
         out["samples"] = [{"prompt": _text(vocab, p), "truth": refs[i],
                            "greedy": _text(vocab, greedy[i]), "sampled": _text(vocab, sampled[i])}
                           for i, (p, _) in enumerate(pairs[:SAMPLES_KEPT])]
@@ -143,37 +156,45 @@ def text_scores(hypotheses: list[str], references: list[str],
                 counts: np.ndarray | None = None) -> dict[str, Any]:
     """sacrebleu corpus BLEU and chrF (0-100) with their signatures, and with ``counts`` (from
     :func:`~lmladder.tasks.bootstrap_counts`, one column per segment) their 95% bootstrap
-    intervals ``bleu_ci95`` and ``chrf_ci95`` (:func:`corpus_interval`).
+    intervals ``bleu_ci95`` and ``chrf_ci95`` and, under ``paired``, the per-segment
+    statistics a paired test between two systems needs (:mod:`lmladder.significance`).
 
     Hypotheses are model tokens joined by spaces; BLEU's 13a tokenizer splits them into the same
-    tokens again, so its "forgot to detokenize?" warning is silenced (``force``)."""
+    tokens again, so its "forgot to detokenize?" warning is silenced (``force``).  ``<unk>`` is
+    scored as one token, on both sides (:func:`scorable`)."""
+    hypotheses, references = scorable(hypotheses), scorable(references)
     bleu, chrf = sacrebleu.metrics.BLEU(force=True), sacrebleu.metrics.CHRF()
-    b = bleu.corpus_score(hypotheses, [references])
-    c = chrf.corpus_score(hypotheses, [references])
-    out = {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
-           "chrf_signature": str(chrf.get_signature())}
+    out: dict[str, Any] = {"bleu": bleu.corpus_score(hypotheses, [references]).score,
+                           "chrf": chrf.corpus_score(hypotheses, [references]).score,
+                           "bleu_signature": str(bleu.get_signature()),
+                           "chrf_signature": str(chrf.get_signature())}
     if counts is not None:
-        out["bleu_ci95"] = corpus_interval(bleu, hypotheses, references, counts)
-        out["chrf_ci95"] = corpus_interval(chrf, hypotheses, references, counts)
+        paired = {}
+        for kind in ("bleu", "chrf"):
+            stats = item_statistics(kind, hypotheses, references)
+            out[f"{kind}_ci95"] = percentile_interval(scores_of(kind, counts @ stats, len(stats)))
+            paired[kind] = paired_entry(kind, stats)
+        out["paired"] = paired
     return out
 
 
-def corpus_interval(metric, hypotheses: list[str], references: list[str],
-                    counts: np.ndarray) -> tuple[float, float]:
-    """The 95% percentile bootstrap interval of sacrebleu ``metric``'s corpus score.
+UNK_MARK = "\ue000"  # <unk> as sacrebleu scores it: one character, one token
 
-    sacrebleu's corpus score is a function of per-segment count statistics summed over the
-    corpus (BLEU: lengths and n-gram matches; chrF: character n-gram counts), which it exposes
-    for its own significance tests (``_extract_corpus_statistics``,
-    ``_compute_score_from_stats``).  The segments' statistics are extracted once; resample
-    ``b``'s corpus statistics are ``counts[b] @ stats``, scored by sacrebleu as a corpus would
-    be -- exactly ``corpus_score`` of the resampled segments, at the cost of one score per
-    resample."""
-    stats = np.asarray(metric._extract_corpus_statistics(hypotheses, [references]),
-                       dtype=np.int64)  # (segments, statistics)
-    totals = counts @ stats  # (resamples, statistics)
-    return percentile_interval([metric._compute_score_from_stats(t.tolist()).score
-                                for t in totals])
+
+def scorable(texts: list[str]) -> list[str]:
+    """Texts as BLEU and chrF score them: ``<unk>`` becomes one private-use character, so it
+    is one token (13a would split it into ``< unk >``, three tokens and three n-gram matches)
+    that matches only an ``<unk>`` of the reference."""
+    return [t.replace(UNK, UNK_MARK) for t in texts]
+
+
+def baseline_scores(name: str, hypotheses: list[str], references: list[str],
+                    counts: np.ndarray | None, paired: dict[str, Any]) -> dict[str, Any]:
+    """The scores of a baseline's outputs, keyed ``<name>_<metric>``; their per-segment
+    statistics go into ``paired`` under the same keys."""
+    scores = text_scores(hypotheses, references, counts)
+    paired.update({f"{name}_{k}": v for k, v in scores.pop("paired", {}).items()})
+    return {f"{name}_{k}": v for k, v in scores.items() if not k.endswith("signature")}
 
 
 def distinct(generations: list[np.ndarray], n: int) -> float:
