@@ -2,7 +2,8 @@
 
     lmladder --version
     lmladder list models|tasks|datasets|matrices
-    lmladder task TASK MODEL [--dataset NAME] [--data-dir DIR] [--seconds S] [--json]
+    lmladder task TASK MODEL [--dataset NAME] [--set K=V] [--option K=V] [--data-dir DIR]
+                  [--seconds S] [--json]
     lmladder run MATRIX [--results DIR] [--data-dir DIR] [--force] [--only NAME ...] [--no-report]
                         [--threads N] [--time-limit S] [--memory-limit MIB] [--max-seconds S]
                         [--in-process] [--save-models] [--executor local|ray [--address A]]
@@ -23,6 +24,7 @@ stopped).  Every error is one line on stderr; ``-v`` adds the traceback of an un
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -37,6 +39,7 @@ from lmladder import interop, registry, tasks
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
+from lmladder.matrix import tomllib  # tomllib, or tomli on Python 3.10
 from lmladder.numbers import first_line
 from lmladder.record import RecordError, TaskResult
 from lmladder.run import (
@@ -78,6 +81,12 @@ def _list(what: str) -> int:
                 for m in klass.metrics
             )
             print(f"{name:<18} {klass.description}  [{scores}]")
+            options = ", ".join(f"{p.name}={p.default!r}" for p in
+                                inspect.signature(klass.__init__).parameters.values()
+                                if p.kind is p.KEYWORD_ONLY)
+            data = f"  data: {klass.own_data}" if klass.own_data else ""
+            if options or data:
+                print(f"{'':<18} options: {options or 'none'}{data}")
     elif what == "datasets":
         for name, help_ in DATASET_HELP.items():
             print(f"{name:<18} {help_}")
@@ -415,7 +424,9 @@ def _task(args) -> int:
                           ("steps", args.steps), ("seconds", args.seconds)) if v is not None},
                           where="budget")
     result = tasks.run_task(args.task, args.model, dataset=args.dataset, data_dir=args.data_dir,
-                            budget=budget, seed=args.seed)
+                            budget=budget, seed=args.seed,
+                            overrides=_assignments(args.set, "--set"),
+                            options=_assignments(args.option, "--option"))
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0
@@ -428,6 +439,24 @@ def _task(args) -> int:
         chance = f"  (chance {spec.chance:g})" if spec.chance is not None else ""
         print(f"{spec.name:<20} {result[spec.name]:.4g}{shown}{chance}")
     return 0
+
+
+def _assignments(pairs: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` arguments as a dict; a value is read as a TOML value (``500``, ``2e-3``,
+    ``true``, ``[1, 2]``, ``"text"``), else taken as text."""
+    out: dict = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} items=500")
+        if key in out:
+            raise ConfigError(f"{flag} gives {key!r} twice")
+        try:
+            out[key] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text
+    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -502,7 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     task = sub.add_parser("task", help="run one task for one model (lmladder list tasks)")
     task.add_argument("task", help="a task name (lmladder list tasks)")
     task.add_argument("model", help="a model name (lmladder list models)")
-    task.add_argument("--dataset", default="ptb", help="the corpus the model is fitted on")
+    task.add_argument("--dataset", help="the corpus the model is fitted on (default ptb; tasks "
+                      "with their own data, e.g. rt-polarity or translation, take none)")
+    task.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="a model config value, e.g. --set hidden=100 (repeatable)")
+    task.add_argument("--option", action="append", metavar="KEY=VALUE",
+                      help="a task option, e.g. --option items=500 or --option folds=10 "
+                      "(repeatable; lmladder list tasks)")
     task.add_argument("--data-dir", help="folder holding the corpora (else $LMLADDER_DATA, cache)")
     task.add_argument("--seed", type=_seed, default=0, help="seed of the task's items")
     task.add_argument("--tokens", type=_positive(int), help="fit budget: training tokens")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import math
 from abc import ABC, abstractmethod
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lmladder.api import Budget, LanguageModel, NotApplicable
+from lmladder.api import Budget, ConfigError, LanguageModel, NotApplicable
 from lmladder.corpus import Dataset
 from lmladder.record import MetricSpec
 from lmladder.registry import class_path, import_target, load_entry_points, unknown
@@ -48,7 +49,7 @@ class Subject:
     """
 
     model: LanguageModel
-    data: Dataset
+    data: Dataset | None  # None for a task that brings its own data (Task.own_data)
     budget: Budget = field(default_factory=Budget)
     data_dir: str | None = None
     fresh: Callable[[], LanguageModel] | None = None
@@ -66,6 +67,9 @@ class Task(ABC):
     description: ClassVar[str]
     metrics: ClassVar[tuple[MetricSpec, ...]]
     uses_fitted_model: ClassVar[bool] = True  # False: the task trains its own models (fresh())
+    # the data the task brings itself ("multi30k", an NLTK collection), or None: the task reads
+    # the dataset the subject's model is fitted on
+    own_data: ClassVar[str | None] = None
 
     @abstractmethod
     def evaluate(self, subject: Subject, *, seed: int = 0) -> dict[str, Any]:
@@ -144,29 +148,61 @@ def task_class(name: str) -> type[Task]:
     return import_target(known[name])
 
 
-def run_task(task: str, model: str, *, dataset: str = "ptb", data_dir=None,
-             budget: Budget | None = None, seed: int = 0,
-             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run task ``task`` for registry model ``model`` (config ``overrides``) on ``dataset``.
+def task_options(name: str, options: dict[str, Any] | None) -> Task:
+    """Task ``name`` built with keyword ``options`` (``{"items": 500}``); an option the task
+    does not take, or a value it refuses, is a :class:`~lmladder.api.ConfigError` naming the
+    task and its options."""
+    klass = task_class(name)
+    options = dict(options or {})
+    accepted = [p for p in inspect.signature(klass.__init__).parameters.values()
+                if p.kind is p.KEYWORD_ONLY]
+    unknown_keys = sorted(set(options) - {p.name for p in accepted})
+    if unknown_keys:
+        listed = ", ".join(f"{p.name} (default {p.default!r})" for p in accepted) or "none"
+        raise ConfigError(f"task {name!r} has no option {unknown_keys[0]!r}; its options: "
+                          f"{listed}")
+    try:
+        return klass(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"task {name!r}: {err}") from None
 
-    The model is fitted on the dataset's training split under ``budget`` when the task scores
-    it; tasks that train their own models build them from the same entry and config.  Returns
-    the task's scores with ``task``, ``model``, ``dataset``, ``seed`` and ``status`` ("ok" or
-    "not applicable", with ``reason``).
+
+def run_task(task: str, model: str, *, dataset: str | None = None, data_dir=None,
+             budget: Budget | None = None, seed: int = 0,
+             overrides: dict[str, Any] | None = None,
+             options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run task ``task`` (built with ``options``) for registry model ``model`` (config
+    ``overrides``).
+
+    A task that scores the fitted model reads ``dataset`` (default "ptb"), fits the model on its
+    training split under ``budget`` and scores it; a task that brings its own data
+    (:attr:`Task.own_data`: sentiment collections, Multi30k) reads only that, trains its own
+    models from the same entry and config, and refuses a ``dataset``.  Returns the task's scores
+    with ``task``, ``model``, ``dataset``, ``seed``, the options and overrides given, and
+    ``status`` ("ok" or "not applicable", with ``reason``).
     """
     from lmladder import registry
     from lmladder.data import load_dataset
 
     budget = budget or Budget()
-    klass = task_class(task)
-    data = load_dataset(dataset, data_dir)
-    subject_model = registry.build(model, overrides)
-    if klass.uses_fitted_model:
-        subject_model.fit(data.train.ids, data.vocab, budget=budget, valid=data.valid.ids)
+    runner = task_options(task, options)
+    klass = type(runner)
+    subject_model = registry.build(model, overrides)  # a bad override fails before any data
+    if klass.own_data is not None:
+        if dataset is not None:
+            raise ConfigError(f"task {task!r} trains on its own data ({klass.own_data}), not on "
+                              f"a dataset: leave out --dataset {dataset}")
+        data, data_name = None, klass.own_data
+    else:
+        data_name = dataset or "ptb"
+        data = load_dataset(data_name, data_dir)
+        if klass.uses_fitted_model:
+            subject_model.fit(data.train.ids, data.vocab, budget=budget, valid=data.valid.ids)
     subject = Subject(subject_model, data, budget, None if data_dir is None else str(data_dir),
                       fresh=lambda: registry.build(model, overrides))
-    head = {"task": task, "model": model, "dataset": dataset, "seed": seed}
+    head = {"task": task, "model": model, "dataset": data_name, "seed": seed,
+            "options": dict(options or {}), "overrides": dict(overrides or {})}
     try:
-        return {**head, "status": "ok", **klass().evaluate(subject, seed=seed)}
+        return {**head, "status": "ok", **runner.evaluate(subject, seed=seed)}
     except NotApplicable as why:
         return {**head, "status": "not applicable", "reason": str(why)}

@@ -88,7 +88,7 @@ class Translation(Task):
     """English to German on Multi30k by a conditional language model; sacrebleu BLEU, chrF."""
 
     uses_fitted_model = False
-    dataset = "multi30k"
+    own_data = "multi30k"
 
     name = "translation"
     description = ("Multi30k English->German: the model trained on 'source <sep> target' lines "
