@@ -128,20 +128,28 @@ def tie_groups(rows: Sequence[tuple[float, dict[str, Any] | None, str | None]], 
     first row of the current rank gives ``p >= ALPHA`` (then it shares that rank: a tie).  A row
     without per-item statistics, or scored on other items, cannot be tested and gets a rank of
     its own.  Returns each row's rank (1 = best), in the order given."""
+    return [rank for rank, _ in tie_tests(rows, higher_is_better=higher_is_better, seed=seed)]
+
+
+def tie_tests(rows: Sequence[tuple[float, dict[str, Any] | None, str | None]], *,
+              higher_is_better: bool, seed: int = 0) -> list[tuple[int, float | None]]:
+    """:func:`tie_groups` with the p-values it tested: each row's ``(rank, p)``, ``p`` of its
+    paired test against the first row of the rank current when it was reached (None where it
+    was not tested: the first row, or a row that cannot be paired with that one)."""
     order = sorted(range(len(rows)), key=lambda i: rows[i][0], reverse=higher_is_better)
-    ranks = [0] * len(rows)
+    out: list[tuple[int, float | None]] = [(0, None)] * len(rows)
     leader, rank = None, 0
     for position, i in enumerate(order):
         score, entry, items = rows[i]
-        tied = False
+        p = None
         if leader is not None and entry is not None and items is not None:
             _, lead_entry, lead_items = rows[leader]
             if lead_entry is not None and lead_items == items:
                 try:
-                    tied = paired_p_value(lead_entry, entry, seed=seed) >= ALPHA
+                    p = paired_p_value(lead_entry, entry, seed=seed)
                 except ValueError:
-                    tied = False
-        if not tied:
+                    p = None
+        if p is None or p < ALPHA:
             leader, rank = i, position + 1
-        ranks[i] = rank
-    return ranks
+        out[i] = (rank, p)
+    return out

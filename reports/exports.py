@@ -10,8 +10,9 @@
     (:mod:`lmladder.reports.latex`).
 ``results.csv``
     Typed: one row per record (one seed of one experiment), own and reference, with the columns
-    of :data:`CSV_COLUMNS` -- numbers as plain numbers in the unit the column's name says, text
-    that a spreadsheet would run as a formula neutralised (:func:`csv_text`).
+    of :data:`CSV_COLUMNS` and the task scores, with each task's significance rank (tied rows
+    share one) -- numbers as plain numbers in the unit the column's name says, text that a
+    spreadsheet would run as a formula neutralised (:func:`csv_text`).
 ``results.json``
     The records shown (written by :mod:`lmladder.reports.render`).
 
@@ -33,6 +34,7 @@ from lmladder.numbers import finite
 from lmladder.record import Record
 from lmladder.reports.anchors import Anchor, cite, match_anchor
 from lmladder.reports.latex import latex_text
+from lmladder.reports.leaderboard import row_key, task_ranks
 from lmladder.reports.reference import count_text, reference_caption
 from lmladder.reports.rows import (
     COLUMNS,
@@ -414,7 +416,14 @@ def _typed(name: str, value):
     return value
 
 
-def _csv_row(ds: str, row: Row, record: Record, anchor: Anchor | None) -> dict:
+def _rank_note(rank: dict) -> str:
+    """The marks of a task rank cell in words: "tied", "untested", both or ""."""
+    return ", ".join(word for word, on in (("tied", rank["text"].startswith("=")),
+                                           ("untested", rank["untested"])) if on)
+
+
+def _csv_row(ds: str, row: Row, record: Record, anchor: Anchor | None,
+             ranks: dict[str, dict]) -> dict:
     t = training(record)
     budget = {**dict(record.cell.budget or {}),
               **{k: v for k, v in dict(record.budget_used or {}).items() if v is not None}}
@@ -435,25 +444,33 @@ def _csv_row(ds: str, row: Row, record: Record, anchor: Anchor | None) -> dict:
         out.update(lit_value=anchor.value, lit_metric=anchor.metric,
                    lit_source=anchor.source + (f" <{anchor.url}>" if anchor.url else ""),
                    x_lit=None if mine is None or anchor.value == 0 else mine / anchor.value)
+    ranked = {}  # typed already: an int and a text
     for name in task_names([row]):
         for spec in task_specs([row], name):
             result = record.tasks.get(name)
             out[f"task_{name}_{spec.name}"] = None if result is None else result.score(spec.name)
+        if name in ranks:
+            ranked[f"task_{name}_rank"] = ranks[name]["rank"]
+            ranked[f"task_{name}_rank_note"] = _rank_note(ranks[name])
     return {**{name: _typed(name, out.get(name)) for name, _, _ in CSV_COLUMNS},
-            **{k: _typed(k, v) for k, v in out.items() if k not in _TYPES}}
+            **{k: _typed(k, v) for k, v in out.items() if k not in _TYPES}, **ranked}
 
 
 def record_rows(ctx: Context) -> list[dict]:
     """One typed dict per record shown (own and reference rows of every dataset), with the
-    columns of :data:`CSV_COLUMNS` (None where a record has no such number) and one
-    ``task_<task>_<metric>`` column per task metric (floats)."""
+    columns of :data:`CSV_COLUMNS` (None where a record has no such number), one
+    ``task_<task>_<metric>`` column per task metric (floats) and, for a row ranked in the task's
+    table, ``task_<task>_rank`` (its significance rank, an int: tied rows share one) and
+    ``task_<task>_rank_note`` ("tied", "untested", both, or empty; :func:`task_ranks`)."""
     out = []
     for ds in ctx.datasets:
         rows = ctx.measured(ds)
         metric, anchors = metric_of(rows), ctx.anchors_of(ds)
+        ranks = task_ranks(ctx.measured(ds, full=True))
         for row in rows:
             anchor = literature(row, anchors, metric)
-            out += [_csv_row(ds, row, r, anchor) for r in row.records]
+            out += [_csv_row(ds, row, r, anchor, ranks.get(row_key(row), {}))
+                    for r in row.records]
     return out
 
 

@@ -1,12 +1,15 @@
 """Leaderboards: the template data of one dataset's table (own, reference, literature and
 oracle rows; compact columns first, the rest as details) and of one task's table.  Best values
-are marked only in quality columns, among measured rows."""
+are marked only in quality columns, among measured rows; a task table ranks its rows with paired
+significance tests (:mod:`lmladder.significance`) and marks every row of rank 1."""
 
 from __future__ import annotations
 
 import re
 import statistics
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from lmladder.numbers import finite
 from lmladder.record import MetricSpec
@@ -22,9 +25,12 @@ from lmladder.reports.rows import (
     Row,
     fmt,
     task_mean,
+    task_names,
+    task_specs,
 )
 from lmladder.reports.values import value_at
 from lmladder.results import lmladder_version
+from lmladder.significance import ALPHA, KINDS, RESAMPLES, tie_tests
 
 COMPACT = ("lit.", "× lit.", "parameters", "trained", "train tok/s", "score tok/s")
 SPECIAL_UNITS = {"lit.": "published", "× lit.": "measured / published",
@@ -209,6 +215,14 @@ def interval_text(low: float, high: float) -> str:
     return f"[{low:.3g}, {high:.3g}]"
 
 
+def _interval(result, key: str) -> str:
+    """The 95% interval a task result records beside score ``key`` as " [low, high]", or ""."""
+    ci = result.scores.get(f"{key}_ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(finite(v) is not None for v in ci):
+        return " " + interval_text(*ci)
+    return ""
+
+
 def _task_cell(row: Row, name: str, spec: MetricSpec) -> dict:
     """A task score as ``{"text", "value"}``: mean ± std over seeds, the 95% interval the
     result records (``<metric>_ci95``) for one seed, "n/a" where the task cannot use the model,
@@ -224,10 +238,7 @@ def _task_cell(row: Row, name: str, spec: MetricSpec) -> dict:
     if len(values) > 1:
         text += f" ± {statistics.stdev(values):.2g}"
     else:
-        ci = results[0].scores.get(f"{spec.name}_ci95")
-        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
-                finite(v) is not None for v in ci):
-            text += " " + interval_text(*ci)
+        text += _interval(results[0], spec.name)
     return {"text": text, "value": repr(sum(values) / len(values))}
 
 
@@ -253,36 +264,68 @@ def count_key(rows: list[Row], name: str) -> str:
                  for key in COUNT_KEYS if key in t.scores), "items")
 
 
-# ---- the constant-output baseline of generation tasks ------------------------------------------
-
-CONSTANT = "constant_"  # a task result's scores of its constant output: constant_<metric>
-SHORT_OUTPUT = 40  # characters of the constant output its row's label shows
+# ---- the baselines of generation tasks: a trivial output scored on the same items --------------
 
 
-def _constant_score(result, metric: str) -> tuple[str, float] | None:
-    """(key, value) of the constant output's score beside ``metric`` in a task result:
-    ``constant_<metric>``, else ``constant_<last word of metric>`` (one constant output stands
+@dataclass(frozen=True)
+class TaskBaseline:
+    """A baseline a generation task scores beside every row, on the same items: its scores are
+    ``<prefix><metric>`` (with ``_ci95``), and the result field ``output`` says what it gives."""
+
+    prefix: str  # "constant_": constant_chrf, constant_chrf_ci95, ...
+    output: str  # the result field that holds its text or description
+    kind: str  # its row's kind (the row's class on the page)
+    label: str  # its row's label, given its output (shortened)
+    settings: str  # its label's tooltip, given its output in full
+    below: str  # the flag of a row scoring below it
+    summary: str  # how the summary names it, given its output (shortened) and value
+
+
+TASK_BASELINES = (
+    TaskBaseline("constant_", "constant_output", "constant", "constant output: “{}”",
+                 "the same text for every item: {}", "below the constant output",
+                 "the constant output (“{}” for every item, {:.4g})"),
+    TaskBaseline("copy_", "copy_output", "copy", "copy: {}",
+                 "each item's source given back as its output: {}", "below the copy baseline",
+                 "the copy baseline ({}, {:.4g})"),
+)
+SHORT_OUTPUT = 40  # characters of a baseline's output its row's label shows
+
+
+def _baseline_score(result, metric: str, base: TaskBaseline) -> tuple[str, float] | None:
+    """(key, value) of the baseline's score beside ``metric`` in a task result:
+    ``<prefix><metric>``, else ``<prefix><last word of metric>`` (one constant output stands
     beside greedy and sampled decoding: ``greedy_chrf`` reads ``constant_chrf``)."""
-    for key in (CONSTANT + metric, CONSTANT + metric.rsplit("_", 1)[-1]):
+    for key in (base.prefix + metric, base.prefix + metric.rsplit("_", 1)[-1]):
         if (value := result.score(key)) is not None:
             return key, value
     return None
 
 
-def constant_mean(row: Row, name: str, metric: str) -> float | None:
-    """The constant output's score beside ``metric`` on ``row``'s own items (each seed's
-    result records it), averaged over seeds; None where the results have none."""
+def baseline_mean(row: Row, name: str, metric: str, base: TaskBaseline) -> float | None:
+    """The baseline's score beside ``metric`` on ``row``'s own items (each seed's result
+    records it), averaged over seeds; None where the results have none."""
     values = [found[1] for r in row.records if (t := r.tasks.get(name)) is not None
-              and (found := _constant_score(t, metric)) is not None]
+              and (found := _baseline_score(t, metric, base)) is not None]
     return sum(values) / len(values) if values else None
 
 
-def below_constant(row: Row, name: str, spec: MetricSpec) -> bool:
-    """Whether ``row`` scores worse on ``spec`` than the constant output on the same items."""
-    mine, constant = task_mean(row, name, spec.name), constant_mean(row, name, spec.name)
-    if mine is None or constant is None:
+def below_baseline(row: Row, name: str, spec: MetricSpec, base: TaskBaseline) -> bool:
+    """Whether ``row`` scores worse on ``spec`` than the baseline on the same items."""
+    mine, theirs = task_mean(row, name, spec.name), baseline_mean(row, name, spec.name, base)
+    if mine is None or theirs is None:
         return False
-    return mine < constant if spec.higher_is_better else mine > constant
+    return mine < theirs if spec.higher_is_better else mine > theirs
+
+
+def constant_mean(row: Row, name: str, metric: str) -> float | None:
+    """:func:`baseline_mean` of the constant output."""
+    return baseline_mean(row, name, metric, TASK_BASELINES[0])
+
+
+def below_constant(row: Row, name: str, spec: MetricSpec) -> bool:
+    """:func:`below_baseline` of the constant output."""
+    return below_baseline(row, name, spec, TASK_BASELINES[0])
 
 
 def shorten(text: str, limit: int = SHORT_OUTPUT) -> str:
@@ -293,59 +336,160 @@ def shorten(text: str, limit: int = SHORT_OUTPUT) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + " …"
 
 
-def constant_output(rows: list[Row], name: str) -> str | None:
-    """The constant output task ``name`` records in ``rows`` (the first found), or None."""
-    return next((t.scores["constant_output"] for row in rows for r in row.records
+def baseline_output(rows: list[Row], name: str, base: TaskBaseline) -> str | None:
+    """The baseline's output (text or description) task ``name`` records in ``rows`` (the
+    first found), or None."""
+    return next((t.scores[base.output] for row in rows for r in row.records
                  if (t := r.tasks.get(name)) is not None
-                 and isinstance(t.scores.get("constant_output"), str)), None)
+                 and isinstance(t.scores.get(base.output), str)), None)
 
 
-def constant_row(rows: list[Row], name: str, shown: list[tuple[MetricSpec, bool]]
-                 ) -> dict | None:
-    """Template data of the constant-output baseline row of task ``name``: the training text's
-    most frequent line given for every item, scored by the task beside every row (its
-    ``constant_*`` scores), one value per distinct set of items (seed, count) averaged, with
-    the 95% interval where there is one set; greyed, never ranked.  None where no result in
-    ``rows`` records a constant output."""
+# ---- significance: paired bootstrap ranks -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paired:
+    """What a paired test of one row on one metric needs (:mod:`lmladder.significance`): the
+    metric's entry of its result's ``paired`` block and the items' fingerprint, or ``why`` the
+    row cannot be tested."""
+
+    entry: Mapping | None = None
+    items: str | None = None
+    why: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.entry["values"]) if self.entry is not None else 0
+
+
+def paired_of(results: list, key: str, many: str) -> Paired:
+    """The :class:`Paired` of a row standing for task ``results`` (one per seed or set of
+    items; ``many`` names them) on score ``key``: untested where there are several, or where
+    the result records no per-item statistics of ``key``."""
+    if len(results) != 1:
+        return Paired(why=f"a mean over {len(results)} {many}")
+    block = results[0].scores.get("paired")
+    metrics = block.get("metrics") if isinstance(block, Mapping) else None
+    entry = metrics.get(key) if isinstance(metrics, Mapping) else None
+    if not (isinstance(entry, Mapping) and entry.get("kind") in KINDS
+            and isinstance(entry.get("values"), (list, tuple)) and entry["values"]):
+        return Paired(why="no per-item statistics in its record")
+    if not isinstance(block.get("items"), str):
+        return Paired(why="no fingerprint of its items in its record")
+    return Paired(entry, block["items"])
+
+
+def _row_paired(row: Row, name: str, metric: str) -> Paired:
+    results = [t for r in row.records if (t := r.tasks.get(name)) is not None
+               and t.score(metric) is not None]
+    return paired_of(results, metric, "seeds")
+
+
+def _p_text(p: float, n: int) -> str:
+    return f"paired bootstrap over the same {n:,} items, p = {p:.2g}"
+
+
+def significance_ranks(body: list[dict], higher_is_better: bool) -> None:
+    """Rank the rows of ``body`` that carry ``"paired"`` (a :class:`Paired`), in their order
+    (best first), with :func:`lmladder.significance.tie_tests`, and give each a ``"rank"``
+    cell: "=k" where rank k is shared (no significant difference from the row ranked k, the
+    first of its rank), a tooltip with the p-value of its test, and ``"untested"`` (with why)
+    where no paired test was possible against the row ranked above it.  Other rows get a
+    dash."""
+    ranked = [b for b in body if b.get("paired") is not None and b["sort"] is not None]
+    tests = tie_tests([(b["sort"], b["paired"].entry, b["paired"].items) for b in ranked],
+                      higher_is_better=higher_is_better)
+    shared = Counter(rank for rank, _ in tests)
+    leader: dict | None = None  # the first row of the current rank
+    for b, (rank, p) in zip(ranked, tests, strict=True):
+        mine = b["paired"]
+        cell = {"text": f"={rank}" if shared[rank] > 1 else str(rank), "value": repr(rank),
+                "rank": rank, "untested": False, "title": ""}
+        if leader is not None and leader["rank"]["rank"] == rank:  # p >= ALPHA: a tie
+            cell["title"] = (f"not significantly different from the row ranked {rank} "
+                             f"({_p_text(p, mine.n)})")
+            b["rank"] = cell
+            continue
+        above = None if leader is None else leader["rank"]["rank"]
+        if p is not None:
+            cell["title"] = (f"significantly different from the row ranked {above} "
+                             f"({_p_text(p, mine.n)})")
+        why = mine.why
+        if not why and leader is not None and p is None:
+            lead = leader["paired"]
+            why = (f"the row ranked {above} cannot be tested ({lead.why})" if lead.why
+                   else f"scored on other items than the row ranked {above}"
+                   if lead.items != mine.items
+                   else f"its statistics cannot be paired with those of the row ranked {above}")
+        if shared[rank] > 1:
+            others = shared[rank] - 1
+            cell["title"] = "; ".join(filter(None, (
+                f"rank {rank} shared with {others} row{'s' if others > 1 else ''} marked "
+                f"={rank}, not significantly different from this one", cell["title"])))
+        if why:
+            cell.update(untested=True,
+                        title="; ".join(filter(None, (f"untested: {why}", cell["title"]))))
+        b["rank"], leader = cell, b
+    for b in body:
+        b.setdefault("rank", {"text": "—", "value": "", "rank": None, "untested": False,
+                              "title": ""})
+
+
+def baseline_row(rows: list[Row], name: str, shown: list[tuple[MetricSpec, bool]],
+                 base: TaskBaseline) -> dict | None:
+    """Template data of the row of baseline ``base`` of task ``name``, scored by the task
+    beside every row (its ``<prefix>*`` scores), one value per distinct set of items (seed,
+    count, fingerprint) averaged, with the 95% interval where there is one set; greyed, ranked
+    among the rows where its value puts it (testable where there is one set of items with
+    per-item statistics).  None where no result in ``rows`` records this baseline."""
     results = {}
     for row in rows:
         for r in row.records:
             t = r.tasks.get(name)
-            if t is not None and isinstance(t.scores.get("constant_output"), str):
-                key = (t.scores.get("seed"), t.scores["constant_output"],
-                       *(t.scores.get(k) for k in COUNT_KEYS))
+            if t is not None and isinstance(t.scores.get(base.output), str):
+                paired = t.scores.get("paired")
+                key = (t.scores.get("seed"), t.scores[base.output],
+                       *(t.scores.get(k) for k in COUNT_KEYS),
+                       paired.get("items") if isinstance(paired, Mapping) else None)
                 results.setdefault(repr(key), t)
     if not results:
         return None
-    cells, means = [], []
+    cells, keys, means = [], [], []
     for spec, _ in shown:
-        found = [f for t in results.values() if (f := _constant_score(t, spec.name))]
-        mean = sum(v for _, v in found) / len(found) if found else None
-        means.append(mean)
-        if mean is None:
+        found = [f for t in results.values() if (f := _baseline_score(t, spec.name, base))]
+        keys.append(found[0][0] if found else None)
+        means.append(sum(v for _, v in found) / len(found) if found else None)
+        if not found:
             cells.append({"text": "—", "value": ""})
             continue
+        mean = means[-1]
         text = f"{mean:.4g}"
         if len(found) > 1:
             text += f" ± {statistics.stdev(v for _, v in found):.2g}"
         else:
-            ci = next(iter(results.values())).scores.get(f"{found[0][0]}_ci95")
-            if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
-                    finite(v) is not None for v in ci):
-                text += " " + interval_text(*ci)
+            text += _interval(next(iter(results.values())), found[0][0])
         cells.append({"text": text, "value": repr(mean)})
-    output = constant_output(rows, name)
+    output = baseline_output(rows, name, base)
     first = next(iter(results.values()))
     count = next((int(v) for k in COUNT_KEYS if (v := finite(first.scores.get(k))) is not None),
                  None)
-    return {"kind": "constant", "label": f"constant output: “{shorten(output)}”",
-            "family": "", "settings": f"the same text for every item: {output}",
+    scored = [t for t in results.values() if keys[0] is not None and t.score(keys[0]) is not None]
+    return {"kind": base.kind, "label": base.label.format(shorten(output)),
+            "family": "", "settings": base.settings.format(output),
             "seeds": "—", "cells": cells, "cite": None, "greyed": True,
-            "baseline": True, "note": "scored on the same items · never ranked",
-            "constant": True, "trained": trained_cell(None),
+            "baseline": True, "task_baseline": True, "note": "scored on the same items",
+            "trained": trained_cell(None),
             "count": {"text": "—" if count is None else f"{count:,}",
                       "value": "" if count is None else repr(count)},
-            "sort": means[0]}
+            "sort": means[0],
+            "paired": None if means[0] is None else paired_of(scored, keys[0], "sets of items")}
+
+
+def _explained(rows: list[Row], name: str, body: list[dict], below: Counter) -> list[dict]:
+    """The table's baselines, for its note: kind, output and how many rows score below."""
+    return [{"kind": base.kind, "output": baseline_output(rows, name, base),
+             "below": below[base.kind]}
+            for base in TASK_BASELINES if any(b["kind"] == base.kind for b in body)]
 
 
 def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
@@ -354,29 +498,31 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
     (:func:`rank_spec`) with its 95% interval where recorded and repetition beside it, the
     number of items scored, its other metrics as details, chance level and the literature rows
     of ``anchors`` (those of this task; non-comparable ones as footnotes); None where no row
-    ran the task.  Rows worse than their dataset's unigram row are greyed, never ranked.  A
-    generation task's constant output (:func:`constant_row`) is a greyed baseline row in its
-    place by value, never ranked; a row scoring below it on the ranking metric (on the same
-    items) is marked."""
+    ran the task.
+
+    Rows are ranked with significance (:func:`significance_ranks`): rows with no significant
+    difference share a rank ("=2"), rows that cannot be tested say so; every row of rank 1 is
+    marked best.  Rows worse than their dataset's unigram row are greyed, never ranked.  A
+    generation task's baselines (:data:`TASK_BASELINES`: its constant output, its source
+    copied) are greyed rows in their place by value, ranked with the others; a row scoring
+    below one on the ranking metric (on the same items) is marked, "not significantly" where it
+    shares the baseline's rank."""
     shown = _shown_specs(specs)
     first = shown[0][0]
-    body, below = [], 0
+    body, below = [], Counter()
     for row in rows:
         cells = [_task_cell(row, name, spec) for spec, _ in shown]
         if any(c["text"] != "" for c in cells):
-            if below_constant(row, name, first):
-                cells[0]["flag"] = "below the constant output"
-                below += 1
-            body.append({**_row_data(row, cells, task_mean(row, name, first.name)),
-                         "trained": trained_cell(row), "count": _count_cell(row, name)})
+            under = [base for base in TASK_BASELINES if below_baseline(row, name, first, base)]
+            below.update(base.kind for base in under)
+            sort = task_mean(row, name, first.name)
+            body.append({**_row_data(row, cells, sort), "key": row_key(row), "under": under,
+                         "trained": trained_cell(row), "count": _count_cell(row, name),
+                         "paired": None if row.below_floor or sort is None
+                         else _row_paired(row, name, first.name)})
     if not body:
         return None
-    if (constant := constant_row(rows, name, shown)) is not None:
-        body.append(constant)
-    best = [b["sort"] for b in body if b["sort"] is not None and not b["greyed"]]
-    best = (max if first.higher_is_better else min)(best) if best else None
-    for b in body:
-        b["cells"][0]["best"] = best is not None and b["sort"] == best and not b["greyed"]
+    body += [b for base in TASK_BASELINES if (b := baseline_row(rows, name, shown, base))]
     for a in anchors:
         if not a.comparable:
             continue
@@ -390,16 +536,54 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                      "sort": a.value if metric == first.name else None})
     for b in body:
         b["fam"] = slug(b["family"]) if b["family"] else ""
-    # the constant output stands among the ranked rows, where its value puts it
-    body.sort(key=lambda b: (b["greyed"] and not b.get("constant"), b["sort"] is None,
+    # the baselines stand among the ranked rows, where their values put them
+    body.sort(key=lambda b: (b["greyed"] and not b.get("task_baseline"), b["sort"] is None,
                              -(b["sort"] or 0) if first.higher_is_better else (b["sort"] or 0)))
+    significance_ranks(body, first.higher_is_better)
+    ranks = {b["kind"]: b["rank"]["rank"] for b in body if b.get("task_baseline")}
+    for b in body:
+        b["cells"][0]["best"] = b["rank"]["rank"] == 1 and not b["greyed"]
+        if b.get("under"):  # below a baseline by value; "not significantly" where ranked with it
+            b["cells"][0]["flag"] = "; ".join(
+                base.below + (", not significantly" if b["rank"]["rank"] is not None
+                              and ranks.get(base.kind) == b["rank"]["rank"] else "")
+                for base in b["under"])
     heads = [{"name": s.name, "unit": "",
               "better": "↑ higher is better" if s.higher_is_better else "↓ lower is better",
               "detail": detail} for s, detail in shown]
     chance = [{"text": "" if s.chance is None else f"{s.chance:.3g}",
                "value": "" if s.chance is None else repr(s.chance)} for s, _ in shown]
+    ranked = [b["rank"] for b in body if b["rank"]["rank"] is not None]
     return {"heads": heads, "rows": body, "chance": chance, "count": count_key(rows, name),
             "rank": first.name, "footnotes": footnotes(anchors),
             "intervals": any("[" in c["text"] for b in body for c in b["cells"]),
-            "constant": constant is not None,
-            "below_constant": below}
+            "baselines": _explained(rows, name, body, below),
+            "significance": {"ranked": len(ranked),
+                             "tied": sum(r["text"].startswith("=") for r in ranked),
+                             "untested": sum(r["untested"] for r in ranked),
+                             "alpha": ALPHA, "resamples": RESAMPLES}}
+
+
+def row_key(row: Row) -> tuple[str, str, str]:
+    """What tells a row apart from every other in a report: identity, revision and kind."""
+    return (row.identity, row.revision, row.kind)
+
+
+def task_ranks(rows: list[Row]) -> dict[tuple[str, str, str], dict[str, dict]]:
+    """The rank cell (:func:`significance_ranks`) of every row in each task table of ``rows``:
+    ``{row_key(row): {task: {"text", "rank", "untested", "title", ...}}}``."""
+    out: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for name in task_names(rows):
+        if (specs := task_specs(rows, name)) and (table := task_table(rows, name, specs, [])):
+            for b in table["rows"]:
+                if "key" in b and b["rank"]["rank"] is not None:
+                    out.setdefault(b["key"], {})[name] = b["rank"]
+    return out
+
+
+def tied_best(rows: list[Row], name: str, spec: MetricSpec) -> list[str]:
+    """The labels of the rows of rank 1 in task ``name``'s table on ``spec`` (ties included,
+    baselines among them), best first."""
+    table = task_table(rows, name, tuple([spec]), [])
+    return [] if table is None else [b["label"] for b in table["rows"]
+                                     if b["rank"]["rank"] == 1]

@@ -39,13 +39,16 @@ from lmladder.reports.figures import (
 )
 from lmladder.reports.headline import budget_lines, floor_lines, headline, run_conditions
 from lmladder.reports.leaderboard import (
-    below_constant,
-    constant_mean,
-    constant_output,
+    TASK_BASELINES,
+    TaskBaseline,
+    baseline_mean,
+    baseline_output,
+    below_baseline,
     leaderboard,
     rank_spec,
     shorten,
     task_table,
+    tied_best,
 )
 from lmladder.reports.protocol import protocol_prose
 from lmladder.reports.reference import reference_caption
@@ -196,6 +199,9 @@ def _task_summary(ctx: Context, ds: str) -> list[str]:
             text += " [reference run]"
         if row.training.flagged:
             text += f" ({row.training.flag})"
+        if len(tied := tied_best(rows, name, spec)) > 1 and row.label in tied:
+            text += (" (rank 1 shared with " + ", ".join(t for t in tied if t != row.label)
+                     + ": not significantly different)")
         if spec.chance is not None:
             text += f"; chance {spec.chance:.3g}"
         metric = f"tasks.{name}.{spec.name}"
@@ -205,22 +211,23 @@ def _task_summary(ctx: Context, ds: str) -> list[str]:
                          + (f": {distance(value, a)})" if a.comparable
                             else "; not comparable)"))
         lines.append(text)
-        if line := _constant_line(rows, name, spec):
-            lines.append(line)
+        lines += [line for base in TASK_BASELINES
+                  if (line := _baseline_line(rows, name, spec, base))]
     return lines
 
 
-def _constant_line(rows: list[Row], name: str, spec: MetricSpec) -> str | None:
-    """Which rows of task ``name`` score below its constant output on ``spec`` (each on its
-    own items), or None where none does or the task has no constant output."""
-    below = [row for row in rows if below_constant(row, name, spec)]
+def _baseline_line(rows: list[Row], name: str, spec: MetricSpec, base: TaskBaseline
+                   ) -> str | None:
+    """Which rows of task ``name`` score below its baseline ``base`` on ``spec`` (each on its
+    own items), or None where none does or the task has no such baseline."""
+    below = [row for row in rows if below_baseline(row, name, spec, base)]
     if not below:
         return None
     scored = [row for row in rows if task_mean(row, name, spec.name) is not None]
-    values = [v for row in below if (v := constant_mean(row, name, spec.name)) is not None]
-    output = shorten(constant_output(rows, name) or "")
-    return (f"{name} {spec.name}: {len(below)} of {len(scored)} rows score below the constant "
-            f"output (“{output}” for every item, {sum(values) / len(values):.4g}): "
+    values = [v for row in below if (v := baseline_mean(row, name, spec.name, base)) is not None]
+    output = shorten(baseline_output(rows, name, base) or "")
+    return (f"{name} {spec.name}: {len(below)} of {len(scored)} rows score below "
+            + base.summary.format(output, sum(values) / len(values)) + ": "
             + ", ".join(row.label for row in below))
 
 
