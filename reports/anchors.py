@@ -34,6 +34,14 @@ class Anchor:
 
     ``comparable`` is False where the figure was measured on another test or protocol: a report
     shows it with its ``note`` but never computes a distance to it.
+
+    ``protocol``, where set, is the evaluation protocol the figure used, spelled as task results
+    record theirs under ``protocol`` (e.g. ``"10-fold CV"``, :mod:`lmladder.tasks.sentiment`):
+    the figure is comparable only to results that record the same protocol
+    (:meth:`comparable_to`).  Such an anchor has ``comparable`` False -- a report that does not
+    look at a row's protocol (the default fixed split, say) shows it as a note, never as a
+    distance -- and :func:`match_anchor` offers it only to a row whose ``protocol`` is given
+    and equal.
     """
 
     dataset: str
@@ -45,6 +53,18 @@ class Anchor:
     url: str = ""
     note: str = ""
     comparable: bool = True
+    protocol: str = ""
+
+    def __post_init__(self):
+        if self.protocol and self.comparable:
+            raise ValueError(f"anchor {self.model!r}: a figure with protocol {self.protocol!r} "
+                             "is comparable only to results of that protocol, so comparable "
+                             "must be False")
+
+    def comparable_to(self, protocol: str | None = None) -> bool:
+        """Whether a result recorded under ``protocol`` (None: not known) may be set against
+        this figure: the same protocol where the anchor names one, else ``comparable``."""
+        return protocol == self.protocol if self.protocol else self.comparable
 
     def applies_to(self, dataset: str, metric: str) -> bool:
         return self.metric == metric and self.dataset in (dataset, ANY_DATASET)
@@ -56,7 +76,7 @@ class Anchor:
 
 _REQUIRED = {"dataset": str, "metric": str, "value": float, "model": str, "family": str,
              "source": str}
-_OPTIONAL = {"url": str, "note": str, "comparable": bool}
+_OPTIONAL = {"url": str, "note": str, "comparable": bool, "protocol": str}
 
 
 def _check(entry: object, where: str) -> Anchor:
@@ -81,6 +101,14 @@ def _check(entry: object, where: str) -> Anchor:
     if len(entry["metric"].split(".")) < 2:
         raise AnchorError(f"{where}: metric {entry['metric']!r} is not a record path such as "
                           "'metrics.test.ppl'")
+    if entry.get("protocol", "").strip() and entry.get("comparable", False):
+        raise AnchorError(f"{where}: comparable = true with protocol {entry['protocol']!r}: a "
+                          "figure with a protocol is comparable only to results of that "
+                          "protocol (leave comparable out)")
+    if "protocol" in entry and not entry["protocol"].strip():
+        raise AnchorError(f"{where}: protocol is empty")
+    if "protocol" in entry:
+        entry = {**entry, "comparable": False}
     return Anchor(**{**entry, "value": float(entry["value"])})
 
 
@@ -114,14 +142,16 @@ def _words(text: str) -> list[str]:
 
 
 def match_anchor(label: str, family: str, anchors: list[Anchor], metric: str, *,
-                 higher_is_better: bool) -> Anchor | None:
-    """The comparable anchor of ``metric`` that stands for a row's model: same ``family`` and
-    the anchor's first model word (e.g. "KN5", "LSTM") among the ``label``'s words.  Of several,
-    the one sharing most words with the label ("LSTM medium …" → Zaremba's medium LSTM), then
-    the weakest published figure (the smallest published model of that kind)."""
+                 higher_is_better: bool, protocol: str | None = None) -> Anchor | None:
+    """The comparable anchor of ``metric`` that stands for a row's model: comparable to a
+    result of ``protocol`` (:meth:`Anchor.comparable_to`; None: the row's protocol is not known,
+    so no anchor that names one), same ``family`` and the anchor's first model word (e.g.
+    "KN5", "LSTM") among the ``label``'s words.  Of several, the one sharing most words with the
+    label ("LSTM medium …" → Zaremba's medium LSTM), then the weakest published figure (the
+    smallest published model of that kind)."""
     words = set(_words(label))
-    found = [a for a in anchors if a.comparable and a.metric == metric and a.family == family
-             and (_words(a.model) or [""])[0] in words]
+    found = [a for a in anchors if a.comparable_to(protocol) and a.metric == metric
+             and a.family == family and (_words(a.model) or [""])[0] in words]
     if not found:
         return None
     sign = 1 if higher_is_better else -1

@@ -17,7 +17,10 @@ character-level corpus a text is its words joined by spaces, read character by c
 Only models that offer the :class:`~lmladder.api.FineTunable` capability (the torch families and
 ``hf-bert``) run this task; for the others (n-grams, HMMs: no network to fine-tune) it is "not
 applicable".  Accuracy is reported with its 95% Wilson interval, macro-F1 beside it; chance is 50%
-(both collections are balanced).
+(both collections are balanced).  The ``paired`` block keeps each test text's credit for
+``accuracy`` and ``scratch_accuracy`` with the fingerprint of the test texts -- the fixed split's,
+the same as the generative tasks' fixed-split results, so a fine-tuned row and a generative row
+can be tested against each other (:mod:`lmladder.significance`).
 """
 
 from __future__ import annotations
@@ -57,8 +60,12 @@ class FineTune(Task):
         tuned = model.fine_tune_classifier(train, data.train.labels, k, **common)
         scratch = subject.new_model().fine_tune_classifier(train, data.train.labels, k,
                                                            vocab=vocab, **common)
-        ours = classification_metrics(tuned.predict_logits(test), data.test.labels, seed=seed)
-        base = classification_metrics(scratch.predict_logits(test), data.test.labels, seed=seed)
+        ours = classification_metrics(tuned.predict_logits(test), data.test.labels, seed=seed,
+                                      texts=data.test)
+        base = classification_metrics(scratch.predict_logits(test), data.test.labels, seed=seed,
+                                      texts=data.test)
+        # the from-scratch twin's per-text credit too, so its gap can be tested text by text
+        ours["paired"]["metrics"]["scratch_accuracy"] = base["paired"]["metrics"]["accuracy"]
         return {
             **ours,
             "scratch_accuracy": base["accuracy"],
