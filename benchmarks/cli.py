@@ -24,7 +24,6 @@ stopped).  Every error is one line on stderr; ``-v`` adds the traceback of an un
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -81,12 +80,9 @@ def _list(what: str) -> int:
                 for m in klass.metrics
             )
             print(f"{name:<18} {klass.description}  [{scores}]")
-            options = ", ".join(f"{p.name}={p.default!r}" for p in
-                                inspect.signature(klass.__init__).parameters.values()
-                                if p.kind is p.KEYWORD_ONLY)
+            options = ", ".join(f"{p.name}={p.default!r}" for p in tasks.options_of(klass))
             data = f"  data: {klass.own_data}" if klass.own_data else ""
-            if options or data:
-                print(f"{'':<18} options: {options or 'none'}{data}")
+            print(f"{'':<18} options: {options or 'none'}{data}")
     elif what == "datasets":
         for name, help_ in DATASET_HELP.items():
             print(f"{name:<18} {help_}")

@@ -148,14 +148,19 @@ def task_class(name: str) -> type[Task]:
     return import_target(known[name])
 
 
+def options_of(klass: type[Task]) -> list[inspect.Parameter]:
+    """The keyword options a task class takes (its constructor's keyword-only parameters)."""
+    return [p for p in inspect.signature(klass.__init__).parameters.values()
+            if p.kind is p.KEYWORD_ONLY]
+
+
 def task_options(name: str, options: dict[str, Any] | None) -> Task:
     """Task ``name`` built with keyword ``options`` (``{"items": 500}``); an option the task
     does not take, or a value it refuses, is a :class:`~lmladder.api.ConfigError` naming the
     task and its options."""
     klass = task_class(name)
     options = dict(options or {})
-    accepted = [p for p in inspect.signature(klass.__init__).parameters.values()
-                if p.kind is p.KEYWORD_ONLY]
+    accepted = options_of(klass)
     unknown_keys = sorted(set(options) - {p.name for p in accepted})
     if unknown_keys:
         listed = ", ".join(f"{p.name} (default {p.default!r})" for p in accepted) or "none"
