@@ -98,10 +98,12 @@ def _citation(a: Anchor) -> dict:
             "comparable": a.comparable}
 
 
-def footnotes(anchors: list[Anchor]) -> list[dict]:
-    """The non-comparable anchors as footnotes: shown with their note, never ranked."""
+def footnotes(anchors: list[Anchor], shown: list[Anchor] = ()) -> list[dict]:
+    """The anchors not ``shown`` as rows (default: the non-comparable ones) as footnotes: shown
+    with their note, never ranked."""
+    shown = shown or [a for a in anchors if a.comparable]
     return [{"model": a.model, "metric": PATH_COLUMNS.get(a.metric, a.metric),
-             "value": f"{a.value:g}", "cite": _citation(a)} for a in anchors if not a.comparable]
+             "value": f"{a.value:g}", "cite": _citation(a)} for a in anchors if a not in shown]
 
 
 def _row_data(row: Row, cells: list[dict], sort: float | None) -> dict:
@@ -523,9 +525,12 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
     if not body:
         return None
     body += [b for base in TASK_BASELINES if (b := baseline_row(rows, name, shown, base))]
-    for a in anchors:
-        if not a.comparable:
-            continue
+    protocols = {t.scores.get("protocol") for row in rows for r in row.records
+                 if (t := r.tasks.get(name)) is not None}
+    # a figure stands beside the rows where comparable, one bound to a protocol (10-fold CV)
+    # only where a row ran that protocol; the others are footnotes
+    beside = [a for a in anchors if any(a.comparable_to(p) for p in protocols)]
+    for a in beside:
         metric = a.metric.split(".", 2)[2]
         cells = [{"text": f"{a.value:.4g}" if s.name == metric else "—",
                   "value": repr(a.value) if s.name == metric else ""} for s, _ in shown]
@@ -555,7 +560,8 @@ def task_table(rows: list[Row], name: str, specs: tuple[MetricSpec, ...],
                "value": "" if s.chance is None else repr(s.chance)} for s, _ in shown]
     ranked = [b["rank"] for b in body if b["rank"]["rank"] is not None]
     return {"heads": heads, "rows": body, "chance": chance, "count": count_key(rows, name),
-            "rank": first.name, "footnotes": footnotes(anchors),
+            "rank": first.name,
+            "footnotes": footnotes(anchors, beside),
             "intervals": any("[" in c["text"] for b in body for c in b["cells"]),
             "baselines": _explained(rows, name, body, below),
             "significance": {"ranked": len(ranked),

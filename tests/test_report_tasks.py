@@ -292,3 +292,27 @@ def test_baselines_are_tested_against_the_rows_and_a_tie_with_one_is_not_signifi
     assert ("below the constant output, not significantly; below the copy baseline<"
             in rows["KN3"])
     assert 'class="best"' in rows["KN5"] and 'class="best"' not in rows[copy]  # greyed
+
+
+def test_a_cross_validation_figure_stands_beside_cross_validated_rows_only():
+    """Wang & Manning's 77.9 is 10-fold CV: a literature row in an rt-polarity table that holds a
+    CV row, a footnote beside fixed-split rows only."""
+    from lmladder.reports.anchors import load_anchors
+
+    anchors = [a for a in load_anchors() if a.metric == "tasks.rt-polarity.accuracy"]
+    cv_figure = next(a for a in anchors if a.protocol == "10-fold CV")
+
+    def table(protocol: str) -> str:
+        r = accuracy_record("unigram", 156)
+        task = r["tasks"].pop("cloze")
+        task.update(protocol=protocol, metrics=[
+            {"name": "accuracy", "higher_is_better": True, "chance": 0.5}])
+        r["tasks"]["rt-polarity"] = task
+        html = render_html(recs([r]), anchors=anchors)
+        part = section(html, "task-scores")
+        return part[part.index("rt-polarity"):]
+
+    fixed, cv = table("fixed split"), table("10-fold CV")
+    literature_row = re.compile(r'<tr[^>]*literature[^>]*>.*?' + re.escape(cv_figure.model), re.S)
+    assert literature_row.search(cv) and not literature_row.search(fixed)
+    assert cv_figure.model in fixed  # still there, as a footnote
