@@ -32,6 +32,7 @@ ALPHA = 0.05  # two rows whose paired test gives p >= ALPHA are shown as tied
 KINDS = ("mean", "bleu", "chrf")
 
 
+@functools.lru_cache(maxsize=8)
 def bootstrap_counts(n: int, seed: int, resamples: int = RESAMPLES) -> np.ndarray:
     """How often each of ``n`` items is drawn in each bootstrap resample (``n`` draws with
     replacement, seeded): int64 of shape ``(resamples, n)``.
@@ -40,12 +41,15 @@ def bootstrap_counts(n: int, seed: int, resamples: int = RESAMPLES) -> np.ndarra
     true and false positives, an accuracy) is recomputed on resample ``b`` from
     ``counts[b] @ per_item``; scoring several systems with the same counts resamples the same
     items for each (a paired bootstrap).  The same ``n`` and ``seed`` give the same counts on
-    every machine."""
+    every machine; the last few are cached (read-only), as a report tests many pairs of rows on
+    the same items."""
     if n < 1:
         raise ValueError("a bootstrap needs at least one item")
     drawn = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     offsets = n * np.arange(resamples)[:, None]
-    return np.bincount((drawn + offsets).ravel(), minlength=resamples * n).reshape(resamples, n)
+    counts = np.bincount((drawn + offsets).ravel(), minlength=resamples * n)
+    counts.flags.writeable = False  # cached: every caller shares it
+    return counts.reshape(resamples, n)
 
 
 def percentile_interval(values) -> tuple[float, float]:
