@@ -116,6 +116,7 @@ def bootstrap_note(seed: int, over: str, resamples: int = BOOTSTRAP_RESAMPLES) -
 
 TASKS: dict[str, str] = {  # built-in task name -> "module:Class"
     "cloze": "lmladder.tasks.cloze:Cloze",
+    "minimal-pairs": "lmladder.tasks.minimal_pairs:MinimalPairs",
     "rt-polarity": "lmladder.tasks.sentiment:RtPolarity",
     "movie-reviews": "lmladder.tasks.sentiment:MovieReviews",
     "rt-polarity-finetune": "lmladder.tasks.finetune:RtPolarityFineTune",
