@@ -331,11 +331,12 @@ class NGramLM(LanguageModel):
         ``</s>`` (they become the vocabulary's boundary token) and True otherwise.  ``smoothing``
         is recorded in the config as a label only (an ARPA file does not say how it was made).
         ``aliases`` renames ARPA words to vocabulary tokens (``None`` drops the word); see
-        :func:`lmladder.baselines.arpa.read_arpa`.
+        :func:`lmladder.baselines.arpa.read_arpa`.  A model whose distributions do not sum to
+        one (a hand-made file, say) is read with a log warning; ``arpa:PATH`` refuses it.
         """
         if smoothing == "add-k":
             raise ValueError("an ARPA file is a backoff chain; it cannot be an add-k model")
-        tables, cross = read_arpa(path, vocab, aliases=aliases)
+        tables, cross = read_arpa(path, vocab, aliases=aliases, strict_sums=False)
         return cls.from_tables(tables, vocab, cross_boundary=cross, smoothing=smoothing)
 
     @classmethod
