@@ -66,3 +66,132 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ---- outputs that never overwrite inputs ------------------------------------------------------
+# Outputs that never overwrite inputs: the check every command makes before it writes a file the
+# user named (``report -o``, ``report --compare … -o``, ``export-arpa -o``).
+#
+# :func:`check_output` refuses, in one line naming the output, what it would overwrite and what
+# to do instead, an output that
+#
+# * is a folder, or exists and is not a regular file (a FIFO, a device such as ``/dev/null``);
+# * is named like a result record or a kept failed attempt (``LABEL__…__KEY.json``,
+#   ``LABEL__…__KEY.failed-STAMP.json``): a report there would be read as a record next time;
+# * lies inside a saved model folder (a folder holding ``model.json``), or is that folder;
+# * is an input of the same command: a file it reads (an ARPA file, a corpus file), a file inside a
+#   saved model folder it loads, or a file of a results folder it reads (a record, a kept attempt,
+#   anything under a ``*.model`` folder or a hidden folder such as ``.locks``, the
+#   ``time-to-ppl.json`` the report shows).
+#
+# Paths are compared resolved (symlinks followed, so a link to an input is the input) and, for files
+# that exist, by device and inode (so a hard link to an input is the input too).  Files beside an
+# input that the command does not read (``report.html``, ``compare.html`` in a results folder) may
+# be written.
+
+RESULTS_INPUTS = ("time-to-ppl.json",)  # files of a results folder besides records that are read
+
+
+class OutputError(ValueError):
+    """An output that would overwrite an input; the message is one line."""
+
+
+def _record_like(name: str) -> bool:
+    """Named like a record or a kept failed attempt: ``LABEL__…__KEY.json``,
+    ``LABEL__…__KEY.failed-STAMP.json`` (``KEY``: 16 hex digits)."""
+    if name.startswith(".") or not name.endswith(".json") or "__" not in name:
+        return False
+    tail = name.rsplit("__", 1)[1]
+    key, rest = tail[:16], tail[16:]
+    return len(key) == 16 and all(c in "0123456789abcdef" for c in key) and \
+        rest.startswith(".")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path.is_file() else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st else None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _model_folder(path: Path) -> Path | None:
+    """The saved model folder (holding ``model.json``) that folder ``path`` is or lies in."""
+    for folder in (path, *path.parents):
+        if (folder / "model.json").is_file():
+            return folder
+    return None
+
+
+def check_output(output: str | os.PathLike, *, files: list[tuple[str, Path]] | tuple = (),
+                 model_folders: list[Path] | tuple = (), results: list[Path] | tuple = (),
+                 flag: str = "-o", error: type[Exception] = OutputError,
+                 example: str = "report.html") -> Path:
+    """Refuse ``output`` if writing it could overwrite an input (module docstring); returns it.
+
+    ``files``: (what it is, path) of every file the command reads, e.g. ``("ARPA file", p)``;
+    ``model_folders``: saved model folders it loads; ``results``: results folders it reads.
+    Raises ``error`` (one line naming ``flag``, the output and the input it would overwrite);
+    ``example`` is the file name suggested where the output is a folder.
+    """
+    given = Path(output)
+    out = Path(os.path.abspath(given)).resolve()  # symlinks followed, also a dangling one's
+    say = f"{flag} {given}"
+    if out != given.absolute():
+        say += f" (resolves to {out})"
+    elsewhere = "write it to another file"
+
+    def refuse(what: str, instead: str = elsewhere) -> Exception:
+        return error(f"{say}: {what}; {instead}")
+
+    me = _file_identity(out)
+    for what, path in files:
+        path = Path(path)
+        if out == Path(os.path.abspath(path)).resolve() or (me and me == _file_identity(path)):
+            raise refuse(f"would overwrite {path}, the {what}, which this command reads")
+    for folder in model_folders:
+        folder = Path(os.path.abspath(folder)).resolve()
+        if _inside(out, folder) or (me and any(me == _file_identity(p) for p in folder.rglob("*"))):
+            raise refuse(f"would overwrite a file of the saved model folder {folder}, which "
+                         "this command reads",
+                         f"write it outside the folder, e.g. {folder.parent / example}")
+    if out.is_dir():
+        raise refuse("is a folder", f"give a file name, e.g. {given / example}")
+    if out.exists() and not out.is_file():
+        raise refuse("exists and is not a regular file (a FIFO, a device, ...)")
+    if _record_like(out.name) or _record_like(given.name):
+        raise refuse(("would overwrite a result record" if out.exists() else
+                      "is named like a result record (LABEL__...__KEY.json), which a report "
+                      "would read as one"), f"choose a name without __KEY.json, e.g. {example}")
+    if (folder := _model_folder(out.parent)) is not None:
+        raise refuse(f"lies inside the saved model folder {folder} (its files are the model)",
+                     "write it outside that folder")
+    for folder in results:
+        _check_results(out, me, Path(folder), refuse)
+    return given
+
+
+def _check_results(out: Path, me: tuple[int, int] | None, folder: Path, refuse) -> None:
+    """Refuse ``out`` where it is (or is a hard link to) a file that reading results ``folder``
+    reads: records and kept attempts, files under a ``*.model`` or hidden folder, the
+    time-to-ppl benchmark."""
+    root = Path(os.path.abspath(folder)).resolve()
+    if _inside(out, root):
+        parts = out.relative_to(root).parts
+        inner = [p for p in parts[:-1] if p.startswith(".") or p.endswith(".model")]
+        if inner or (parts and (parts[-1].startswith(".") or parts[-1] in RESULTS_INPUTS)):
+            what = f"lies in {inner[0]}/, lmladder's own files" if inner else \
+                f"would overwrite {parts[-1]}"
+            raise refuse(f"{what} of the results folder {folder}, which this command reads",
+                         f"write it elsewhere, e.g. {root / 'report.html'}")
+    if me is None or not root.is_dir():
+        return
+    for path in root.rglob("*.json"):
+        if (_record_like(path.name) or path.name in RESULTS_INPUTS) and \
+                me == _file_identity(path):
+            raise refuse(f"is a hard link to {path} of the results folder {folder}, which this "
+                         "command reads")

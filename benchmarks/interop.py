@@ -12,7 +12,9 @@ n-grams per order, as the file's header lists them, and the file's size.  What t
 and how ``<s>``, ``</s>`` and ``<unk>`` are written: :mod:`lmladder.baselines.arpa`.
 
 The harness names model families only through the registry, so "an n-gram model" here is any
-model with a ``to_arpa(path)`` method.
+model with a ``to_arpa(path)`` method.  ``arpa:PATH`` and ``saved:DIR`` (and folders saved from
+them) are refused with what to do instead: copy the ARPA file, or export the saved folder with
+``--model-dir``.  The output may not overwrite an input (:func:`lmladder.files.check_output`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from lmladder import registry
-from lmladder.api import CheckpointError, LanguageModel
-from lmladder.data import load_dataset
+from lmladder.api import CheckpointError, LanguageModel, read_checkpoint
+from lmladder.data import CORPORA, DataError, load_dataset, locate
+from lmladder.files import check_output
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover -- Python 3.10
     import tomli as tomllib
+
+
+ARPA, SAVED = "arpa:", "saved:"  # registry prefixes of models that are files already
 
 
 class ExportError(ValueError):
@@ -54,8 +60,20 @@ def add_export_arpa_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def export_arpa(args: argparse.Namespace) -> int:
-    """Handle ``lmladder export-arpa`` (see the module docstring); returns the exit code."""
-    model = _saved_model(Path(args.model_dir)) if args.model_dir else _fitted_model(args)
+    """Handle ``lmladder export-arpa`` (see the module docstring); returns the exit code.
+
+    The output is checked before anything is loaded or fitted: it may not overwrite the saved
+    model folder read, a corpus file, a result record or any file in a model folder
+    (:func:`lmladder.files.check_output`)."""
+    if args.model_dir:
+        check_output(args.output, model_folders=[Path(args.model_dir)], error=ExportError,
+                     example="model.arpa")
+        model = _saved_model(Path(args.model_dir))
+    else:
+        _not_exportable(args.model)
+        check_output(args.output, files=_corpus_files(args.dataset, args.data_dir),
+                     error=ExportError, example="model.arpa")
+        model = _fitted_model(args)
     try:
         path = model.to_arpa(args.output)
     except ValueError as err:  # e.g. add-k smoothing, or words with whitespace
@@ -74,6 +92,16 @@ def _saved_model(folder: Path) -> LanguageModel:
     except CheckpointError as err:
         raise ExportError(str(err)) from err
     if not hasattr(klass, "to_arpa"):
+        try:
+            source = str(read_checkpoint(folder)["config"].get("source"))
+        except (CheckpointError, AttributeError):
+            source = "?"
+        if registry.class_path(klass) == registry.entry(ARPA).target:
+            raise ExportError(f"{folder} holds a model read from the ARPA file {source}: that "
+                              f"file is the ARPA export already; copy it (cp {source} OUT.arpa)")
+        if registry.class_path(klass) == registry.entry(SAVED).target:
+            raise ExportError(f"{folder} refers to the saved model folder {source}; export that "
+                              f"one: lmladder export-arpa --model-dir {source} -o OUT.arpa")
         raise ExportError(f"{folder} holds {registry.class_path(klass)} (family {klass.family}), "
                           "not an n-gram model; export-arpa needs a folder saved from an n-gram "
                           "model (kn5, ngram, ...)")
@@ -81,6 +109,37 @@ def _saved_model(folder: Path) -> LanguageModel:
         return klass.load(folder)
     except CheckpointError as err:
         raise ExportError(str(err)) from err
+
+
+def _not_exportable(name: str) -> None:
+    """Refuse ``arpa:PATH`` and ``saved:DIR``, saying what to do instead."""
+    source = name.split(":", 1)[1] if ":" in name else ""
+    if name.startswith(ARPA) and source:
+        raise ExportError(f"--model {name}: {source} is an ARPA file already; copy it "
+                          f"(cp {source} OUT.arpa) rather than export it")
+    if name.startswith(SAVED) and source:
+        raise ExportError(f"--model {name}: export a saved folder with --model-dir {source} "
+                          "(it must hold an n-gram model)")
+
+
+def _corpus_files(dataset: str | None, data_dir: str | None) -> list[tuple[str, Path]]:
+    """The files dataset ``dataset`` is read from, where they can be found without fetching."""
+    if not dataset:
+        return []
+    for prefix in ("text:", "chars:"):
+        if dataset.startswith(prefix):
+            path = Path(dataset[len(prefix):]).expanduser()
+            paths = [path / f"{s}.txt" for s in ("train", "valid", "test")] \
+                if path.is_dir() else [path]
+            return [(f"corpus file of --dataset {dataset}", p) for p in paths]
+    if dataset not in CORPORA:
+        return []
+    try:
+        root = locate(dataset, data_dir, download=False)
+    except (DataError, OSError, ValueError):
+        return []  # loading it says what is missing
+    return [(f"corpus file of --dataset {dataset}", root / f.path)
+            for f in CORPORA[dataset].files.values()]
 
 
 def _fitted_model(args: argparse.Namespace) -> LanguageModel:

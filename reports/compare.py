@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmladder.files import atomic_write
+from lmladder.files import atomic_write, check_output
 from lmladder.numbers import finite
 from lmladder.record import Record, TaskResult
 from lmladder.reports.jinja import environment
@@ -482,6 +482,7 @@ def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
     if output.is_dir():
         raise ReportError(f"{output}: is a folder; give a file name for the comparison, "
                           f"e.g. {output / 'compare.html'}")
+    check_output(output, results=[Path(run_a), Path(run_b)], error=ReportError)
     try:
         limits = thresholds_with(thresholds)
     except ValueError as err:

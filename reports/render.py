@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from lmladder.files import atomic_write
+from lmladder.files import atomic_write, check_output
 from lmladder.record import Record
 from lmladder.reports.anchors import Anchor, distance, load_anchors
 from lmladder.reports.efficiency import base_identity, compression, variant_groups
@@ -120,12 +120,17 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
     file) and is created with the permissions of any new file (``0666 & ~umask``).  Files that
     are not valid records are listed on the page, never ranked.  Raises :class:`ReportError`
     when ``output`` is a folder, :class:`FileNotFoundError` when ``results_dir`` holds no
-    readable record.
+    readable record, and refuses an output (or an export beside it) that would overwrite an input
+    (:func:`lmladder.files.check_output`).
     """
     output = Path(output)
     if output.is_dir():
         raise ReportError(f"{output}: is a folder; give a file name for the report, "
                           f"e.g. {output / 'report.html'}")
+    check_output(output, results=[Path(results_dir)], error=ReportError)
+    for name in EXPORTS:  # written beside the page: they must not overwrite an input either
+        check_output(output.parent / name, results=[Path(results_dir)],
+                     flag=f"-o {output}: the export", error=ReportError)
     scan = scan_records(results_dir)
     if not scan.records:
         why = f"; {len(scan.unreadable)} could not be read: {scan.unreadable[0]}" \
