@@ -367,7 +367,7 @@ def _run(args) -> int:
 
         out = render_report(results, results / "report.html")
         print(f"report: {out.resolve()}")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.kept else 0  # kept: a forced rerun came to nothing
 
 
 def _cell_name(cell: Cell | CellPlan) -> str:
@@ -419,10 +419,15 @@ def _task(args) -> int:
     budget = build_config(Budget, {k: v for k, v in (("tokens", args.tokens),
                           ("steps", args.steps), ("seconds", args.seconds)) if v is not None},
                           where="budget")
-    result = tasks.run_task(args.task, args.model, dataset=args.dataset, data_dir=args.data_dir,
-                            budget=budget, seed=args.seed,
-                            overrides=_assignments(args.set, "--set"),
-                            options=_assignments(args.option, "--option"))
+    try:
+        result = tasks.run_task(args.task, args.model, dataset=args.dataset,
+                                data_dir=args.data_dir, budget=budget, seed=args.seed,
+                                overrides=_assignments(args.set, "--set"),
+                                options=_assignments(args.option, "--option"))
+    except ValueError as err:  # a task refusing this model or corpus: too few words, ...
+        if isinstance(err, DataError):
+            raise
+        raise ConfigError(f"task {args.task}: {str(err).removeprefix(f'{args.task}: ')}") from err
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
         return 0
@@ -574,19 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `lmladder list models | head`: the reader has gone
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail
         return 0
-    except (
-        MatrixError,
-        ResultsError,
-        ExecutorError,
-        interop.ExportError,
-        _report_error(),
-        ConfigError,
-        DataError,
-        RecordError,
-        registry.UnknownNameError,
-        registry.ModelImportError,
-        OSError,
-    ) as err:
+    except (MatrixError, ResultsError, ExecutorError, interop.ExportError, _report_error(),
+            ConfigError, DataError, RecordError, registry.UnknownNameError,
+            registry.ModelImportError, OSError) as err:
         print(f"lmladder: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -609,9 +604,8 @@ def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return f"{err.filename}: {err.strerror}"
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    if isinstance(err, DataNotFoundError):  # says what to put where, a line per file
-        return text
-    return text.replace("\n", "; ")
+    # DataNotFoundError says what to put where, a line per file
+    return text if isinstance(err, DataNotFoundError) else text.replace("\n", "; ")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import urllib.error
 import urllib.request
 import zipfile
@@ -396,8 +397,53 @@ def _ratio_split(lines: list[str], path: Path) -> dict[str, list[str]]:
     return {"train": lines[:a], "valid": lines[a:b], "test": lines[b:]}
 
 
+def _corpus_files(spec: str) -> list[Path]:
+    """The files of a user corpus ``PATH`` (``text:PATH``/``chars:PATH``): the file, or a
+    folder's train/valid/test.txt."""
+    path = Path(spec).expanduser()
+    return [path / f"{s}.txt" for s in SPLITS] if path.is_dir() else [path]
+
+
+def corpus_sha256(name: str) -> str | None:
+    """SHA-256 over the content of a user corpus's files (``text:PATH``, ``chars:PATH``), which
+    keys its cells: an edited corpus is a new cell.  ``None`` for named corpora (their files are
+    checked against fixed SHA-256s) and for files that are missing or not regular files (loading
+    them says why)."""
+    prefix = next((p for p in ("text:", "chars:") if name.startswith(p)), None)
+    if prefix is None or not name[len(prefix):]:
+        return None
+    h = hashlib.sha256()
+    for path in _corpus_files(name[len(prefix):]):
+        try:
+            st = path.stat()
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        h.update(f"{path.name}:{_content_sha256(path, st.st_size, st.st_mtime_ns)}\n".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _content_sha256(path: Path, _size: int, _mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` exists but is no regular file or folder (a FIFO, a device), else None."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "not a regular file"
+
+
 def _user_corpus(spec: str, level: str) -> Dataset:
     path = Path(spec).expanduser()
+    for f in [path] + [path / f"{s}.txt" for s in SPLITS] * path.is_dir():
+        if _not_regular(f):  # a FIFO would block the reader; a device never ends
+            raise DataError(f"{f}: {_not_regular(f)} (a FIFO or device); give a text file "
+                            f"(from dataset '{level_prefix(level)}{spec}')")
     if path.is_dir():
         missing = [s for s in SPLITS if not (path / f"{s}.txt").is_file()]
         if missing:
@@ -411,15 +457,21 @@ def _user_corpus(spec: str, level: str) -> Dataset:
         lines = _ratio_split(read_lines(path), path)
         how = "one file split 80/10/10 by lines"
     else:
-        raise DataError(f"{path}: no such file or folder (from dataset 'text:{spec}')")
-    source = {"path": str(path.resolve()), "layout": how}
-    name = f"{'text' if level == 'word' else 'chars'}:{spec}"
+        raise DataError(f"{path}: no such file or folder (from dataset "
+                        f"'{level_prefix(level)}{spec}')")
+    source = {"path": str(path.resolve()), "layout": how,
+              "sha256": corpus_sha256(f"{level_prefix(level)}{spec}")}
+    name = f"{level_prefix(level)}{spec}"
     if level == "word":
         return words_dataset(
             name, f"user corpus {path.name} ({how})", lines, min_count=2, source=source
         )
     texts = {s: "\n".join(v) + "\n" for s, v in lines.items()}
     return chars_dataset(name, f"user corpus {path.name}, characters ({how})", texts, source=source)
+
+
+def level_prefix(level: str) -> str:
+    return "text:" if level == "word" else "chars:"
 
 
 def _synthetic(_data_dir) -> Dataset:
@@ -445,7 +497,8 @@ DATASET_HELP = {
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(name: str, data_dir: str | None, _env: str | None) -> Dataset:
+def _load_cached(name: str, data_dir: str | None, _env: str | None, _content: str | None
+                 ) -> Dataset:
     if name.startswith("text:"):
         return _user_corpus(name[5:], "word")
     if name.startswith("chars:"):
@@ -457,7 +510,9 @@ def _load_cached(name: str, data_dir: str | None, _env: str | None) -> Dataset:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Load dataset ``name`` (see :data:`DATASET_HELP`), cached per process."""
-    key = (name, None if data_dir is None else str(data_dir), os.environ.get("LMLADDER_DATA"))
+    # a user corpus edited since it was cached is read again (its content hash is in the key)
+    key = (name, None if data_dir is None else str(data_dir), os.environ.get("LMLADDER_DATA"),
+           corpus_sha256(name))
     if key in _MISSING:  # one failed download per process, not one per matrix cell
         raise _MISSING[key]
     try:

@@ -156,8 +156,42 @@ def _child_main(conn, work, args, memory_limit_mib, parent: int) -> None:
 
 
 def memory_error_message(limit_mib: int | None) -> str:
-    where = f"the cell's memory limit of {limit_mib} MiB" if limit_mib else "the machine's memory"
-    return f"ran out of memory (MemoryError): the cell needs more than {where}"
+    if limit_mib:
+        return out_of_memory_message("MemoryError", limit_mib)
+    return "ran out of memory (MemoryError): the cell needs more than the machine's memory"
+
+
+# How running out of address space under RLIMIT_AS shows, besides MemoryError: native libraries
+# that cannot map their code or allocate (oneDNN, OpenMP, numba's llvmlite, C++ bad_alloc), and
+# threads that cannot get a stack.
+MEMORY_SIGNS = (
+    "out of memory", "allocate memory", "bad_alloc", "failed to allocate", "could not allocate",
+    "unable to allocate", "can't allocate", "could not create a primitive", "shared object",
+    "failed to map segment", "mmap", "can't start new thread", "pthread_create", "errno 12",
+    "memoryerror",
+)
+KILLED_BY_LIMIT = ("SIGKILL", "SIGABRT", "SIGSEGV", "SIGBUS")
+
+
+def out_of_memory_message(reason: str, limit_mib: int) -> str:
+    """The one line of a cell that ran out of its address space; ``reason`` is what it died of."""
+    return (f"ran out of memory under --memory-limit {limit_mib} MiB ({reason}); raise it "
+            "(--memory-limit MIB, or memory_limit_mib in the matrix)")
+
+
+def memory_limit_explains(kind: str, message: str, limit_mib: int | None) -> str | None:
+    """The out-of-memory line for a cell that failed with ``kind: message`` under a memory limit
+    of ``limit_mib`` MiB, where the failure looks like the limit's doing (a MemoryError, a native
+    library unable to allocate or map memory, a death by SIGKILL/SIGABRT/SIGSEGV); else None."""
+    if not limit_mib or "ran out of memory under --memory-limit" in message:
+        return None
+    first = (message.strip().splitlines() or [""])[0]
+    first = first if len(first) <= 120 else first[:119] + "…"
+    text = f"{kind} {first}".lower()
+    killed = kind == "Killed" and any(name in first for name in KILLED_BY_LIMIT)
+    if kind == "MemoryError" or killed or any(sign in text for sign in MEMORY_SIGNS):
+        return out_of_memory_message(f"{kind}: {first}" if first else kind, limit_mib)
+    return None
 
 
 class CellLock:

@@ -72,9 +72,13 @@ try:
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
 except ImportError as err:  # the optional extra
-    raise ImportError(
-        "lmladder.lmeval needs lm-evaluation-harness: pip install 'lmladder[lm-eval]'"
-    ) from err
+    _NEEDS = "lmladder.lmeval needs lm-evaluation-harness: pip install 'lmladder[lm-eval]'"
+    if __name__ == "__main__":  # python -m lmladder.lmeval [--help]: one line, no traceback
+        import sys
+
+        sys.stderr.write(f"python -m lmladder.lmeval: error: {_NEEDS}\n")
+        sys.exit(2)
+    raise ImportError(_NEEDS) from err
 
 log = logging.getLogger(__name__)
 

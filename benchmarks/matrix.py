@@ -54,6 +54,7 @@ from lmladder import registry
 from lmladder.api import Budget, ConfigError, ContextPolicy, build_config
 from lmladder.corpus import SPLITS
 from lmladder.data import DATASETS
+from lmladder.results import confusable, irregular
 
 try:
     import tomllib
@@ -158,7 +159,8 @@ def _check_limits(threads, time_limit, memory_limit_mib) -> None:
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     if memory_limit_mib is not None and not 64 <= memory_limit_mib <= 2**40:
-        raise ValueError(f"memory_limit_mib must be at least 64, got {memory_limit_mib}")
+        raise ValueError(f"memory_limit_mib must be from 64 to {2**40} (MiB), got "
+                         f"{memory_limit_mib}")
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def resolve_matrix(name_or_path: str) -> Path:
         raise MatrixError(f"{path}: is a folder; give a matrix file (.toml) or a matrix name")
     if path.is_file():
         return path
+    if irregular(path):
+        raise MatrixError(f"{path}: {irregular(path)}; give a matrix file (.toml)")
     candidate = MATRIX_DIR / (
         name_or_path if name_or_path.endswith(".toml") else f"{name_or_path}.toml"
     )
@@ -278,6 +282,8 @@ def _read_toml(path: Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise MatrixError(f"{path}: malformed TOML: {err}") from None
+    except RecursionError:
+        raise MatrixError(f"{path}: malformed TOML: arrays or tables nested too deeply") from None
 
 
 def _table(raw: dict, key: str, path: Path) -> dict:
@@ -360,6 +366,11 @@ def load_matrix(name_or_path: str) -> Matrix:
                 f"{where}: label {label!r} is also models[{seen_labels[label]}]'s; give each "
                 "model its own label"
             )
+        for other, j in seen_labels.items():
+            if confusable(label, other):
+                raise MatrixError(
+                    f"{where}: label {label!r} looks like models[{j}]'s {other!r} (characters "
+                    f"that look alike: {ascii(label)} vs {ascii(other)}); rename one")
         seen_labels[label] = i
         same = repr((m.name, sorted(merged.items()), sorted(m.budget.items()), m.datasets,
                      m.threads, m.fractions))
@@ -388,6 +399,10 @@ def _check_dataset(path: Path, ds: str) -> None:
                 raise MatrixError(
                     f"{path}: [matrix] datasets: {ds!r}: no such file or folder {str(target)!r}"
                 )
+            for split in [target] + [target / f"{s}.txt" for s in SPLITS] * target.is_dir():
+                if irregular(split):
+                    raise MatrixError(f"{path}: [matrix] datasets: {ds!r}: {split} is "
+                                      f"{irregular(split)}; give a text file or folder")
             missing = [f"{s}.txt" for s in SPLITS if not (target / f"{s}.txt").is_file()]
             if target.is_dir() and missing:
                 raise MatrixError(

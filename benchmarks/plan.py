@@ -14,7 +14,11 @@ resolves anything again::
     device "auto"|... ───┘                       └─▶ plan.key, plan.limits, plan.resources
 
 The key hashes what determines the cell's numbers (its recorded ``cell`` section less label and
-matrix name) with the code version, so a renamed label or matrix finds its finished cells.
+matrix name) with the code version, so a renamed label or matrix finds its finished cells.  For
+a user corpus (``text:PATH``, ``chars:PATH``) the key also hashes the corpus files' content
+(:func:`lmladder.data.corpus_sha256`, recorded as ``dataset.source.sha256``): an edited corpus
+is a new cell, never "already done".  Named corpora are checked against fixed SHA-256s anyway,
+so their keys (and those of shipped reference records) are unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 
 from lmladder import registry
 from lmladder._version import __version__
-from lmladder.api import Budget, build_config
+from lmladder.api import Budget, ConfigError, build_config
+from lmladder.data import corpus_sha256
 from lmladder.devices import resolve_device
 from lmladder.matrix import Cell, Matrix, Resources, ScoringSection, _check_limits
 from lmladder.record import CellSection
@@ -62,10 +67,15 @@ class Limits:
     max_seconds: float | None = None  # caps every cell's training time (its budget's ``seconds``)
 
     def __post_init__(self) -> None:
-        _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
-        s = self.max_seconds
-        if s is not None and not (math.isfinite(s) and s > 0):
-            raise ValueError(f"max_seconds must be a positive number of seconds, got {s}")
+        try:
+            _check_limits(self.threads, self.time_limit, self.memory_limit_mib)
+            s = self.max_seconds
+            if s is not None and not (math.isfinite(s) and s > 0):
+                raise ValueError(f"max_seconds must be a positive number of seconds, got {s}")
+        except ValueError as err:  # named as the command line spells it (--memory-limit, ...)
+            key = str(err).split()[0]
+            flag = {"memory_limit_mib": "memory-limit"}.get(key, key.replace("_", "-"))
+            raise ConfigError(f"{key} (--{flag}) {str(err).removeprefix(key).strip()}") from None
 
 
 @dataclass(frozen=True)
@@ -169,6 +179,9 @@ def plan_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits(), *,
              "seed": cell.seed, "device": device, "budget": budget_json(budget),
              "scoring": dataclasses.asdict(matrix.scoring), "threads": threads,
              "fraction": cell.fraction, "tasks": list(tasks)}
+    content = corpus_sha256(cell.dataset)
+    if content is not None:  # a user corpus edited after a run is a new cell, not "done"
+        keyed["dataset_sha256"] = content
     code = {"lmladder": __version__, "model_revision": klass.revision, "results_api": KEY_SCHEMA}
     return CellPlan(
         matrix=matrix.name, cell=cell, config=config, build_config=build, device=device,

@@ -16,8 +16,10 @@ import json
 import os
 import platform
 import re
+import stat
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -33,6 +35,43 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PACKAGES = ("numpy", "torch", "transformers", "nltk", "hmmlearn", "pandas", "matplotlib")
+
+
+def irregular(path: str | os.PathLike) -> str | None:
+    """Why ``path`` exists but is neither a regular file nor a folder (a FIFO, a device, a
+    socket): a reason to refuse it before anything opens it (opening a FIFO blocks), or
+    ``None`` where it is a file, a folder or absent."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+            or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+    return f"not a regular file ({kind})"
+
+
+# Letters of other scripts that look like Latin ones (Unicode's confusables, the common part).
+_LOOKALIKES = str.maketrans(
+    "АВЕКМНОРСТУХІЈЅԁԛԝΑΒΕΖΗΙΚΜΝΟΡΤΥΧаеорсухіјѕһӏαικνορτυχϲϳıℓ",
+    "ABEKMHOPCTYXIJSdqwABEZHIKMNOPTYXaeopcyxijshlaikvoptuxcjil",
+)
+
+
+def label_skeleton(label: str) -> str:
+    """What a label looks like: NFKC-normalised, case-folded, format characters (zero-width
+    spaces, joiners) dropped and look-alike letters of other scripts (Cyrillic 'а', Greek 'Κ')
+    mapped to the Latin ones."""
+    text = unicodedata.normalize("NFKC", label)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return text.translate(_LOOKALIKES).casefold().translate(_LOOKALIKES)
+
+
+def confusable(a: str, b: str) -> bool:
+    """Whether two different labels, one of them not plain ASCII, look the same (see
+    :func:`label_skeleton`): a report would show two rows a reader cannot tell apart."""
+    return a != b and not (a.isascii() and b.isascii()) and label_skeleton(a) == label_skeleton(b)
 
 
 def cell_key(cell: dict, code_version: dict) -> str:
@@ -55,8 +94,13 @@ def record_path(results_dir: Path, cell: CellSection, key: str) -> Path:
 
 def write_record(path: Path, record: Record) -> None:
     """Write ``record`` to ``path`` atomically: an interrupted run never leaves half a file."""
-    atomic_write(path, json.dumps(record.to_json(), indent=1, ensure_ascii=False,
-                                  default=json_default))
+    text = json.dumps(record.to_json(), indent=1, ensure_ascii=False, default=json_default)
+    try:
+        atomic_write(path, text)
+    except OSError as err:  # a full disk (ENOSPC) or quota names the record being written
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, f"{err.strerror or err} (writing the record)", str(path)) from None
 
 
 def json_default(obj):
@@ -81,6 +125,8 @@ def read_record(path: Path) -> Record:
     :class:`RecordError` names the file and what is wrong with it (unreadable, not UTF-8, not
     JSON, not a record, a schema version this lmladder does not know, a field a report could
     not trust)."""
+    if irregular(path):  # a FIFO would block the reader forever
+        raise RecordError(f"{path}: {irregular(path)}, not a result record")
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as err:
@@ -102,7 +148,16 @@ def parse_record(data: Any, where: str | Path = "<record>") -> Record:
     (:func:`lmladder.migrate.migrate`) and checked (:meth:`Record.from_json`)."""
     if not isinstance(data, dict):
         raise RecordError(f"{where}: a JSON {type(data).__name__}, not a result record")
-    return Record.from_json(migrate(data, where), where)
+    record = Record.from_json(migrate(data, where), where)
+    for section in ("metrics", "oracle"):
+        for split, values in (getattr(record, section) or {}).items():
+            ppl = values.get("ppl") if isinstance(values, dict) else None
+            if ppl is not None and not (isinstance(ppl, (int, float)) and ppl >= 1 - 1e-9):
+                # a perplexity is exp(mean -ln p) >= 1: anything less is a broken record, and
+                # would top every ranking
+                raise RecordError(f"{where}: {section}.{split}.ppl is {ppl!r}; a perplexity is a "
+                                  "finite number >= 1 (the record is left out)")
+    return record
 
 
 @dataclass
@@ -121,17 +176,48 @@ def scan_records(results_dir: str | Path) -> Scan:
     if not results_dir.is_dir():
         what = "is a file, not a results folder" if results_dir.exists() else "no such folder"
         raise FileNotFoundError(f"{results_dir}: {what}")
-    scan, records = Scan(), []
+    scan, records, paths = Scan(), [], {}
     for path in sorted(results_dir.rglob("*.json")):
-        if not is_record_name(path) or not path.is_file():
+        if not is_record_name(path):
+            continue
+        if not path.is_file():  # a FIFO or device named like a record: never opened
+            if irregular(path):
+                scan.unreadable.append(f"{path}: {irregular(path)}, not a result record")
             continue
         try:
             records.append(read_record(path))
+            paths[id(records[-1])] = path
         except RecordError as err:
             scan.unreadable.append(str(err))
+    records = _without_lookalike_labels(records, paths, scan)
     scan.records = sorted(newest_per(records, lambda r: r.key),
                           key=lambda r: (r.cell.label, r.cell.dataset, r.cell.seed, r.key))
     return scan
+
+
+def _without_lookalike_labels(records: list[Record], paths: dict, scan: Scan) -> list[Record]:
+    """Leave out, with a line in ``scan.unreadable``, the records whose label only looks like
+    another record's (:func:`confusable`: 'КN5' in Cyrillic beside 'KN5'); labels are shown
+    as given, so a report would hold two rows a reader takes for one.  The label the most
+    records carry (then the plain-ASCII one) stays."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    by_skeleton: dict[str, list[str]] = {}
+    for label in sorted(counts, key=lambda x: (-counts[x], not x.isascii(), x)):
+        by_skeleton.setdefault(label_skeleton(label), []).append(label)
+    kept_label = {label: group[0] for group in by_skeleton.values() for label in group}
+    out = []
+    for r in records:
+        first = kept_label[r.label]
+        if first != r.label and confusable(r.label, first):
+            scan.unreadable.append(
+                f"{paths[id(r)]}: label {r.label!r} looks like the label {first!r} of other "
+                f"records (characters that look alike: {ascii(r.label)}); rename it (the record "
+                "is left out)")
+        else:
+            out.append(r)
+    return out
 
 
 def newest_per(records: Iterable[Record], key: Callable[[Record], object]) -> list[Record]:

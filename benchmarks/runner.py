@@ -25,6 +25,7 @@ partial model folder of a killed run goes at the next run, once no run holds its
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import shutil
@@ -184,6 +185,26 @@ def _compute_here(runner, claim, data_dir, on_cell_start, fit_callback_factory) 
     runner.finish(claim, record)
 
 
+def _say_out_of_memory(record: Record, limit_mib: int | None) -> Record:
+    """``record`` with the error of a cell (or task) that died of its memory limit saying so
+    (:func:`lmladder.isolate.memory_limit_explains`), whatever the library that hit it said."""
+    if not limit_mib:
+        return record
+    if record.error is not None and record.status == "failed":
+        line = isolate.memory_limit_explains(record.error.type, record.error.message, limit_mib)
+        if line is not None:
+            record = record.replace(error=dataclasses.replace(record.error, message=line))
+    tasks = dict(record.tasks)
+    for name, result in tasks.items():
+        if result.status == "failed" and result.error is not None:
+            line = isolate.memory_limit_explains(result.error.type, result.error.message,
+                                                 limit_mib)
+            if line is not None:
+                tasks[name] = dataclasses.replace(
+                    result, error=dataclasses.replace(result.error, message=line))
+    return record.replace(tasks=tasks) if tasks != dict(record.tasks) else record
+
+
 DONE = "done"  # Runner.claim: the cell has an ok record (or another run just wrote one)
 BUSY = "busy"  # Runner.claim: another run holds the cell's lock
 
@@ -243,6 +264,7 @@ class Runner:
         replace), release its lock and count it in the summary."""
         plan, path = claim.plan, claim.path
         what = plan.describe()
+        record = _say_out_of_memory(record, plan.limits.memory_limit_mib)
         try:
             if claim.latest is not None and claim.latest.ok and not record.ok:
                 stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

@@ -103,11 +103,14 @@ def _quiet_loading() -> Iterator[None]:
 
     tf_was_on = hf_logging.is_progress_bar_enabled()
     hub_was_off = are_progress_bars_disabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     disable_progress_bars()
+    hf_logging.set_verbosity_error()  # its load report: the missing keys are refused below
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if tf_was_on:
             hf_logging.enable_progress_bar()
         if not hub_was_off:
@@ -209,11 +212,12 @@ _HUB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)
 def check_source(source: str) -> None:
     """Refuse, before ``transformers`` is imported, a ``source`` that can be neither an existing
     local folder nor a hub id (``name`` or ``owner/name``): a path that does not exist, or names
-    a file, is a ValueError naming it."""
+    a file, is a ValueError naming it, and so is a folder without a tokenizer."""
     if not source.strip():
         raise ValueError("source must name a hub id or a local folder, got ''")
     path = Path(source).expanduser()
     if path.is_dir():
+        check_tokenizer_files(source)
         return
     if path.exists():
         raise ValueError(f"source {source!r} is a file; give the folder written by "
@@ -222,6 +226,42 @@ def check_source(source: str) -> None:
     if pathlike or not _HUB_ID.fullmatch(source):
         raise ValueError(f"source {source!r}: no such local folder (and not a hub id such as "
                          "'gpt2' or 'owner/name')")
+
+
+# what AutoTokenizer reads: tokenizer.json, or what a slow tokenizer is converted from
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+NEEDS = "tokenizer.json (or vocab.json + merges.txt, or a SentencePiece tokenizer.model)"
+PADDED_ROWS = 0.02  # embeddings padded to a round size (Phi-2: 50,295 tokens, 51,200 rows)
+
+
+def check_tokenizer_files(source: str) -> None:
+    """Refuse a local folder without a tokenizer (``transformers`` would make an empty one that
+    maps all text to one token: perplexity 1.00, the top of every table)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"hf:{source}: the folder has no tokenizer; it needs {NEEDS} beside "
+                         "config.json and the weights, as save_pretrained writes them")
+
+
+def check_loaded(source: str, model: Any, info: Mapping[str, Any], tokens: int) -> None:
+    """Refuse weights that do not fit the config (``transformers`` fills missing layers with
+    random numbers: a config whose ``model_type`` does not match its weights), and a tokenizer
+    whose ``tokens`` do not cover the embedding rows (beyond padding): another model's."""
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            problems.append(f"{len(names)} {key.replace('_', ' ')}: {', '.join(names[:3])}{more}")
+    if problems:
+        raise ValueError(f"hf:{source}: the weights do not fit its config (model_type "
+                         f"{getattr(model.config, 'model_type', '?')!r}; missing ones would be "
+                         f"random): {'; '.join(problems)}; check config.json")
+    rows = model.get_input_embeddings().num_embeddings
+    if tokens > rows or rows - tokens > PADDED_ROWS * rows:
+        raise ValueError(f"hf:{source}: the tokenizer has {tokens} tokens but the model {rows} "
+                         f"embedding rows; give the tokenizer of this model ({NEEDS})")
 
 
 class HFPretrainedLM(LanguageModel):
@@ -244,17 +284,20 @@ class HFPretrainedLM(LanguageModel):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_source(self.cfg.source)  # the folder may have gone since the config was built
+        check_tokenizer_files(self.cfg.source)
         try:
             with _quiet_loading():
                 tokenizer = AutoTokenizer.from_pretrained(self.cfg.source,
                                                           trust_remote_code=False)
-                model = AutoModelForCausalLM.from_pretrained(
-                    self.cfg.source, dtype=getattr(torch, self.cfg.dtype), trust_remote_code=False
+                model, info = AutoModelForCausalLM.from_pretrained(
+                    self.cfg.source, dtype=getattr(torch, self.cfg.dtype), trust_remote_code=False,
+                    output_loading_info=True,
                 )
         except (OSError, ValueError) as err:
             first = next((line for line in str(err).splitlines() if line.strip()), "")
             raise ValueError(f"hf:{self.cfg.source}: cannot load a pretrained causal LM from it "
                              f"({first.strip() or type(err).__name__})") from err
+        check_loaded(self.cfg.source, model, info, len(tokenizer))
         if not tokenizer.is_fast:
             raise ValueError(
                 f"{self.cfg.source}: the tokenizer has no fast (Rust) version; character offsets "

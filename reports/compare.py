@@ -467,6 +467,14 @@ def compare_html(a: Folder, b: Folder, thresholds: Mapping[str, float] | None = 
     )
 
 
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are one folder (the same path, or links/``..`` resolving to it)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:
+        return False
+
+
 def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
                    thresholds: Mapping[str, float] | None = None) -> Path:
     """Write the side-by-side page of the result folders ``run_a`` and ``run_b`` to ``output``.
@@ -475,8 +483,8 @@ def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
     ``memory``: relative tolerances, e.g. 0.001 = 0.1%; ``z``: multiple of the standard error of
     the difference used where both sides have >= 2 seeds).  The HTML file is self-contained (no
     network resource) and written atomically; returns its path.  Raises :class:`ReportError`
-    (one line, naming the path) for a missing folder, a folder without readable records, an
-    unknown threshold or an output that cannot be written.
+    (one line, naming the path) for a missing folder, a folder without readable records, two
+    paths of one folder, an unknown threshold or an output that cannot be written.
     """
     output = Path(output)
     if output.is_dir():
@@ -487,6 +495,9 @@ def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
         limits = thresholds_with(thresholds)
     except ValueError as err:
         raise ReportError(str(err)) from None
+    if _same_folder(run_a, run_b):
+        raise ReportError(f"--compare {run_a} {run_b}: both name the same results folder "
+                          f"({Path(run_a).resolve()}); compare two different runs")
     page = compare_html(read_folder(run_a), read_folder(run_b), limits)
     try:
         atomic_write(output, page)
