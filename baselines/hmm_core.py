@@ -48,6 +48,7 @@ from lmladder.api import (
     require,
 )
 from lmladder.baselines import hmm_kernel
+from lmladder.checkpoint import config_mismatch
 
 # --------------------------------------------------------------------------------------------
 # Sentences and packed layout
@@ -278,6 +279,10 @@ class HMMBase(LanguageModel):
         """Restore pi (K,), A (K, K), B (K, V) with K = ``cfg.states`` and V the vocabulary size;
         arrays of other shapes, or rows that are not distributions, are refused."""
         k, v = self.cfg.states, len(self.vocab_)
+        for name, want in (("emissionprob", (k, v)), ("transmat", (k, k)), ("startprob", (k,))):
+            got = np.shape(arrays[name]) if name in arrays else want
+            if len(got) == len(want) and got != want:  # the config's states, named
+                raise ValueError(config_mismatch(name, got, want, self.config(), v))
         pi = check_state_array(arrays, "startprob", (k,))
         a = check_state_array(arrays, "transmat", (k, k))
         b = check_state_array(arrays, "emissionprob", (k, v))

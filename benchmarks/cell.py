@@ -43,6 +43,7 @@ import numpy as np
 from lmladder import isolate, registry, timing
 from lmladder.api import Progress, supports_pseudo_logprobs
 from lmladder.data import DataError, DataNotFoundError, load_dataset
+from lmladder.files import refuse_link
 from lmladder.matrix import tasks_module
 from lmladder.plan import CellPlan
 from lmladder.protocol_example import worked_example
@@ -351,6 +352,8 @@ def _publish(partial: Path, folder: Path) -> None:
     """Rename the finished ``partial`` folder to ``folder``, replacing an older model (a forced
     rerun); readers see the old folder or the new one, never half of one."""
     old = partial.with_name(partial.name + ".old")
+    for path in (partial, folder, old):  # a planted link is refused, never moved or emptied
+        refuse_link(path)
     if folder.exists():
         os.replace(folder, _fresh(old))
     os.replace(partial, folder)

@@ -16,13 +16,26 @@ One folder per model, no pickles::
 Each file is written aside and renamed into place, ``model.json`` last, so a folder with a
 ``model.json`` has the state it describes.  Every reader here refuses a damaged folder with a
 :class:`CheckpointError` whose message names the file and what is wrong.
-This module imports nothing of lmladder but :mod:`lmladder.vocab`.
+
+Files that lie: ``model.json`` and ``state.npz`` are read only as regular files, never through a
+symbolic link (``save`` writes none; a planted one could point anywhere), and ``save`` refuses a
+model folder, ``state.npz`` or ``model.json`` that is a link rather than write through it.  The
+arrays' shapes are read from the archive's headers (:func:`state_shapes`) before any array is
+loaded, and an array whose header claims more bytes than the archive holds is refused; families
+compare their config's sizes with those shapes before building anything of the config's size
+(:func:`config_mismatch` names the config key).
+This module imports nothing of lmladder but :mod:`lmladder.vocab` (it is part of the contract
+layer, so the link checks of :mod:`lmladder.files` are repeated here in a few lines).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import stat
+import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,7 +64,8 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: checkpoint folder {what}")
     path = directory / "model.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        with _open_regular(path) as f:
+            text = f.read().decode("utf-8")
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: missing; is {directory} a checkpoint folder "
                               "written by save()?") from err
@@ -79,17 +93,72 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any]:
 def write_checkpoint(directory: str | Path, meta: Mapping[str, Any],
                      arrays: Mapping[str, np.ndarray]) -> Path:
     """Write ``meta`` as ``model.json`` and ``arrays`` as ``state.npz`` into ``directory``
-    (created if missing); return the folder."""
+    (created if missing); return the folder.  A ``directory``, ``state.npz`` or ``model.json``
+    that is a symbolic link is refused (OSError naming it), never written through."""
     directory = Path(directory)
+    _refuse_link(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # each file appears whole or not at all (written aside, then renamed); model.json last,
     # so a folder with a model.json has the state it describes
-    with open(directory / ".state.npz.tmp", "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(directory / ".state.npz.tmp", directory / "state.npz")
-    (directory / ".model.json.tmp").write_text(json.dumps(meta, ensure_ascii=False, indent=1))
-    os.replace(directory / ".model.json.tmp", directory / "model.json")
+    _write_aside(directory / "state.npz", lambda f: np.savez(f, **arrays))
+    text = json.dumps(meta, ensure_ascii=False, indent=1)
+    _write_aside(directory / "model.json", lambda f: f.write(text.encode("utf-8")))
     return directory
+
+
+class _LinkRefused(OSError):
+    """What :class:`lmladder.files.LinkError` is, for a model folder (this module cannot import
+    it): ``str()`` is one line naming the link."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise _LinkRefused(errno.ELOOP, "is a symbolic link; lmladder does not write through "
+                                        "links in a model folder: remove it", str(path))
+
+
+def _write_aside(path: Path, write: Callable[[Any], object]) -> None:
+    """``write(file)`` into a new temporary file beside ``path`` (``O_CREAT | O_EXCL |
+    O_NOFOLLOW``, a random name), then rename it over ``path`` (which must not be a link)."""
+    _refuse_link(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if hasattr(os, "fchmod"):  # a new file's permissions, not mkstemp's 0600
+                mask = os.umask(0o022)
+                os.umask(mask)
+                os.fchmod(f.fileno(), 0o666 & ~mask)
+        _refuse_link(path)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading as a binary file, refusing a symbolic link and anything but a
+    regular file (a FIFO would block, a device never end) with :class:`CheckpointError`;
+    FileNotFoundError and other OSErrors as ``open`` raises them."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: is a symbolic link; lmladder does not read a checkpoint "
+                              "through links (save() writes none): remove it")
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: is a symbolic link; lmladder does not read a "
+                                  "checkpoint through links: remove it") from None
+        raise
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        raise CheckpointError(f"{path}: not a regular file")
+    return f
 
 
 def read_vocab(meta: Mapping[str, Any], path: str | Path) -> Vocab:
@@ -105,20 +174,91 @@ def read_vocab(meta: Mapping[str, Any], path: str | Path) -> Vocab:
     return vocab
 
 
-def read_state_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of a checkpoint's ``state.npz`` (no pickles), or :class:`CheckpointError`."""
+def state_shapes(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The (shape, dtype) of every array of a checkpoint's ``state.npz``, read from the archive's
+    headers alone: nothing of an array's size is allocated.  An array whose header claims more
+    bytes than the archive holds for it, or an array of Python objects, is refused with
+    :class:`CheckpointError` naming the file and the array."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
+    with _reading(path), _open_regular(path) as f:
+        return _shapes(path, f)
+
+
+def _shapes(path: Path, f) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    out = {}
+    with zipfile.ZipFile(f) as z:
+        for info in z.infolist():
+            name = info.filename.removesuffix(".npy")
+            with z.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    shape, _, dtype = np.lib.format._read_array_header(member, version)
+                header = member.tell()
+            if dtype.hasobject:
+                raise CheckpointError(f"{path}: array {name!r} holds Python objects (pickles "
+                                      "are never loaded)")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if header + nbytes > info.file_size:
+                raise CheckpointError(
+                    f"{path}: array {name!r} claims shape {tuple(shape)} ({nbytes} bytes) but "
+                    f"the archive holds {max(info.file_size - header, 0)} bytes for it "
+                    "(damaged or edited)")
+            out[name] = (tuple(shape), dtype)
+    return out
+
+
+class _reading:
+    """Turns what reading a ``state.npz`` can raise into :class:`CheckpointError`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None or isinstance(err, CheckpointError):
+            return False
+        if isinstance(err, FileNotFoundError):
+            raise CheckpointError(f"{self.path}: missing") from err
+        if isinstance(err, (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError,
+                            SyntaxError, TypeError)):
+            raise CheckpointError(f"{self.path}: not a readable .npz archive "
+                                  f"({_reason(err)})") from err
+        return False
+
+
+def read_state_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint's ``state.npz`` (no pickles), or :class:`CheckpointError`;
+    the headers are checked first (:func:`state_shapes`), so an array that claims more bytes
+    than the file holds is refused before anything is allocated for it."""
+    path = Path(path)
+    with _reading(path), _open_regular(path) as f:
+        _shapes(path, f)
+        f.seek(0)
+        with np.load(f, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise CheckpointError(f"{path}: not an .npz archive of named arrays")
             return {k: npz[k] for k in npz.files}
-    except CheckpointError:
-        raise
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: missing") from err
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable .npz archive ({_reason(err)})") from err
+
+
+def config_mismatch(name: str, got: tuple[int, ...], want: tuple[int, ...],
+                    config: Mapping[str, Any], vocab_size: int | None = None) -> str:
+    """One line saying that array ``name`` of shape ``got`` does not fit the shape ``want`` that
+    ``config`` needs, naming the config key(s) whose value appears in ``want`` but not in
+    ``got`` (an edited ``hidden=20000`` against a saved 200) -- for a family to raise as
+    ValueError before it builds anything of the config's size."""
+    keys = [f"{k}={v}" for k, v in config.items()
+            if isinstance(v, int) and not isinstance(v, bool) and v in want and v not in got
+            and v != vocab_size]
+    which = f"the config's {', '.join(keys)}" if keys else "this config"
+    vocab = f" and a vocabulary of {vocab_size}" if vocab_size is not None else ""
+    return (f"array {name!r} has shape {tuple(got)}, but {which} (model.json){vocab} needs "
+            f"{tuple(want)}; model.json does not describe this state")
 
 
 def restore_state(path: str | Path, restore: Callable[[dict[str, np.ndarray]], None]) -> None:

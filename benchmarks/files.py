@@ -1,39 +1,143 @@
-"""Files that are whole or absent: atomic writes and the clean-up of what a killed writer left.
+"""Files that are whole or absent, and never written through a symbolic link.
 
 Every file lmladder writes for a user (result records, reports, downloaded corpora) goes through
 :func:`atomic_write`, so a reader -- or a run resumed after ``kill -9`` -- sees the old file or
 the whole new one, never half of one.
+
+Links: a results folder may be shared, and a link planted in it (``.locks/x.lock`` pointing at
+``~/.bashrc``) would make a run overwrite whatever it points to.  So what lmladder creates or
+replaces inside a results or model folder -- records, exports, temporary files, lock files, model
+folders, the ``.locks`` folder -- is opened with ``O_NOFOLLOW`` (:func:`open_nofollow`) or checked
+(:func:`refuse_link`), and a link there is refused with :class:`LinkError` ("... is a symbolic
+link; lmladder does not write through links in a results folder: remove it").  Records are read
+the same way (:func:`read_regular`): a link could point a report at any file of the machine.
+The folder a user names (``--results``, ``-o``, ``--data-dir``) may itself be a link -- that is
+the user's own choice, like any path on a command line; links *inside* it are not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 TMP_PREFIX = ".tmp-"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 on Windows: there a lstat check does the work
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class LinkError(OSError):
+    """A file or folder lmladder would write through (or read a record from) is a symbolic
+    link.  ``str()`` is one line: the path, what is wrong and what to do."""
+
+    def __init__(self, path: str | os.PathLike, where: str = "a results folder"):
+        super().__init__(errno.ELOOP, f"is a symbolic link; lmladder does not write through "
+                                      f"links in {where}: remove it", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def refuse_link(path: str | os.PathLike, where: str = "a results folder") -> Path:
+    """``path``, unless it is a symbolic link (dangling or not): then :class:`LinkError`."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkError(path, where)
+    return path
+
+
+def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o666, *,
+                  folder: bool = False, where: str = "a results folder") -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)``: a file descriptor, or
+    :class:`LinkError` when ``path`` -- or, with ``folder``, the folder holding it -- is a
+    symbolic link.
+
+    With ``folder`` the folder is opened first (``O_DIRECTORY | O_NOFOLLOW``) and the file
+    relative to it, so a link swapped in between a check and the open is refused too.  Add
+    ``O_CREAT | O_EXCL`` for a file that must be new (a temporary file).
+    """
+    path = Path(path)
+    if not _NOFOLLOW or (folder and os.open not in os.supports_dir_fd):  # check, then open
+        if folder:
+            refuse_link(path.parent, where)
+        refuse_link(path, where)
+        return os.open(path, flags | _CLOEXEC, mode)
+    parent = None
+    try:
+        if folder:
+            try:
+                parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
+            except OSError:
+                refuse_link(path.parent, where)
+                raise
+            return os.open(path.name, flags | _NOFOLLOW | _CLOEXEC, mode, dir_fd=parent)
+        return os.open(path, flags | _NOFOLLOW | _CLOEXEC, mode)
+    except OSError as err:
+        if not isinstance(err, LinkError) and (err.errno == errno.ELOOP or path.is_symlink()):
+            raise LinkError(path, where) from None
+        raise
+    finally:
+        if parent is not None:
+            os.close(parent)
+
+
+def read_regular(path: str | os.PathLike, *, folder: bool = False,
+                 where: str = "a results folder") -> bytes:
+    """The bytes of the regular file ``path``: :class:`LinkError` for a symbolic link (at the
+    file or, with ``folder``, its folder), OSError "not a regular file" for a FIFO, device or
+    folder (which would block or never end), OSError as ``open`` raises it otherwise."""
+    path = Path(path)
+    fd = open_nofollow(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), folder=folder,
+                       where=where)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return f.read()
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path``: a reader sees the old file or the whole new one.
 
-    The temporary file sits beside ``path``, is named after this process
-    (:func:`remove_orphans` clears those whose process is gone) and gets the permissions of a
-    newly created file (0666 less the umask), not ``mkstemp``'s 0600.
+    See :func:`atomic_writer`; ``path`` must not be a symbolic link (:class:`LinkError`).
+    """
+    with atomic_writer(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, where: str = "a results folder") -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; renamed over ``path`` when the
+    ``with`` block ends without an exception, deleted otherwise.
+
+    The temporary file sits beside ``path``, is created new (``O_CREAT | O_EXCL | O_NOFOLLOW``,
+    a random name after this process: :func:`remove_orphans` clears those whose process is
+    gone) and gets the permissions of a newly created file (0666 less the umask), not
+    ``mkstemp``'s 0600.  A ``path`` that is a symbolic link is refused (:class:`LinkError`)
+    rather than replaced: a link in a results folder was put there by someone else.
     """
     path = Path(path)
+    refuse_link(path, where)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # mkstemp: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, a name nobody can guess
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
                                    suffix=path.suffix)
     except OSError as err:  # name the file the user asked for, not the temporary one
         raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+            if hasattr(os, "fchmod"):  # the descriptor, not the name: it cannot be swapped
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            else:
+                os.chmod(tmp, 0o666 & ~_umask())
+        refuse_link(path, where)  # rename replaces a link, never follows it; still refuse one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,6 +30,7 @@ try:
 except ImportError:  # Windows
     resource = None
 
+from lmladder.files import open_nofollow, refuse_link
 from lmladder.process import die_with_parent
 
 
@@ -205,8 +206,10 @@ class CellLock:
     def acquire(self, *, block: bool) -> bool:
         if fcntl is None:
             return True
+        refuse_link(self.path.parent)  # a planted .locks link or lock link is never followed
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 -- held open for the lock's lifetime
+        # held open for the lock's lifetime; O_NOFOLLOW, so a planted link is refused
+        f = os.fdopen(open_nofollow(self.path, os.O_RDWR | os.O_CREAT, folder=True), "r+")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:

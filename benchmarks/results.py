@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmladder._version import __version__
-from lmladder.files import atomic_write
+from lmladder.files import LinkError, atomic_write, read_regular
 from lmladder.migrate import migrate
 from lmladder.record import CellSection, Record, RecordError
 
@@ -124,11 +124,14 @@ def read_record(path: Path) -> Record:
     """The record in ``path``, migrated to :data:`~lmladder.record.API_VERSION` and checked;
     :class:`RecordError` names the file and what is wrong with it (unreadable, not UTF-8, not
     JSON, not a record, a schema version this lmladder does not know, a field a report could
-    not trust)."""
+    not trust) -- and refuses a symbolic link or anything but a regular file."""
     if irregular(path):  # a FIFO would block the reader forever
         raise RecordError(f"{path}: {irregular(path)}, not a result record")
-    try:
-        text = path.read_bytes().decode("utf-8")
+    try:  # never through a link: a shared folder could point a record at any file
+        text = read_regular(path).decode("utf-8")
+    except LinkError:
+        raise RecordError(f"{path}: is a symbolic link; lmladder does not read records through "
+                          "links in a results folder: remove it") from None
     except OSError as err:
         raise RecordError(f"{path}: cannot be read ({err.strerror or err})") from None
     except UnicodeDecodeError:

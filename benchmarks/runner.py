@@ -40,9 +40,10 @@ from lmladder.cell import (
     PARTIAL,
     FitCallbackFactory,
     model_folder,
+    partial_model_folder,
     run_cell,
 )
-from lmladder.files import remove_orphans
+from lmladder.files import refuse_link, remove_orphans
 from lmladder.matrix import Cell, Matrix, select_cells
 from lmladder.plan import CellPlan, Limits, plan_cell
 from lmladder.record import Record, RecordError
@@ -73,6 +74,7 @@ def _remove_stale_models(results_dir: Path) -> None:
     """Remove the partial model folders of cells whose lock nobody holds (a run killed while
     saving), or put back a model a killed rerun had moved aside."""
     for partial in results_dir.glob(f"{PARTIAL}*{MODEL_SUFFIX}*"):
+        refuse_link(partial)  # never moved into place, never emptied through a link
         name = partial.name.removeprefix(PARTIAL).removesuffix(".old")
         lock = cell_lock(results_dir, name.removesuffix(MODEL_SUFFIX))
         if not lock.acquire(block=False):
@@ -102,6 +104,7 @@ def prepare_results_dir(results_dir: str | Path) -> Path:
     results_dir = Path(results_dir)
     if results_dir.exists() and not results_dir.is_dir():
         raise ResultsError(f"{results_dir}: is a file, not a results folder; give a folder")
+    refuse_link(results_dir / ".locks")  # a lock opened through it would write its target
     try:
         (results_dir / ".locks").mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -244,6 +247,9 @@ class Runner:
         force = self.force if force is None else force
         plan = plan_cell(self.matrix, cell, self.limits, isolated=self.isolated)
         path = record_path(self.results_dir, plan.section(), plan.key)
+        # refused before the cell is computed, not when its record or model is written
+        for where in (path, model_folder(path), partial_model_folder(model_folder(path))):
+            refuse_link(where)
         before = self._existing(path)
         if not force and before is not None and before.ok:
             return self._done(path)

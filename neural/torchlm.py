@@ -102,6 +102,7 @@ from lmladder.api import (
     ProgressCallback,
     Vocab,
 )
+from lmladder.checkpoint import config_mismatch
 from lmladder.devices import resolve_device
 from lmladder.neural import compress
 from lmladder.neural.ddp import World, fit_distributed
@@ -407,7 +408,11 @@ class TorchLM(LanguageModel):
     def _load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Load the weights into a freshly built module (quantized first if the checkpoint is
         of a quantized network), refusing any weight array that is missing, unexpected, or of
-        another shape or dtype kind than the module's (the first mismatch is named)."""
+        another shape or dtype kind than the module's (the first mismatch is named).  The
+        config's sizes are checked against the arrays first, on a module built on the ``meta``
+        device (shapes, no memory): an edited ``hidden=20000`` is refused before anything of
+        that size is allocated."""
+        self._check_sizes(arrays)
         module = self.build_module(len(self.vocab_))
         self.compression_ = compress.Compression.from_arrays(arrays)
         if self.compression_ is not None and self.cfg.quantize != "none":
@@ -434,6 +439,39 @@ class TorchLM(LanguageModel):
         train = {k[6:]: a for k, a in arrays.items() if k.startswith("train/")}
         self._pending_train = train or None
         self._trainer = None
+
+    def _check_sizes(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """ValueError naming the config key when the module this config builds does not have
+        the saved arrays' shapes (a weight missing, another shape), or when its buffers that no
+        saved array bounds (RoPE tables of ``context`` rows) outgrow the saved weights."""
+        v = len(self.vocab_)
+        with torch.device("meta"):
+            probe = self.build_module(v)
+        names = {k.split("/", 1)[1]: k for k in arrays if k.startswith(("param/", "qweight/"))}
+        saved = {key: np.shape(arrays[name]) for key, name in names.items()}
+        config = self.config()
+        wanted = probe.state_dict()
+        for key, t in wanted.items():
+            if key not in saved and len(wanted) != len(saved):
+                raise ValueError(f"missing array 'param/{key}': this config (model.json) builds "
+                                 f"{len(wanted)} weight arrays, the file holds {len(saved)}; "
+                                 "model.json does not describe this state")
+            if key not in saved:
+                raise KeyError(f"param/{key}")
+            if tuple(t.shape) != saved[key]:
+                raise ValueError(config_mismatch(names[key], saved[key], tuple(t.shape),
+                                                 config, v))
+        kept = set(probe.state_dict())
+        tables = [b for n, b in probe.named_buffers() if n not in kept]
+        extra = sum(b.numel() * b.element_size() for b in tables)
+        weights = sum(np.asarray(a).nbytes for a in arrays.values())
+        if extra > max(64 << 20, 4 * weights):
+            dims = {d for b in tables for d in b.shape}
+            keys = ", ".join(f"{k}={x}" for k, x in config.items()
+                             if isinstance(x, int) and not isinstance(x, bool) and x in dims)
+            raise ValueError(f"the config's {keys or 'sizes'} (model.json) need {extra >> 20} MiB "
+                             f"of tables that no saved array bounds, for {weights >> 20} MiB of "
+                             "saved weights; model.json does not describe this state")
 
     def _require_module(self) -> torch.nn.Module:
         self._require_fitted()

@@ -321,13 +321,23 @@ def dataset_tables(ctx: Context) -> list[Table]:
 
 # ---- Markdown ----------------------------------------------------------------------------------
 
-_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|"} |
-                                  {"<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "})
+_MARKDOWN_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]|"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+    # a line break ends a table row; other control characters have no place in a cell
+    | {chr(c): " " for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029] if c != 0x09})
+_SAFE_URL = re.compile(r"https?://[^\s<>\"'`\\]+")
 
 
 def markdown_escape(text: str) -> str:
-    """``text`` as one Markdown table cell: pipes, emphasis, links and HTML taken literally."""
+    """``text`` as one Markdown table cell: pipes, emphasis, links, HTML and entities (``&``)
+    taken literally, line breaks and control characters as spaces."""
     return str(text).translate(_MARKDOWN_SPECIAL)
+
+
+def markdown_link(url: str) -> str:
+    """``url`` as a Markdown autolink (``<https://...>``) when it is a plain http(s) address,
+    else as escaped text: a note's address can never open HTML."""
+    return f"<{url}>" if _SAFE_URL.fullmatch(url) else markdown_escape(url)
 
 
 def markdown_tables(tables: Sequence[Table], title: str = "lmladder results") -> str:
@@ -338,8 +348,8 @@ def markdown_tables(tables: Sequence[Table], title: str = "lmladder results") ->
                 "| " + " | ".join(markdown_escape(h) for h in t.header) + " |",
                 "|" + "".join("---:|" if a == "r" else "---|" for a in t.align)]
         out += ["| " + " | ".join(markdown_escape(c) for c in row) + " |" for row in t.rows]
-        out += [""] + [markdown_escape(n.text) + (f" <{n.url}>" if n.url else "") + "  "
-                       for n in t.notes] + ([""] if t.notes else [])
+        out += [""] + [markdown_escape(n.text) + (f" {markdown_link(n.url)}" if n.url else "")
+                       + "  " for n in t.notes] + ([""] if t.notes else [])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -478,9 +488,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(value):
-    """A text cell that a spreadsheet would evaluate (starting with =, +, -, @, a tab or a
-    carriage return) with a leading ``'``, so it shows as text; numbers are left as numbers."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """A text cell that a spreadsheet would evaluate (OWASP's CSV injection list: starting with
+    =, +, -, @, a tab or a carriage return, also after leading spaces or other white space,
+    which spreadsheets skip) with a leading ``'``, so it shows as text; numbers are left as
+    numbers."""
+    if isinstance(value, str) and (value.startswith(_FORMULA_START)
+                                   or value.lstrip().startswith(_FORMULA_START)):
         return "'" + value
     return value
 
@@ -565,8 +578,8 @@ def markdown_text(rows: list[dict]) -> str:
             if name in COLUMNS and not name.startswith("top-"):
                 return COLUMNS[name][1].format(value)
             return f"{value:,.3g}" if name == "epochs" else f"{value:,.4g}"
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        return markdown_escape(str(value))
 
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines = ["| " + " | ".join(map(markdown_escape, names)) + " |", "|" + "---|" * len(names)]
     lines += ["| " + " | ".join(cell(k, row.get(k)) for k in names) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -4,9 +4,10 @@
 loads booktabs).
 
 Every text cell is escaped (:func:`latex_escape`): LaTeX's special characters
-``& % $ # _ { } ~ ^ \\`` are written as themselves, the marks the tables use (⚠ flagged, †
-reference run, ± spread, × ratio, dashes) become their LaTeX forms, and characters pdflatex
-cannot typeset with T1 fonts (outside Latin-1) become ``?``.
+``& % $ # _ { } ~ ^ \\ < > |`` (and the brackets ``[ ]``) are written as themselves, the marks
+the tables use (⚠ flagged, † reference run, ± spread, × ratio, dashes) become their LaTeX forms,
+line breaks and tabs become spaces, and characters pdflatex cannot typeset with T1 fonts
+(control characters, outside Latin-1) become ``?``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ _SPECIAL = {
     "⚠": r"\textsuperscript{*}", "†": r"\textsuperscript{\dag}", "±": r"$\pm$",
     "×": r"$\times$", "−": r"$-$", "–": "--", "—": "---", "…": r"\ldots{}", "≈": r"$\approx$",
     "“": "``", "”": "''", "‘": "`", "’": "'", "\n": " ", "\r": " ", "\t": " ",
+    "[": "{[}", "]": "{]}",  # a row's first cell "[2pt]" would be the optional argument of \\
 }
-_PATTERN = re.compile("|".join(re.escape(c) for c in _SPECIAL) + r"|[^\x00-\xff]")
+# control characters (C0, DEL, C1) are not typeset either: '?' like characters beyond Latin-1
+_PATTERN = re.compile("|".join(re.escape(c) for c in _SPECIAL) + r"|[^\x20-\x7e\xa0-\xff]")
 
 
 def latex_escape(text: str) -> str:
