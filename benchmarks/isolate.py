@@ -176,21 +176,28 @@ KILLED_BY_LIMIT = ("SIGKILL", "SIGABRT", "SIGSEGV", "SIGBUS")
 
 def out_of_memory_message(reason: str, limit_mib: int) -> str:
     """The one line of a cell that ran out of its address space; ``reason`` is what it died of."""
-    return (f"ran out of memory under --memory-limit {limit_mib} MiB ({reason}); raise it "
-            "(--memory-limit MIB, or memory_limit_mib in the matrix)")
+    return (f"ran out of memory under --memory-limit {limit_mib} MiB ({reason}); raise the "
+            f"cell's memory limit of {limit_mib} MiB (--memory-limit MIB, or memory_limit_mib "
+            "in the matrix)")
 
 
 def memory_limit_explains(kind: str, message: str, limit_mib: int | None) -> str | None:
     """The out-of-memory line for a cell that failed with ``kind: message`` under a memory limit
     of ``limit_mib`` MiB, where the failure looks like the limit's doing (a MemoryError, a native
-    library unable to allocate or map memory, a death by SIGKILL/SIGABRT/SIGSEGV); else None."""
-    if not limit_mib or "ran out of memory under --memory-limit" in message:
+    library unable to allocate or map memory; a death by SIGKILL/SIGABRT/SIGSEGV keeps its own
+    message first and says the limit may be why); else None."""
+    if not limit_mib or "--memory-limit" in message:  # said already
         return None
     first = (message.strip().splitlines() or [""])[0]
     first = first if len(first) <= 120 else first[:119] + "…"
     text = f"{kind} {first}".lower()
-    killed = kind == "Killed" and any(name in first for name in KILLED_BY_LIMIT)
-    if kind == "MemoryError" or killed or any(sign in text for sign in MEMORY_SIGNS):
+    if kind == "Killed":  # a signal says only that it may have been memory: the cause first
+        if not any(name in first for name in KILLED_BY_LIMIT):
+            return None
+        return (f"{message.strip()}; it ran under --memory-limit {limit_mib} MiB: if it ran out "
+                f"of memory, raise the cell's memory limit of {limit_mib} MiB (--memory-limit "
+                "MIB, or memory_limit_mib in the matrix)")
+    if kind == "MemoryError" or any(sign in text for sign in MEMORY_SIGNS):
         return out_of_memory_message(f"{kind}: {first}" if first else kind, limit_mib)
     return None
 

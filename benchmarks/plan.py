@@ -14,11 +14,10 @@ resolves anything again::
     device "auto"|... ───┘                       └─▶ plan.key, plan.limits, plan.resources
 
 The key hashes what determines the cell's numbers (its recorded ``cell`` section less label and
-matrix name) with the code version, so a renamed label or matrix finds its finished cells.  For
-a user corpus (``text:PATH``, ``chars:PATH``) the key also hashes the corpus files' content
-(:func:`lmladder.data.corpus_sha256`, recorded as ``dataset.source.sha256``): an edited corpus
-is a new cell, never "already done".  Named corpora are checked against fixed SHA-256s anyway,
-so their keys (and those of shipped reference records) are unchanged.
+matrix name) with the code version, so a renamed label or matrix finds its finished cells.  A user
+corpus (``text:PATH``, ``chars:PATH``) is keyed by its path; its content's SHA-256 is recorded
+(``dataset.source.sha256``) and a record of other content is not "done" (see
+:func:`stale_corpus`): the cell runs again, and a rerun that fails keeps the old ok record.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from lmladder.api import Budget, ConfigError, build_config
 from lmladder.data import corpus_sha256
 from lmladder.devices import resolve_device
 from lmladder.matrix import Cell, Matrix, Resources, ScoringSection, _check_limits
-from lmladder.record import CellSection
+from lmladder.record import CellSection, Record
 from lmladder.results import cell_key
 
 DEFAULT_TIME_LIMIT = 1800.0  # seconds; a cell with a time budget gets at least 2x it + 10 min
@@ -151,6 +150,16 @@ class CellPlan:
         return f"{self.label} on {self.dataset} (seed {self.seed}, {self.device}{part})"
 
 
+def stale_corpus(record: Record, plan: CellPlan) -> bool:
+    """Whether ``record`` measured other content of its user corpus than the files now hold (the
+    corpus was edited since): its cell is not done.  Records without the hash (written before
+    lmladder recorded it) and named corpora (checked against fixed SHA-256s) are never stale."""
+    now = corpus_sha256(plan.dataset)
+    source = (record.dataset or {}).get("source")
+    then = source.get("sha256") if isinstance(source, Mapping) else None
+    return now is not None and isinstance(then, str) and then != now
+
+
 def budget_json(budget: Budget) -> dict[str, Any]:
     """The limits a budget sets, as recorded in a record's ``cell.budget``."""
     return {k: v for k, v in dataclasses.asdict(budget).items() if v is not None}
@@ -179,9 +188,6 @@ def plan_cell(matrix: Matrix, cell: Cell, limits: Limits = Limits(), *,
              "seed": cell.seed, "device": device, "budget": budget_json(budget),
              "scoring": dataclasses.asdict(matrix.scoring), "threads": threads,
              "fraction": cell.fraction, "tasks": list(tasks)}
-    content = corpus_sha256(cell.dataset)
-    if content is not None:  # a user corpus edited after a run is a new cell, not "done"
-        keyed["dataset_sha256"] = content
     code = {"lmladder": __version__, "model_revision": klass.revision, "results_api": KEY_SCHEMA}
     return CellPlan(
         matrix=matrix.name, cell=cell, config=config, build_config=build, device=device,

@@ -45,7 +45,7 @@ from lmladder.cell import (
 )
 from lmladder.files import refuse_link, remove_orphans
 from lmladder.matrix import Cell, Matrix, select_cells
-from lmladder.plan import CellPlan, Limits, plan_cell
+from lmladder.plan import CellPlan, Limits, plan_cell, stale_corpus
 from lmladder.record import Record, RecordError
 from lmladder.results import read_record, record_path, write_record
 
@@ -251,13 +251,13 @@ class Runner:
         for where in (path, model_folder(path), partial_model_folder(model_folder(path))):
             refuse_link(where)
         before = self._existing(path)
-        if not force and before is not None and before.ok:
+        if not force and before is not None and before.ok and not stale_corpus(before, plan):
             return self._done(path)
         lock = cell_lock(self.results_dir, path.stem)
         if not lock.acquire(block=block):
             return BUSY
         latest = self._existing(path)
-        if latest is not None and latest.ok and (
+        if latest is not None and latest.ok and not stale_corpus(latest, plan) and (
             not force or before is None or latest.provenance != before.provenance
         ):  # another run finished it while we waited for the lock
             lock.release()

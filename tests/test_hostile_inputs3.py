@@ -85,13 +85,24 @@ def test_edited_text_corpus_is_a_new_cell_not_already_done(tmp_path, capsys):
     assert _run(tmp_path, ["unigram"], **ds) == 0
     err = capsys.readouterr().err
     assert "1 cells run, 0 already done" in err, err
-    records = sorted((tmp_path / "res").glob("*.json"))
-    assert len(records) == 2
-    hashes = {read_record(p).dataset["source"]["sha256"] for p in records}
-    assert hashes == {before, corpus_sha256(f"text:{corpus}")}  # the record says which text
+    (record,) = (tmp_path / "res").glob("*.json")  # the cell's record, now of the new text
+    assert read_record(record).dataset["source"]["sha256"] == corpus_sha256(f"text:{corpus}")
+    assert _run(tmp_path, ["unigram"], **ds) == 0
+    assert "1 already done" in capsys.readouterr().err
 
 
-def test_edited_corpus_folder_and_chars_corpus_change_the_key(tmp_path):
+def test_edited_corpus_whose_rerun_fails_keeps_the_old_record(tmp_path, capsys):
+    corpus = _corpus(tmp_path / "c.txt")
+    ds = {"datasets": [f"text:{corpus}"]}
+    assert _run(tmp_path, ["unigram"], **ds) == 0
+    (record,) = (tmp_path / "res").glob("*.json")
+    before = record.read_bytes()
+    corpus.write_text("\n" * 20)  # no words left: the rerun fails
+    assert _run(tmp_path, ["unigram"], **ds) == 1
+    assert "kept: " in capsys.readouterr().err and record.read_bytes() == before
+
+
+def test_edited_corpus_folder_and_chars_corpus_change_the_hash(tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()
     for split in ("train", "valid", "test"):
@@ -101,7 +112,7 @@ def test_edited_corpus_folder_and_chars_corpus_change_the_key(tmp_path):
         assert before is not None and before == corpus_sha256(f"{prefix}{folder}")
     _corpus(folder / "test.txt", words="q r s")
     assert corpus_sha256(f"text:{folder}") != before
-    assert corpus_sha256("synthetic") is None and corpus_sha256("ptb") is None  # keys unchanged
+    assert corpus_sha256("synthetic") is None and corpus_sha256("ptb") is None
 
 
 def _ok_results(tmp_path, name="res", label=None) -> Path:
@@ -368,7 +379,8 @@ def test_cell_under_a_too_small_memory_limit_says_so(tmp_path, capsys):
     assert _run(tmp_path, [lstm], "res", "--memory-limit", "64") == 1
     (path,) = (tmp_path / "res").glob("*.json")
     message = read_record(path).error.message
-    assert "ran out of memory under --memory-limit 64 MiB" in message and "raise it" in message
+    assert "ran out of memory under --memory-limit 64 MiB" in message
+    assert "raise the cell's memory limit" in message
     assert "ran out of memory under --memory-limit 64 MiB" in capsys.readouterr().err
 
 
@@ -387,7 +399,7 @@ def test_memory_limit_explains_only_memory_failures(kind, message, explained):
     line = memory_limit_explains(kind, message, 64)
     assert (line is not None) == explained
     if explained:
-        assert "--memory-limit 64 MiB" in line and "raise it" in line
+        assert "--memory-limit 64 MiB" in line and "raise the cell's memory limit" in line
     assert memory_limit_explains(kind, message, None) is None  # no limit: as it was
 
 
