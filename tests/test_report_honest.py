@@ -149,7 +149,7 @@ def test_baseline_rows_are_shown_and_rows_worse_than_unigram_are_greyed_and_not_
     assert "⚠ every row is worse than the unigram row" in text(section(html, "headline"))
 
 
-def test_task_scores_show_their_interval_and_items_and_continuation_ranks_by_chrf():
+def test_task_scores_show_their_interval_and_items_and_rank_by_the_tasks_first_metric():
     specs = [{"name": n, "higher_is_better": n != "greedy_repetition", "chance": None}
              for n in ("greedy_bleu", "greedy_chrf", "greedy_repetition")]
 
@@ -173,8 +173,8 @@ def test_task_scores_show_their_interval_and_items_and_continuation_ranks_by_chr
     assert 'data-value="1000">1,000</td>' in cloze
     cont = tasks[tasks.index("ptb — continuation"):]
     heads = re.findall(r"<th[^>]*>([^<]+)<", cont)
-    assert heads[4:7] == ["greedy_chrf", "greedy_repetition", "greedy_bleu"]  # after the rank
-    assert re.findall(r'title="[^"]*">(KN5|Const)<', cont) == ["KN5", "Const"]  # by chrF
+    assert heads[4:7] == ["greedy_bleu", "greedy_repetition", "greedy_chrf"]  # after the rank
+    assert re.findall(r'title="[^"]*">(KN5|Const)<', cont) == ["Const", "KN5"]  # by BLEU
     assert ">100</td>" in cont  # prompts
 
 
