@@ -207,7 +207,8 @@ def _capped(budget: Budget, cap: float | None) -> Budget:
     is part of the budget, hence of the cell's key and record)."""
     if cap is None or (budget.seconds is not None and budget.seconds <= cap):
         return budget
-    return dataclasses.replace(budget, seconds=int(cap) if float(cap).is_integer() else cap)
+    whole = float(cap).is_integer() and cap < 2**53  # int(1e308) would overflow the clock
+    return dataclasses.replace(budget, seconds=int(cap) if whole else cap)
 
 
 def _scaled(budget: Budget, fraction: float) -> Budget:
