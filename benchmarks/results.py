@@ -184,7 +184,10 @@ def scan_records(results_dir: str | Path) -> Scan:
         if not is_record_name(path):
             continue
         if not path.is_file():  # a FIFO or device named like a record: never opened
-            if irregular(path):
+            if path.is_dir():
+                scan.unreadable.append(f"{path}: a folder named like a result record; rename "
+                                       "or remove it (it is left out)")
+            elif irregular(path):
                 scan.unreadable.append(f"{path}: {irregular(path)}, not a result record")
             continue
         try:
