@@ -123,6 +123,9 @@ def atomic_writer(path: Path, *, where: str = "a results folder") -> Iterator[Bi
     path = Path(path)
     refuse_link(path, where)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # os.replace would fail naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file lmladder can replace; "
+                                "remove or rename it", str(path))
     try:  # mkstemp: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, a name nobody can guess
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
                                    suffix=path.suffix)

@@ -108,6 +108,9 @@ def prepare_results_dir(results_dir: str | Path) -> Path:
     try:
         (results_dir / ".locks").mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if (results_dir / ".locks").exists():  # a file named .locks, not lmladder's folder
+            raise ResultsError(f"{results_dir / '.locks'}: is a file, not the results folder's "
+                               "lock folder; remove it") from None
         raise ResultsError(
             f"{results_dir}: cannot create the results folder ({err.strerror or err})"
         ) from None
