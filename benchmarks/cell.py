@@ -91,8 +91,9 @@ def run_cell(plan: CellPlan, *, data_dir=None, fit_callback: FitCallback | None 
     except DataNotFoundError as err:
         return _checked(_error(record, "skipped", type(err).__name__, str(err)))
     except (DataError, OSError, ValueError) as err:  # a corpus that is there but unusable
+        named = f"dataset {plan.dataset!r}: "  # once, where the error names it already
         return _checked(_error(record, "failed", type(err).__name__,
-                               f"dataset {plan.dataset!r}: {err}"))
+                               named + str(err).removeprefix(named)))
     if save_model_to is not None and not save_model_to.parent.is_dir():
         return _checked(_error(record, "failed", "ResultsError", (
             f"{save_model_to.parent}: no such folder on {platform.node()}; a cell saves its model "

@@ -452,6 +452,10 @@ def _user_corpus(spec: str, level: str) -> Dataset:
                 f"missing {', '.join(m + '.txt' for m in missing)}"
             )
         lines = {s: read_lines(path / f"{s}.txt") for s in SPLITS}
+        for s in SPLITS:  # name the file, not "the valid split"
+            if not any(line.strip() for line in lines[s]):
+                raise DataError(f"{path / s}.txt: has no text (empty or all blank); put the "
+                                f"{s} split's lines into it")
         how = "folder with train/valid/test.txt"
     elif path.is_file():
         lines = _ratio_split(read_lines(path), path)
