@@ -120,7 +120,7 @@ class MatrixSection:
                 raise ValueError(f"{key} lists a value twice: {list(values)}")
         for seed in self.seeds:
             if not 0 <= seed <= MAX_SEED:
-                raise ValueError(f"seeds: {seed} is outside 0 .. {MAX_SEED}; give seeds in "
+                raise ValueError(f"seeds: seed {seed} is outside 0 .. {MAX_SEED}; give seeds in "
                                  "that range")
         for device in self.devices:
             if not DEVICE.match(device):

@@ -160,5 +160,5 @@ def test_an_empty_split_file_of_a_corpus_folder_is_named(tmp_path, capsys, split
 def test_seeds_out_of_range_name_the_key(tmp_path, capsys, seed):
     line = _error_line(capsys, _run(tmp_path, [{"name": "unigram"}], datasets=["synthetic"],
                                     seeds=[seed]))
-    assert re.search(r"m\.toml.*seeds: " + str(seed), line), line
+    assert re.search(r"m\.toml.*seeds: seed " + str(seed), line), line
     assert "give seeds in that range" in line
