@@ -167,7 +167,8 @@ def constant_translation(targets: list[list[str]], vocab: Vocab) -> str:
     """The output every source gets from the baseline a translation model must beat: what the
     training targets' counts write with no source (:func:`~lmladder.tasks.continuation.
     constant_output`), as long as the median target, up to a boundary if it writes one --
-    "Ein Mann in einem blauen Hemd und mit einem roten Hemd und" on Multi30k."""
+    "Ein Mann in einem <unk> ." on Multi30k (BLEU 1.92 on test_2016_flickr, ``<unk>`` one
+    token that matches nothing)."""
     if not targets:
         return ""
     stream = vocab.encode([w for t in targets for w in (*t, EOS)])
