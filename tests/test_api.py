@@ -182,6 +182,9 @@ def test_fixed_length_tuple_message():
 def test_hf_source_that_is_an_existing_folder_or_hub_id_is_accepted(tmp_path):
     from lmladder.neural.hf import check_source
 
+    with pytest.raises(ValueError, match="the folder has no tokenizer"):
+        check_source(str(tmp_path))  # transformers would make an empty tokenizer: ppl 1.00
+    (tmp_path / "tokenizer.json").write_text("{}")
     for ok in ("gpt2", "openai-community/gpt2", str(tmp_path)):
         check_source(ok)
     (tmp_path / "file.bin").write_bytes(b"")
