@@ -551,8 +551,10 @@ def task_names(rows: list[Row]) -> list[str]:
 
 def task_specs(rows: list[Row], name: str) -> tuple[MetricSpec, ...]:
     """The metrics task ``name`` reports (direction, chance), as its results in ``rows`` record
-    them; () where none does (a record of a task this lmladder could not describe)."""
-    return next((result.metrics for row in rows for r in row.records
+    them, this run's own rows before the shipped reference's (older records may list them in
+    another order); () where none does (a record of a task this lmladder could not describe)."""
+    mine_first = sorted(rows, key=lambda row: row.kind != "own")
+    return next((result.metrics for row in mine_first for r in row.records
                  if (result := r.tasks.get(name)) is not None and result.metrics), ())
 
 
