@@ -316,3 +316,22 @@ def test_a_cross_validation_figure_stands_beside_cross_validated_rows_only():
     literature_row = re.compile(r'<tr[^>]*literature[^>]*>.*?' + re.escape(cv_figure.model), re.S)
     assert literature_row.search(cv) and not literature_row.search(fixed)
     assert cv_figure.model in fixed  # still there, as a footnote
+
+
+def test_a_tasks_metrics_come_from_this_runs_rows_before_the_references():
+    """Older reference records list continuation's chrF first; this run's order (BLEU first)
+    decides what ranks the table."""
+    from lmladder.reports.rows import Row, task_specs
+
+    def with_order(label, names):
+        r = make(label, ppl=150.0, model=label.lower(), family="n-gram")
+        r["api_version"] = 4
+        r["tasks"] = {"continuation": {"status": "ok", "prompts": 10, **{n: 1.0 for n in names},
+                                       "metrics": [{"name": n, "higher_is_better": True,
+                                                    "chance": None} for n in names]}}
+        return recs([r])[0]
+
+    old = with_order("Ref", ["greedy_chrf", "greedy_bleu"])
+    new = with_order("Mine", ["greedy_bleu", "greedy_chrf"])
+    rows = [Row("a", "r", "ptb", [old], kind="reference"), Row("b", "r", "ptb", [new])]
+    assert [s.name for s in task_specs(rows, "continuation")] == ["greedy_bleu", "greedy_chrf"]
