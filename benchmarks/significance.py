@@ -124,22 +124,16 @@ def paired_p_value(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0,
     return float((far.sum() + 1) / (resamples + 1))
 
 
-def tie_groups(rows: Sequence[tuple[float, dict[str, Any] | None, str | None]], *,
-               higher_is_better: bool, seed: int = 0) -> list[int]:
-    """Significance ranks of rows given as ``(score, paired entry or None, items fingerprint)``.
+def tie_tests(rows: Sequence[tuple[float, dict[str, Any] | None, str | None]], *,
+              higher_is_better: bool, seed: int = 0) -> list[tuple[int, float | None]]:
+    """Significance ranks of rows given as ``(score, paired entry or None, items fingerprint)``,
+    with the p-values tested: each row's ``(rank, p)``, in the order given (rank 1 = best).
 
     The rows are taken best first; each starts a new rank unless a paired test against the
     first row of the current rank gives ``p >= ALPHA`` (then it shares that rank: a tie).  A row
     without per-item statistics, or scored on other items, cannot be tested and gets a rank of
-    its own.  Returns each row's rank (1 = best), in the order given."""
-    return [rank for rank, _ in tie_tests(rows, higher_is_better=higher_is_better, seed=seed)]
-
-
-def tie_tests(rows: Sequence[tuple[float, dict[str, Any] | None, str | None]], *,
-              higher_is_better: bool, seed: int = 0) -> list[tuple[int, float | None]]:
-    """:func:`tie_groups` with the p-values it tested: each row's ``(rank, p)``, ``p`` of its
-    paired test against the first row of the rank current when it was reached (None where it
-    was not tested: the first row, or a row that cannot be paired with that one)."""
+    its own.  ``p`` is None where no test ran: the first row, or a row that cannot be paired
+    with the first of the current rank."""
     order = sorted(range(len(rows)), key=lambda i: rows[i][0], reverse=higher_is_better)
     out: list[tuple[int, float | None]] = [(0, None)] * len(rows)
     leader, rank = None, 0

@@ -239,16 +239,15 @@ def test_results_csv_carries_each_rows_task_rank_and_its_marks():
     assert ',0.3,3,""\n' in csv_text(list(rows.values()))  # the rank a bare int
 
 
-def test_tie_tests_are_tie_groups_with_the_p_values_they_tested():
-    from lmladder.significance import tie_groups, tie_tests
+def test_tie_tests_give_ranks_with_the_p_values_they_tested():
+    from lmladder.significance import tie_tests
 
     same = paired_entry("mean", [1.0] * 120 + [0.0] * 80)
     worse = paired_entry("mean", [1.0] * 60 + [0.0] * 140)
     rows = [(0.3, worse, ITEMS), (0.6, same, ITEMS), (0.6, same, ITEMS), (0.29, worse, OTHER),
             (0.1, None, None)]
     tests = tie_tests(rows, higher_is_better=True)
-    assert [rank for rank, _ in tests] == tie_groups(rows, higher_is_better=True) == [
-        3, 1, 1, 4, 5]
+    assert [rank for rank, _ in tests] == [3, 1, 1, 4, 5]
     assert tests[1][1] is None and tests[2][1] == 1.0  # the first row is tested by no one
     assert tests[0][1] < 0.05 and tests[3][1] is None and tests[4][1] is None
 

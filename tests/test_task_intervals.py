@@ -11,7 +11,7 @@ from lmladder import registry
 from lmladder.significance import item_statistics, scores_of
 from lmladder.synthetic import SyntheticSource, synthetic_dataset
 from lmladder.tasks import (
-    BOOTSTRAP_RESAMPLES,
+    RESAMPLES,
     Subject,
     bootstrap_counts,
     percentile_interval,
@@ -45,7 +45,7 @@ def width(interval) -> float:
 
 def test_bootstrap_counts_draw_n_items_per_resample_and_are_seeded():
     counts = bootstrap_counts(50, seed=3)
-    assert counts.shape == (BOOTSTRAP_RESAMPLES, 50) and counts.dtype == np.int64
+    assert counts.shape == (RESAMPLES, 50) and counts.dtype == np.int64
     assert (counts.sum(axis=1) == 50).all() and (counts >= 0).all()
     np.testing.assert_array_equal(counts, bootstrap_counts(50, seed=3))
     assert not np.array_equal(counts, bootstrap_counts(50, seed=4))
@@ -107,7 +107,7 @@ def test_continuation_records_intervals_with_their_resamples_and_seed(words):
     kn = registry.build("kn3")
     kn.fit(words.train.ids, words.vocab)
     result = task.evaluate(Subject(kn, words), seed=5)
-    assert result["bootstrap"]["resamples"] == BOOTSTRAP_RESAMPLES
+    assert result["bootstrap"]["resamples"] == RESAMPLES
     assert result["bootstrap"]["seed"] == 5 and result["bootstrap"]["over"] == "prompts"
     for name in ("greedy_bleu", "greedy_chrf", "sampled_bleu", "sampled_chrf",
                  "greedy_repetition", "sampled_repetition", "constant_bleu", "constant_chrf"):

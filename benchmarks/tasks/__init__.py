@@ -90,9 +90,6 @@ def wilson_interval(hits: float, n: int, z: float = 1.959963984540054) -> tuple[
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-BOOTSTRAP_RESAMPLES = RESAMPLES  # resamples of a task's bootstrap intervals
-
-
 def items_fingerprint(items: Any) -> str:
     """SHA-256 of a JSON rendering of what identifies a task's items (ids, positions,
     references): two results pair item by item only when their fingerprints agree."""
@@ -108,7 +105,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
-def bootstrap_note(seed: int, over: str, resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+def bootstrap_note(seed: int, over: str, resamples: int = RESAMPLES) -> dict[str, Any]:
     """What a result records about its ``*_ci95`` bootstrap intervals."""
     return {"resamples": resamples, "seed": seed, "over": over,
             "interval": "95% percentile, paired (the same resamples for every system)"}
