@@ -15,7 +15,7 @@ that only repeats its context would score.  ``<unk>`` is scored as one token (:f
 A few samples are kept as text for the report.
 
 BLEU, chrF and repetition carry 95% intervals (``<metric>_ci95``): a paired percentile bootstrap
-over the prompts (:data:`~lmladder.tasks.BOOTSTRAP_RESAMPLES` resamples drawn with the task
+over the prompts (:data:`~lmladder.significance.RESAMPLES` resamples drawn with the task
 seed, the same resamples for greedy, sampled, constant and copied output), each resample's corpus
 score recomputed by sacrebleu from its per-segment sufficient statistics.  The resample count and
 seed are recorded (``bootstrap``), and the statistics themselves (``paired``), so a report can
@@ -97,20 +97,19 @@ class Continuation(Task):
         out: dict[str, Any] = {"prompts": len(pairs), "seed": seed}
         paired: dict[str, Any] = {}
         for kind, generated in (("greedy", greedy), ("sampled", sampled)):
-            scores = text_scores([_text(vocab, g) for g in generated], refs, counts)
-            paired.update({f"{kind}_{k}": v for k, v in scores.pop("paired", {}).items()})
-            out.update({f"{kind}_{k}": v for k, v in scores.items()})
+            out.update(named_scores(kind, [_text(vocab, g) for g in generated], refs, counts,
+                                    paired, signatures=True))
             out[f"{kind}_distinct_1"] = distinct(generated, 1)
             out[f"{kind}_distinct_2"] = distinct(generated, 2)
             out[f"{kind}_repetition"] = repetition(generated)
             if counts is not None:
                 out[f"{kind}_repetition_ci95"] = repetition_interval(generated, counts)
         constant = constant_output(subject.data.train.ids, vocab.boundary_id, self.new_tokens)
-        out.update(baseline_scores("constant", [_text(vocab, constant)] * len(pairs), refs,
-                                   counts, paired))
+        out.update(named_scores("constant", [_text(vocab, constant)] * len(pairs), refs,
+                                counts, paired))
         out["constant_output"] = _text(vocab, constant)
         copies = [_text(vocab, p[-self.new_tokens:]) for p, _ in pairs]
-        out.update(baseline_scores("copy", copies, refs, counts, paired))
+        out.update(named_scores("copy", copies, refs, counts, paired))
         out["copy_output"] = f"the prompt's last {self.new_tokens} tokens"
         if counts is not None:
             out["bootstrap"] = bootstrap_note(seed, "prompts")
@@ -190,13 +189,16 @@ def scorable(texts: list[str]) -> list[str]:
     return [t.replace(UNK, UNK_MARK) for t in texts]
 
 
-def baseline_scores(name: str, hypotheses: list[str], references: list[str],
-                    counts: np.ndarray | None, paired: dict[str, Any]) -> dict[str, Any]:
-    """The scores of a baseline's outputs, keyed ``<name>_<metric>``; their per-segment
+def named_scores(name: str, hypotheses: list[str], references: list[str],
+                 counts: np.ndarray | None, paired: dict[str, Any], *,
+                 signatures: bool = False) -> dict[str, Any]:
+    """:func:`text_scores` of one set of outputs (greedy, sampled, a baseline's) keyed
+    ``<name>_<metric>``, sacrebleu's signatures only with ``signatures``; their per-segment
     statistics go into ``paired`` under the same keys."""
     scores = text_scores(hypotheses, references, counts)
     paired.update({f"{name}_{k}": v for k, v in scores.pop("paired", {}).items()})
-    return {f"{name}_{k}": v for k, v in scores.items() if not k.endswith("signature")}
+    return {f"{name}_{k}": v for k, v in scores.items()
+            if signatures or not k.endswith("signature")}
 
 
 def distinct(generations: list[np.ndarray], n: int) -> float:

@@ -46,7 +46,7 @@ from lmladder.tasks import (
     items_fingerprint,
     paired_block,
 )
-from lmladder.tasks.continuation import baseline_scores, constant_output, scorable, text_scores
+from lmladder.tasks.continuation import constant_output, named_scores, scorable, text_scores
 
 SEP = "<sep>"
 SAMPLES_KEPT = 3
@@ -138,9 +138,9 @@ def translate_and_score(subject: Subject, data: Parallel, sentences: int | None 
         paired = scores.pop("paired", {})
         scores["bleu_lc"] = BLEU(lowercase=True, force=True).corpus_score(
             scorable(hypotheses), [references]).score
-        scores.update(baseline_scores("constant", [constant] * len(test), references, counts,
-                                      paired))
-        scores.update(baseline_scores("copy", [s for s, _ in test], references, counts, paired))
+        scores.update(named_scores("constant", [constant] * len(test), references, counts,
+                                   paired))
+        scores.update(named_scores("copy", [s for s, _ in test], references, counts, paired))
         if counts is not None:
             scores["bootstrap"] = bootstrap_note(seed, "test sentences")
             scores["paired"] = paired_block(items_fingerprint(test), **paired)
