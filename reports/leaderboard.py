@@ -320,16 +320,6 @@ def below_baseline(row: Row, name: str, spec: MetricSpec, base: TaskBaseline) ->
     return mine < theirs if spec.higher_is_better else mine > theirs
 
 
-def constant_mean(row: Row, name: str, metric: str) -> float | None:
-    """:func:`baseline_mean` of the constant output."""
-    return baseline_mean(row, name, metric, TASK_BASELINES[0])
-
-
-def below_constant(row: Row, name: str, spec: MetricSpec) -> bool:
-    """:func:`below_baseline` of the constant output."""
-    return below_baseline(row, name, spec, TASK_BASELINES[0])
-
-
 def shorten(text: str, limit: int = SHORT_OUTPUT) -> str:
     """``text`` cut after its last whole word within ``limit`` characters, with " …"."""
     if len(text) <= limit:

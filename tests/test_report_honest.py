@@ -237,7 +237,7 @@ def test_the_constant_output_is_a_greyed_baseline_row_and_rows_below_it_are_mark
 
 
 def test_translation_reads_its_constant_scores_by_their_own_names():
-    from lmladder.reports.leaderboard import below_constant, constant_mean
+    from lmladder.reports.leaderboard import TASK_BASELINES, baseline_mean, below_baseline
     from lmladder.reports.rows import aggregate, task_specs
 
     r = make("LSTM", ppl=150.0, model="lstm")
@@ -249,5 +249,8 @@ def test_translation_reads_its_constant_scores_by_their_own_names():
                     for n in ("bleu", "chrf")]}}
     (row,) = aggregate(recs([r]))
     bleu, chrf = task_specs([row], "translation")
-    assert constant_mean(row, "translation", "bleu") == 2.16
-    assert below_constant(row, "translation", bleu) and not below_constant(row, "translation", chrf)
+    constant = TASK_BASELINES[0]
+    assert constant.kind == "constant"
+    assert baseline_mean(row, "translation", "bleu", constant) == 2.16
+    assert below_baseline(row, "translation", bleu, constant)
+    assert not below_baseline(row, "translation", chrf, constant)
