@@ -41,7 +41,6 @@ from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
 from lmladder.matrix import tomllib  # tomllib, or tomli on Python 3.10
 from lmladder.numbers import first_line
 from lmladder.record import RecordError, TaskResult
-from lmladder.results import scan_records
 from lmladder.run import (
     EXECUTORS,
     MATRIX_DIR,
@@ -397,11 +396,14 @@ def _report(args) -> int:
 
     results = Path(args.results_dir)
     out = render_report(results, Path(args.output) if args.output else results / "report.html",
-                        reference=not args.no_reference)
-    for line in scan_records(results).unreadable:  # named on the page and here
-        print(f"left out: {line}", file=sys.stderr)
+                        reference=not args.no_reference, left_out=_left_out)
     print(f"report: {out.resolve()}")
     return 0
+
+
+def _left_out(line: str) -> None:
+    """A file the report leaves out (named on the page too), on stderr."""
+    print(f"left out: {line}", file=sys.stderr)
 
 
 def _compare(args) -> int:
@@ -413,9 +415,8 @@ def _compare(args) -> int:
         if not run.is_dir():
             raise ResultsError(f"--compare {run}: no such results folder")
     from lmladder.reports.compare import render_compare
-    out = render_compare(run_a, run_b, Path(args.output) if args.output else run_b / "compare.html")
-    for line in (x for run in (run_a, run_b) for x in scan_records(run).unreadable):
-        print(f"left out: {line}", file=sys.stderr)
+    out = render_compare(run_a, run_b, Path(args.output) if args.output else run_b / "compare.html",
+                         left_out=_left_out)
     print(f"report: {Path(out).resolve()}")
     return 0
 

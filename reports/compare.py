@@ -34,7 +34,7 @@ import json
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -476,15 +476,18 @@ def _same_folder(a: str | Path, b: str | Path) -> bool:
 
 
 def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
-                   thresholds: Mapping[str, float] | None = None) -> Path:
+                   thresholds: Mapping[str, float] | None = None, *,
+                   left_out: Callable[[str], object] = lambda line: None) -> Path:
     """Write the side-by-side page of the result folders ``run_a`` and ``run_b`` to ``output``.
 
     ``thresholds`` overrides entries of :data:`DEFAULT_THRESHOLDS` (``quality``, ``speed``,
     ``memory``: relative tolerances, e.g. 0.001 = 0.1%; ``z``: multiple of the standard error of
     the difference used where both sides have >= 2 seeds).  The HTML file is self-contained (no
-    network resource) and written atomically; returns its path.  Raises :class:`ReportError`
-    (one line, naming the path) for a missing folder, a folder without readable records, two
-    paths of one folder, an unknown threshold or an output that cannot be written.
+    network resource) and written atomically; returns its path.  Each file of either folder
+    that is not a valid record is listed on the page and its line given to ``left_out``.
+    Raises :class:`ReportError` (one line, naming the path) for a missing folder, a folder
+    without readable records, two paths of one folder, an unknown threshold or an output that
+    cannot be written.
     """
     output = Path(output)
     if output.is_dir():
@@ -498,7 +501,10 @@ def render_compare(run_a: str | Path, run_b: str | Path, output: str | Path,
     if _same_folder(run_a, run_b):
         raise ReportError(f"--compare {run_a} {run_b}: both name the same results folder "
                           f"({Path(run_a).resolve()}); compare two different runs")
-    page = compare_html(read_folder(run_a), read_folder(run_b), limits)
+    folders = read_folder(run_a), read_folder(run_b)
+    for line in (x for folder in folders for x in folder.unreadable):
+        left_out(line)
+    page = compare_html(*folders, limits)
     try:
         atomic_write(output, page)
     except OSError as err:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lmladder.files import atomic_write, check_output
@@ -107,7 +107,8 @@ def export_rows(records: list[Record], reference_records: list[Record] | None = 
     return _export_rows(context(records, reference_records, anchors))
 
 
-def render_report(results_dir: str | Path, output: str | Path, *, reference: bool = True) -> Path:
+def render_report(results_dir: str | Path, output: str | Path, *, reference: bool = True,
+                  left_out: Callable[[str], object] = lambda line: None) -> Path:
     """Render every record under ``results_dir`` into the HTML file ``output``, and write
     ``results.csv``, ``results.md``, ``results.tex`` (the tables per dataset and one typed CSV
     row per record: :func:`lmladder.reports.exports.write_exports`) and ``results.json`` (the
@@ -118,7 +119,8 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
     ``reference``: show the shipped reference runs beside the user's rows.  Every file is
     replaced atomically (an interrupted render leaves the previous report, and no temporary
     file) and is created with the permissions of any new file (``0666 & ~umask``).  Files that
-    are not valid records are listed on the page, never ranked.  Raises :class:`ReportError`
+    are not valid records are listed on the page, never ranked, and each one's line ("FILE:
+    reason") is given to ``left_out`` (the command line prints it).  Raises :class:`ReportError`
     when ``output`` is a folder, :class:`FileNotFoundError` when ``results_dir`` holds no
     readable record, and refuses an output (or an export beside it) that would overwrite an input
     (:func:`lmladder.files.check_output`).
@@ -136,6 +138,8 @@ def render_report(results_dir: str | Path, output: str | Path, *, reference: boo
         why = f"; {len(scan.unreadable)} could not be read: {scan.unreadable[0]}" \
             if scan.unreadable else ""
         raise FileNotFoundError(f"{results_dir}: no readable result records{why}")
+    for line in scan.unreadable:
+        left_out(line)
     shipped = load_reference() if reference else []
     anchors = shipped_anchors()
     bench, problem = read_benchmark(results_dir)
