@@ -214,7 +214,7 @@ def test_report_needs_a_folder_or_compare_not_both(tmp_path, capsys):
 def test_report_compare_writes_run_b_compare_html_by_default(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_render_compare(run_a, run_b, output):
+    def fake_render_compare(run_a, run_b, output, *, left_out):
         calls.append((Path(run_a), Path(run_b), Path(output)))
         Path(output).write_text("<html></html>")
         return Path(output)
