@@ -9,8 +9,9 @@ keys with the full interpolated ln p(w | h) and, per context, the ln backoff wei
 (:mod:`lmladder.baselines.ngram_smoothing`).  That is exactly an ARPA file, so scoring is the
 standard backoff query (:mod:`lmladder.baselines.ngram_backoff`), walked over the stream with
 hashed tables by a compiled kernel, as KenLM's ``query`` does
-(:mod:`lmladder.baselines.ngram_kernels`, numba), and ARPA export/import is direct
-(:mod:`lmladder.baselines.arpa`).
+(:mod:`lmladder.baselines.ngram_kernels`, Cython), and ARPA export/import is direct
+(:mod:`lmladder.baselines.arpa`).  ``save`` also writes the hashed tables as one file that
+``lmladder score`` memory-maps (:mod:`lmladder.baselines.ngram_image`).
 
 Boundaries (KenLM-compatible)
 -----------------------------
@@ -44,6 +45,7 @@ forgets everything before a boundary).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +66,21 @@ from lmladder.api import (
     rank_counts,
     require,
 )
+from lmladder.baselines import ngram_image
 from lmladder.baselines.arpa import BOS, EOS, parse_arpa, read_arpa, write_arpa
 from lmladder.baselines.ngram_backoff import BackoffTables
 from lmladder.baselines.ngram_counts import count_ngrams, history_lengths
+from lmladder.baselines.ngram_kernels import table_slots
 from lmladder.baselines.ngram_prune import prune
 from lmladder.baselines.ngram_smoothing import compile_tables, make_smoothing
+from lmladder.files import refuse_link
+from lmladder.process import return_free_memory
 
 SmoothingName = Literal[
     "mle", "add-k", "witten-bell", "absolute-discounting", "kneser-ney", "modified-kneser-ney"
 ]
+log = logging.getLogger(__name__)
+
 MAX_ORDER = 32  # far beyond any useful n; a huge order would only allocate huge state arrays
 _DISCOUNTED = ("absolute-discounting", "kneser-ney", "modified-kneser-ney")
 
@@ -154,6 +162,8 @@ class NGramLM(LanguageModel):
         del counts
         self.unpruned_sizes_ = tables.sizes() if cfg.prune > 0 else None
         self.tables_ = prune(tables, cfg.prune)
+        del tables
+        return_free_memory()  # the counting's temporaries, before anything else is built
         used = smoothing.discounts()
         self.discounts_ = np.full((cfg.order, 3), np.nan)
         for j, d in enumerate(used):
@@ -201,7 +211,8 @@ class NGramLM(LanguageModel):
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()
     ) -> np.ndarray:
         """ln p(w_i | history), float64 ``(N,)``: one backoff query per position, in one
-        compiled pass over the stream (the first call per process loads numba).
+        compiled pass over the stream (the first call hashes the tables, unless they were loaded
+        from a saved model's ``tables.bin``).
 
         ``context.window`` caps the history below ``order - 1`` tokens if smaller (``step`` uses
         the full ``order - 1``, so the reference loop honours no window).
@@ -305,6 +316,55 @@ class NGramLM(LanguageModel):
         if "unpruned_sizes" in arrays:  # written for pruned models only
             sizes = check_state_array(arrays, "unpruned_sizes", (n,), "i")
             self.unpruned_sizes_ = [int(x) for x in sizes]
+
+    # -- the saved query image ------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """The checkpoint (``model.json``, ``state.npz``) and the query image ``tables.bin``
+        (:mod:`lmladder.baselines.ngram_image`) that ``lmladder score`` memory-maps.  A stale
+        image is removed first and the new one written last, so a save interrupted anywhere
+        leaves either none (scoring rebuilds it from ``state.npz``) or the one of this state."""
+        stale = refuse_link(Path(directory) / ngram_image.FILE_NAME, ngram_image.WHERE)
+        stale.unlink(missing_ok=True)
+        folder = super().save(directory)
+        ngram_image.write(self.image(), folder)
+        return folder
+
+    @classmethod
+    def load(cls, directory: str | Path) -> NGramLM:
+        """The checkpoint, scoring with its saved image when the folder has one that fits (a
+        missing or foreign ``tables.bin`` is rebuilt in memory on first use)."""
+        model = super().load(directory)
+        path = Path(directory) / ngram_image.FILE_NAME
+        if path.exists():
+            try:
+                image = ngram_image.open_image(path)
+            except (ngram_image.ImageError, OSError) as err:
+                log.warning("%s; scoring rebuilds the tables from state.npz", err)
+            else:
+                model._attach(image, path)
+        return model
+
+    def image(self) -> ngram_image.Image:
+        """The hashed query image of this model, with its words (built once, or the one mapped
+        from a saved model's ``tables.bin``)."""
+        tables = self._require_tables()
+        if tables._hashed is None or tables._hashed.boundary < 0:
+            tables._hashed = ngram_image.build(tables, self.vocab_,
+                                               cross_boundary=self.cfg.cross_boundary)
+        return tables._hashed
+
+    def _attach(self, image: ngram_image.Image, path: Path) -> None:
+        tables, vocab = self._require_tables(), self._require_fitted()
+        expected = (self.cfg.order, len(vocab), vocab.sha256.encode("ascii"), tables.flat,
+                    self.cfg.cross_boundary, [table_slots(len(k)) for k in tables.keys[1:]])
+        found = (image.order, image.vocab_size, image.vocab_sha256, image.flat,
+                 image.cross_boundary, image.slots)
+        if found != expected:
+            log.warning("%s does not fit the model's state (another model's tables?); scoring "
+                        "rebuilds them from state.npz", path)
+            return
+        tables._hashed = image
 
     # -- ARPA -----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,9 @@ class BackoffTables:
     flat: bool = False
     _tokens: dict = field(default_factory=dict, repr=False)
     _index: dict = field(default_factory=dict, repr=False)
-    # orders 2..n hashed for score(), built on its first call (tables do not change after a fit)
-    _hashed: tuple | None = field(default=None, repr=False)
+    # the hashed image score() walks (ngram_image), built on its first call or attached from a
+    # saved model's file (tables do not change after a fit)
+    _hashed: Any = field(default=None, repr=False)
 
     @property
     def order(self) -> int:
@@ -128,7 +130,7 @@ class BackoffTables:
 
     def score(self, seq: np.ndarray, hist: np.ndarray) -> np.ndarray:
         """ln p(seq[t] | history) for ``t = 1..N``: float64 ``(N,)``, by the compiled stream walk
-        of :mod:`lmladder.baselines.ngram_kernels`.
+        over the hashed image of these tables (:mod:`lmladder.baselines.ngram_image`).
 
         ``seq``: int64 ``(N + 1,)`` whose first entry is the initial boundary; ``hist``: int64
         ``(N,)``, tokens of history usable at each position (already capped at ``order - 1``,
@@ -136,17 +138,14 @@ class BackoffTables:
         """
         if self.order == 1:  # nothing to look up
             return self.logp[0][seq[1:]].astype(np.float64)
-        # numba takes ~0.3 s to import: only models that score pay it, not every importer
-        from lmladder.baselines.ngram_kernels import hash_orders, score_stream
-
         if self._hashed is None:
-            self._hashed = hash_orders(self.keys, self.logp, self.bow, self.vocab_size)
-        return score_stream(np.ascontiguousarray(seq, dtype=np.int64),
-                            np.ascontiguousarray(hist, dtype=np.int64),
-                            self._hashed, tuple(h.view(np.float64) for h in self._hashed),
-                            np.ascontiguousarray(self.logp[0], dtype=np.float64),
-                            np.ascontiguousarray(self.bow[0], dtype=np.float64),
-                            self.flat, math.log(self.vocab_size))
+            from lmladder.baselines.ngram_image import build
+
+            self._hashed = build(self)
+        out = np.empty(len(hist))
+        self._hashed.score(np.ascontiguousarray(seq, dtype=np.int64),
+                           np.ascontiguousarray(hist, dtype=np.int64), out)
+        return out
 
     def distributions(self, histories: np.ndarray) -> np.ndarray:
         """Full next-token ln-distributions: float64 ``(B, V)``.

@@ -125,3 +125,25 @@ def test_walk_finds_the_longest_ngram_on_a_hand_made_table():
                 u + 0.0]            # a | b c: unigram, "c" has weight 0 and "b c" is not listed
     np.testing.assert_allclose(tables.score(seq, hist), expected, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(tables.score(seq, hist), vectorized_score(tables, seq, hist))
+
+
+def test_tables_too_large_for_4_byte_keys_walk_the_same():
+    """A vocabulary of 70,000: V * V passes 2**32, so order 2 keeps 8-byte keys and order 3 too
+    (the narrow tables of small models are every other test's)."""
+    from lmladder.api import Vocab
+    from lmladder.baselines.ngram_kernels import key_bytes
+
+    v = 70_000
+    vocab = Vocab(["<eos>", *(f"w{i}" for i in range(1, v))], boundary="<eos>")
+    rng = np.random.default_rng(SEED)
+    train = np.minimum(rng.zipf(1.2, 300_000), v - 1).astype(np.int64)
+    train[rng.random(len(train)) < 0.1] = 0
+    model = NGramLM(order=3, smoothing="kneser-ney")
+    model.fit(train, vocab)
+    image = model.image()
+    assert key_bytes(v, v) == 8 and key_bytes(image.slots[0], v) == 8
+    assert key_bytes(1000, 1000) == 4
+    test = np.minimum(rng.zipf(1.2, 20_000), v - 1).astype(np.int64)
+    seq, hist = model._history(test, ContextPolicy())
+    np.testing.assert_array_equal(model.token_logprobs(test),
+                                  vectorized_score(model.tables_, seq, hist))
