@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import importlib
 
-from lmladder._version import __version__
-
-# public name -> the module that defines it
+# public name -> the module that defines it (the version too: importlib.metadata costs a lean
+# process such as ``lmladder score`` more than its own imports)
 _EXPORTS = {
+    "__version__": "_version",
     "LanguageModel": "api",
     "Vocab": "api",
     "Budget": "api",
@@ -47,7 +47,7 @@ _EXPORTS = {
     "render_report": "reports.render",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -10,6 +10,7 @@
     lmladder report RESULTS_DIR [-o FILE] [--no-reference]
     lmladder report --compare RUN_A RUN_B [-o FILE]
     lmladder export-arpa (--model-dir DIR | --model NAME --dataset NAME) -o FILE.arpa
+    lmladder score MODEL_DIR FILE [--json] [--phases]
 
 While a matrix runs, each cell shows one line: its training bar ("12.5 s / 15 s",
 "120k / 500k tokens", "30 / 150 steps"), then the step it is in (scoring valid, scoring test,
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lmladder import interop, registry, tasks
+from lmladder import interop, query, registry, tasks
 from lmladder._version import __version__
 from lmladder.api import Budget, ConfigError, Progress, build_config
 from lmladder.data import DATASET_HELP, DataError, DataNotFoundError
@@ -563,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", help="HTML file (default: RESULTS_DIR/report.html, or "
                      "RUN_B/compare.html with --compare)")
     interop.add_export_arpa_parser(sub)
+    query.add_arguments(sub.add_parser("score", help=query.HELP))
     return p
 
 
@@ -573,21 +575,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "list":
-            return _list(args.what)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "task":
-            return _task(args)
-        if args.command == "export-arpa":
-            return interop.export_arpa(args)
-        return _report(args)
+        commands = {"list": lambda a: _list(a.what), "run": _run, "task": _task,
+                    "export-arpa": interop.export_arpa, "score": query.run, "report": _report}
+        return commands[args.command](args)
     except BrokenPipeError:  # e.g. `lmladder list models | head`: the reader has gone
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail
         return 0
     except (MatrixError, ResultsError, ExecutorError, interop.ExportError, _report_error(),
             ConfigError, DataError, RecordError, registry.UnknownNameError,
-            registry.ModelImportError, OSError) as err:
+            registry.ModelImportError, query.ScoreError, OSError) as err:
         print(f"lmladder: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

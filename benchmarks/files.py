@@ -21,7 +21,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -126,6 +125,8 @@ def atomic_writer(path: Path, *, where: str = "a results folder") -> Iterator[Bi
     if path.is_dir():  # os.replace would fail naming the temporary file
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file lmladder can replace; "
                                 "remove or rename it", str(path))
+    import tempfile  # here, not above: it costs a reader such as ``lmladder score`` 1 MiB
+
     try:  # mkstemp: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, a name nobody can guess
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{os.getpid()}-",
                                    suffix=path.suffix)

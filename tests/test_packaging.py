@@ -84,7 +84,10 @@ def test_wheel_installs_exactly_one_top_level_package(tmp_path):
     top = {n.split("/")[0] for n in names}
     assert top == {"lmladder", f"lmladder-{lmladder.__version__}.dist-info"}
     info = f"lmladder-{lmladder.__version__}.dist-info"
-    assert "lmladder.cli:main" in zipfile.ZipFile(wheel).read(f"{info}/entry_points.txt").decode()
+    assert "lmladder.__main__:main" in zipfile.ZipFile(wheel).read(
+        f"{info}/entry_points.txt").decode()
+    assert any(n.startswith("lmladder/baselines/ngram_kernels.") and n.endswith(".so")
+               for n in names)  # the compiled n-gram kernels
     for expected in ("lmladder/api.py", "lmladder/baselines/ngram.py", "lmladder/neural/rnn.py",
                      "lmladder/reports/render.py", "lmladder/perf/ngram.py",
                      "lmladder/tasks/cloze.py",
@@ -169,8 +172,8 @@ def test_layers_depend_one_way():
 
 
 # Small leaf modules a family may use besides the contract: device resolution, the number and
-# error-line rules, and the process helpers of its own worker processes.
-LEAVES = {"lmladder.devices", "lmladder.numbers", "lmladder.process"}
+# error-line rules, the process helpers of its own worker processes, and link-safe files.
+LEAVES = {"lmladder.devices", "lmladder.numbers", "lmladder.process", "lmladder.files"}
 # What a report may read: records and their files (and the paired tests of their task
 # statistics), nothing that runs or scores a model.
 RECORDS = {"lmladder.record", "lmladder.results", "lmladder.numbers", "lmladder.files",
@@ -224,17 +227,20 @@ from lmladder import registry, load_dataset, score
 data = load_dataset("synthetic")
 kn = registry.build("kn3"); kn.fit(data.train.ids, data.vocab)
 hl = registry.build("hmm-hmmlearn", smoke=True); hl.fit(data.train.ids[:2000], data.vocab)
-print("ppl", round(score(kn, data).ppl, 2), round(score(hl, data).ppl, 2))
+hm = registry.build("hmm", smoke=True); hm.fit(data.train.ids[:2000], data.vocab)  # EM on numpy
+print("ppl", round(score(kn, data).ppl, 2), round(score(hl, data).ppl, 2),
+      round(score(hm, data).ppl, 2))
 try:
-    registry.build("hmm")
+    registry.build("hmm", dict(trainer="adam"))
 except ImportError as err:
-    print("hmm needs torch:", err)
+    print("adam:", err)
 assert "torch" not in sys.modules or sys.modules["torch"] is None
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ppl ")
-    assert "hmm needs torch: torch is not installed" in done.stdout
+    assert ("adam: hmm: trainer='adam' needs torch, which cannot be imported: torch is not "
+            "installed") in done.stdout
 
 
 def test_load_refuses_a_class_it_does_not_know_before_importing_it(tmp_path, data):
