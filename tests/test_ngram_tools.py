@@ -1,6 +1,7 @@
-"""The n-gram whole programs (benchmarks/perf/ngram_tools.py): text in, the same vocabulary and
-ids as the dataset loader (the compiled reader, baselines/ngram_text.py, splitting as
-``str.split``), the same scores as the model, one-line errors."""
+"""The n-gram whole programs (benchmarks/perf/ngram_tools.py's estimate, lmladder score): text in,
+the same vocabulary and ids as the dataset loader (the compiled reader of
+baselines/ngram_kernels.pyx, splitting as ``str.split``), the same scores as the model, one-line
+errors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 
 from lmladder.api import Vocab
+from lmladder.baselines import ngram_image
 from lmladder.baselines.ngram import NGramLM
-from lmladder.baselines.ngram_text import WordReader
+from lmladder.baselines.ngram_backoff import BackoffTables
 from lmladder.data import build_word_vocab, word_split
 from lmladder.perf import ngram_tools
 from tests.test_ngram import markov_stream
@@ -31,6 +33,13 @@ def test_vocabulary_and_ids_equal_the_dataset_loaders():
     vocab, ids = ngram_tools.read_vocab_and_ids(io.StringIO(text))
     assert vocab == build_word_vocab(lines)
     np.testing.assert_array_equal(ids, word_split("train", lines, vocab).ids)
+
+
+def read_ids(data: bytes, vocab: Vocab) -> np.ndarray:
+    """The compiled reader's ids, through the image of a uniform unigram model on ``vocab``."""
+    v = len(vocab)
+    tables = BackoffTables(v, [np.arange(v)], [np.full(v, -np.log(v))], [np.zeros(v)])
+    return ngram_image.read_ids(ngram_image.build(tables, vocab), data)
 
 
 def python_ids(text: str, vocab: Vocab) -> np.ndarray:
@@ -53,13 +62,13 @@ ODD_TEXT = ("caf\u00e9 a\u00a0b\u0085c\u1680a\u2000b\u200ac\u2028a\u2029b\u202fc
 def test_compiled_reader_splits_as_str_split(text):
     vocab = Vocab(["<eos>", "<unk>", "a", "b", "c", "caf\u00e9", "na\u00efve", "\u2030a",
                    *(f"w{i}" for i in range(100))], boundary="<eos>", unk="<unk>")
-    np.testing.assert_array_equal(ngram_tools.read_ids(text.encode(), WordReader(vocab)),
+    np.testing.assert_array_equal(read_ids(text.encode(), vocab),
                                   python_ids(text, vocab))
 
 
 def test_read_ids_marks_every_line_and_maps_unknown_words_to_unk():
     vocab, _ = ngram_tools.read_vocab_and_ids(io.StringIO("a b\nc\n"))
-    ids = ngram_tools.read_ids(TEXT.encode(), WordReader(vocab))
+    ids = read_ids(TEXT.encode(), vocab)
     words = ["b", "a", "c", "<eos>", "<eos>", "a", "b", "<unk>", "<unk>", "<eos>",
              "c", "c", "a", "<eos>"]  # "d" is unknown; the blank line is one <eos>
     np.testing.assert_array_equal(ids, vocab.encode(words))
@@ -67,19 +76,22 @@ def test_read_ids_marks_every_line_and_maps_unknown_words_to_unk():
 
 def test_read_ids_uses_the_vocabularys_boundary_and_refuses_words_a_closed_one_lacks():
     vocab = Vocab(["</s>", "a", "b"], boundary="</s>")
-    np.testing.assert_array_equal(ngram_tools.read_ids(b"a b\n\na", WordReader(vocab)),
+    np.testing.assert_array_equal(read_ids(b"a b\n\na", vocab),
                                   [1, 2, 0, 0, 1, 0])
-    with pytest.raises(ValueError, match="'c\u00e9' is not in the vocabulary"):
-        ngram_tools.read_ids("a b\na c\u00e9\n".encode(), WordReader(vocab))
+    with pytest.raises(ValueError, match="line 2: the word 'c\u00e9' is not in the vocabulary"):
+        read_ids("a b\na c\u00e9\n".encode(), vocab)
 
 
-def test_estimate_then_query_scores_every_token_as_the_model_does(tmp_path, capsys, monkeypatch):
+def test_estimate_then_score_every_token_as_the_model_does(tmp_path, capsys):
+    from lmladder import query
+
     train, test = tmp_path / "train.txt", tmp_path / "test.txt"
     train.write_text(" ".join(markov_stream(2000, 6, seed=1)).replace(" <eos>", "\n"))
     test.write_text(TEXT.replace("d", "w1"))
     ngram_tools.main(["estimate", "--order", "3", "--text", str(train), "--out",
                       str(tmp_path / "m"), "--arpa", str(tmp_path / "m.arpa")])
     assert "fit" in capsys.readouterr().err
+    assert (tmp_path / "m" / ngram_image.FILE_NAME).is_file()
     model = NGramLM.load(tmp_path / "m")
     with open(train) as f:
         vocab, ids = ngram_tools.read_vocab_and_ids(f)
@@ -89,10 +101,9 @@ def test_estimate_then_query_scores_every_token_as_the_model_does(tmp_path, caps
         np.testing.assert_array_equal(a, b)
     assert (tmp_path / "m.arpa").read_text().startswith("\\data\\")
 
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(test.read_bytes())))
-    ngram_tools.main(["query", str(tmp_path / "m")])
+    assert query.main([str(tmp_path / "m"), str(test)]) == 0
     out = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
-    lp = model.token_logprobs(ngram_tools.read_ids(test.read_bytes(), WordReader(model.vocab_)))
+    lp = model.token_logprobs(read_ids(test.read_bytes(), model.vocab_))
     assert int(out["tokens"]) == len(lp) == 14
     assert float(out["log10_prob"]) == pytest.approx(lp.sum() / math.log(10), abs=1e-6)
     assert float(out["perplexity"]) == pytest.approx(math.exp(-lp.mean()), rel=1e-9)
@@ -101,7 +112,6 @@ def test_estimate_then_query_scores_every_token_as_the_model_does(tmp_path, caps
 @pytest.mark.parametrize("argv,message", [
     (["estimate", "--text", "/no/such.txt", "--out", "x"], "--text /no/such.txt: cannot read"),
     (["estimate", "--order", "0", "--text", "t", "--out", "x"], "--order 0: must be in"),
-    (["query", "/no/such/folder"], "/no/such/folder: not an n-gram model folder"),
 ])
 def test_errors_are_one_line(argv, message):
     with pytest.raises(SystemExit) as err:

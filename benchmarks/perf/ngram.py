@@ -16,16 +16,16 @@ What is timed
   ``--repeats`` times, wall time and the child's peak RSS (GNU ``/usr/bin/time -f %M``):
 
   - estimation: ``python -m lmladder.perf.ngram_tools estimate --order 5 --text train.txt --out
-    DIR`` (writes lmladder's binary checkpoint; also timed with ``--arpa``, writing ARPA as lmplz
-    does) against ``lmplz -o 5 -S 1G --text train.txt --arpa F`` (ARPA), and our ``fit`` alone
-    (in process) against the same lmplz run;
+    DIR`` (writes lmladder's model folder: the checkpoint and the query image; also timed with
+    ``--arpa``, writing ARPA as lmplz does) against ``lmplz -o 5 -S 1G --text train.txt --arpa
+    F`` (ARPA), and our ``fit`` alone (in process) against the same lmplz run;
   - scoring the test split repeated ``--copies`` times (1,648,600 tokens for 20: words and one
-    ``</s>`` per line, as KenLM counts): ``NGramLM.token_logprobs`` on ids (steady state, kernel
-    compiled and hash tables built beforehand), and ``python -m lmladder.perf.ngram_tools query``
-    (load, read, split, map, score; numba's import and cached machine code included; its phases
-    from the program's stderr, and the rest of the wall time as start-up and exit) against
-    ``query -v summary`` on lmplz's model after ``build_binary``; one more run of ours with an
-    empty numba cache shows what the first run on a machine pays to compile.
+    ``</s>`` per line, as KenLM counts): ``NGramLM.token_logprobs`` on ids (steady state, hash
+    tables built beforehand), and ``lmladder score DIR test.txt --phases`` (the installed
+    command: start the interpreter, map the saved image, read, split, map and score; its phases
+    from its stderr, the rest of the wall time as start-up, imports and exit) against ``query -v
+    summary`` on lmplz's model after ``build_binary`` (its probing hash tables, read from the
+    page cache as ours are).
 
   ``lmplz`` refuses ``<unk>`` in its training text, so KenLM's copies of the texts call PTB's
   ``<unk>`` ``<unk>_`` (an ordinary word, as lmladder treats it).  Both perplexities are printed,
@@ -255,6 +255,14 @@ class Timings:
     runs: dict[str, list[Run]]
 
 
+def score_command() -> list[str]:
+    """The ``lmladder score`` command installed beside this interpreter (the console script a
+    user runs), else ``python -m lmladder score``."""
+    script = Path(sys.executable).with_name("lmladder")
+    return [str(script), "score"] if script.is_file() else [sys.executable, "-m", "lmladder",
+                                                            "score"]
+
+
 def interleave(ds: Dataset, texts: dict[str, Path], programs: dict[str, Path] | None, *,
                repeats: int, copies: int, work: Path) -> Timings:
     """Run ours and KenLM's programs in turn ``repeats`` times (module docstring), writing the
@@ -271,7 +279,7 @@ def interleave(ds: Dataset, texts: dict[str, Path], programs: dict[str, Path] | 
         model.fit(ds.train.ids, ds.vocab)
         timings.fit_s.append(time.perf_counter() - t)
     ids = np.tile(ds.test.ids, copies)
-    model.token_logprobs(ids)  # compile (or load) the kernel and build the hash tables
+    model.token_logprobs(ids)  # build the hash tables
     for r in range(repeats):
         timings.runs["est"].append(run_process(est))
         timings.runs["est_arpa"].append(run_process([*est, "--arpa", str(work / "ours.arpa")]))
@@ -284,7 +292,7 @@ def interleave(ds: Dataset, texts: dict[str, Path], programs: dict[str, Path] | 
         model.token_logprobs(ids)
         timings.score_s.append(time.perf_counter() - t)
         timings.runs["query"].append(run_process(
-            [*ours, "query", str(work / "kn5"), "--text", str(texts["test"])]))
+            [*score_command(), str(work / "kn5"), str(texts["test"]), "--phases"]))
         if programs:
             timings.runs["kquery"].append(run_process(
                 [str(programs["query"]), "-v", "summary", str(work / "lmplz.bin")],
@@ -297,10 +305,6 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
     """Table 2 (module docstring): ours and KenLM's programs interleaved, medians and ratios."""
     texts = write_texts(ptb, work, copies)
     timings = interleave(ds, texts, programs, repeats=repeats, copies=copies, work=work)
-    ours_query = [sys.executable, "-m", "lmladder.perf.ngram_tools", "query", str(work / "kn5"),
-                  "--text", str(texts["test"])]
-    with tempfile.TemporaryDirectory() as cache:  # the first run on a machine: numba compiles
-        cold = run_process(ours_query, env={**os.environ, "NUMBA_CACHE_DIR": cache})
 
     runs = timings.runs
     tokens = len(ds.test.ids) * copies
@@ -313,7 +317,7 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
         ("score", timings.score_s), ("query", wall["query"]), ("kquery", wall["kquery"]))}
     phases = {k: [stderr_seconds(r)[k] for r in runs["query"]]
               for k in stderr_seconds(runs["query"][0])}
-    # what the program does not time itself: the interpreter, imports (numpy, numba), exit
+    # what the program does not time itself: the interpreter, its imports, exit
     phases["start_exit"] = [r.seconds - sum(stderr_seconds(r).values()) for r in runs["query"]]
 
     print(f"\nKenLM vs ours, PTB KN5 (modified Kneser-Ney 5-gram), scoring the test split "
@@ -328,7 +332,7 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
         ("estimation, whole process (ours: + ARPA file)", wall["est_arpa"], wall["lmplz"], "s"),
         ("estimation peak RSS (ours: checkpoint)", peak["est"], peak["lmplz"], "MiB"),
         ("scoring: token_logprobs on ids vs query whole", rate["score"], rate["kquery"], "tok/s"),
-        ("scoring, whole process (load, read, split, score)", rate["query"], rate["kquery"],
+        ("scoring, whole process (lmladder score vs query)", rate["query"], rate["kquery"],
          "tok/s"),
         ("scoring peak RSS", peak["query"], peak["kquery"], "MiB"),
     ]
@@ -347,12 +351,8 @@ def compare_with_kenlm(ds: Dataset, ptb: Path, programs: dict[str, Path] | None,
               f"KenLM {fmt(theirs, unit, digits):30s} {kind} ratio {ratio:.2f}x")
     print("  ours, whole-process scoring phases (median s): " + ", ".join(
         f"{k} {statistics.median(v):.3f}" for k, v in phases.items())
-        + "  (numba_code: numba's compiler set up and cached machine code loaded; first_call: "
-        "the kernel's code + hash tables; start_exit: interpreter, imports incl. numba, exit)")
-    cold_phases = stderr_seconds(cold)
-    compiling = cold_phases["numba_code"] + cold_phases["first_call"]
-    print(f"  ours, first run on a machine (empty numba cache): {cold.seconds:.2f} s whole "
-          f"process, of which numba_code + first_call {compiling:.2f} s (compiling)")
+        + "  (open: model.json checked, tables.bin mapped; read_score: the text read, split, "
+        "mapped and scored in blocks; start_exit: interpreter, imports, exit)")
     print_perplexities(ours_q["ppl"], runs["kquery"], programs, work, texts)
 
 

@@ -1,50 +1,31 @@
-"""lmladder's n-gram family as two whole programs, to time against KenLM's ``lmplz`` and ``query``.
+"""lmladder's n-gram estimation as a whole program, to time against KenLM's ``lmplz``.
 
 Usage::
 
     python -m lmladder.perf.ngram_tools estimate --order 5 --text train.txt --out DIR [--arpa F]
-    python -m lmladder.perf.ngram_tools query DIR [--text test.txt]      # default: stdin
 
 ``estimate`` does what ``lmplz -o N --text train.txt --arpa F`` does, from the text: read and split
 it, build the vocabulary (:func:`read_vocab_and_ids`: lmladder's word vocabulary, as
 :func:`lmladder.data.build_word_vocab` makes it), fit modified Kneser-Ney and write the model as
-lmladder's checkpoint folder (``model.json`` + ``state.npz``, binary); ``--arpa`` also writes the
-ARPA text file ``lmplz`` writes.
-
-``query`` does what ``query -v summary BINARY < text`` does: load the model, read the text, split
-it into words, map them to ids (a word outside the vocabulary is ``<unk>``) with one end of
-sentence per line, score every token (the line's words and its ``</s>``, each line from ``<s>``,
-as KenLM counts them) and print the token count, the total log10 probability and the perplexity
-``10 ** (-total / tokens)``.  On stderr it prints the seconds of each phase: ``load`` (the
-checkpoint), ``numba_code`` (the first compiled call, the vocabulary's table for reading: numba
-sets up its compiler and loads the cached machine code, or compiles it on a machine's first run),
-``read`` (reading the bytes and mapping them to ids in one compiled pass,
-:mod:`lmladder.baselines.ngram_text`), ``first_call`` (the scoring kernel's code and the model's
-hash tables) and ``score``.  Importing numba (~0.3 s) is part of the process's start.
-
-``estimate`` reads the text in blocks of lines, so memory does not grow with a list of every
-word; ``query`` reads it whole as bytes, which are smaller than its ids.
+lmladder's model folder (``model.json``, ``state.npz`` and the query image ``tables.bin``);
+``--arpa`` also writes the ARPA text file ``lmplz`` writes.  It reads the text in blocks of lines,
+so memory does not grow with a list of every word.  Scoring is ``lmladder score DIR FILE``
+(:mod:`lmladder.query`), the counterpart of KenLM's ``query``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import itertools
-import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from lmladder.api import CheckpointError, Vocab
+from lmladder.api import Vocab
 from lmladder.baselines.ngram import NGramLM
 from lmladder.data import EOS, word_vocab
-
-if TYPE_CHECKING:  # numba, which the reader needs, is imported by query only (estimate: ~0.3 s)
-    from lmladder.baselines.ngram_text import WordReader
 
 BLOCK = 1 << 20  # characters of text split at a time (a few MB of word strings)
 
@@ -55,25 +36,6 @@ def _blocks(text: TextIO, boundary: str) -> Iterator[list[str]]:
         words = f" {boundary} ".join(lines).split()
         words.append(boundary)  # the join put one between the lines; the last line needs its own
         yield words
-
-
-def read_ids(data: bytes, reader: WordReader) -> np.ndarray:
-    """The words of the UTF-8 text ``data`` as int64 ids of the reader's word vocabulary, one
-    boundary per line, in one compiled pass (:mod:`lmladder.baselines.ngram_text`); words the
-    vocabulary lacks are its unknown word (ValueError naming the first such word if it has
-    none)."""
-    from lmladder.baselines.ngram_text import UNKNOWN
-
-    ids = reader.ids(data)
-    vocab = reader.vocab
-    if vocab.unk_id is None and (ids == UNKNOWN).any():
-        # the error path only: split in Python to name the word
-        text = io.StringIO(data.decode("utf-8", errors="replace"))
-        words = itertools.chain.from_iterable(_blocks(text, vocab.boundary))
-        word = next(itertools.islice(words, int(np.argmax(ids == UNKNOWN)), None))
-        raise ValueError(f"the word {word!r} is not in the vocabulary, which has no unknown "
-                         "word to map it to")
-    return ids
 
 
 def read_vocab_and_ids(text: TextIO) -> tuple[Vocab, np.ndarray]:
@@ -107,18 +69,6 @@ def _open_text(path: str | None) -> TextIO:
                          "file") from None
 
 
-def _read_bytes(path: str | None) -> bytes:
-    """The whole text to score, as bytes (9 MB for 1.65 M tokens: less than its ids)."""
-    if path is None:
-        return sys.stdin.buffer.read()
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        raise SystemExit(f"--text {path}: cannot read ({err.strerror}); give a UTF-8 text "
-                         "file") from None
-
-
 def estimate(text: str, out: str, *, order: int, arpa: str | None) -> dict[str, float]:
     """Read, fit and write (module docstring); the seconds of each phase."""
     clock = time.perf_counter()
@@ -138,38 +88,6 @@ def estimate(text: str, out: str, *, order: int, arpa: str | None) -> dict[str, 
     return seconds
 
 
-def query(model_dir: str, text: str | None) -> tuple[int, float, dict[str, float]]:
-    """Score the text with the saved model (module docstring): tokens, total log10 probability
-    and the seconds of each phase."""
-    from lmladder.baselines.ngram_text import WordReader
-
-    clock = time.perf_counter()
-    model = _load(model_dir)
-    loaded = time.perf_counter()
-    reader = WordReader(model.vocab_)  # the first compiled call: numba loads its machine code
-    ready_to_read = time.perf_counter()
-    try:
-        ids = read_ids(_read_bytes(text), reader)
-    except ValueError as err:
-        raise SystemExit(f"--text {text or '(stdin)'}: {err}") from None
-    read = time.perf_counter()
-    model.token_logprobs(ids[:1])  # first call: the kernel's code, the hash tables
-    ready = time.perf_counter()
-    total = float(model.token_logprobs(ids).sum()) / math.log(10.0)
-    scored = time.perf_counter()
-    return len(ids), total, {"load": loaded - clock, "numba_code": ready_to_read - loaded,
-                             "read": read - ready_to_read,
-                             "first_call": ready - read, "score": scored - ready}
-
-
-def _load(model_dir: str) -> NGramLM:
-    try:
-        return NGramLM.load(model_dir)
-    except (CheckpointError, TypeError, OSError) as err:
-        raise SystemExit(f"{model_dir}: not an n-gram model folder ({err}); write one with "
-                         "`python -m lmladder.perf.ngram_tools estimate`") from None
-
-
 def _report(seconds: dict[str, float]) -> None:
     print("seconds\t" + "\t".join(f"{k} {v:.3f}" for k, v in seconds.items()), file=sys.stderr)
 
@@ -180,21 +98,13 @@ def main(argv: Iterable[str] | None = None) -> None:
     est = sub.add_parser("estimate", help="text -> modified Kneser-Ney model (as lmplz)")
     est.add_argument("--order", type=int, default=5)
     est.add_argument("--text", required=True, help="training text, one sentence per line")
-    est.add_argument("--out", required=True, help="model folder to write (model.json, state.npz)")
+    est.add_argument("--out", required=True, help="model folder to write (model.json, state.npz, "
+                     "tables.bin)")
     est.add_argument("--arpa", default=None, help="also write the model as this ARPA file")
-    qry = sub.add_parser("query", help="score a text with a saved model (as query -v summary)")
-    qry.add_argument("model", help="model folder written by estimate (or lmladder's fit)")
-    qry.add_argument("--text", default=None, help="text to score (default: stdin)")
     args = ap.parse_args(None if argv is None else list(argv))
-    if args.command == "estimate":
-        if not 1 <= args.order <= 32:
-            raise SystemExit(f"--order {args.order}: must be in [1, 32]")
-        _report(estimate(args.text, args.out, order=args.order, arpa=args.arpa))
-        return
-    tokens, total, seconds = query(args.model, args.text)
-    print(f"tokens\t{tokens}\nlog10_prob\t{total:.6f}\n"
-          f"perplexity\t{10 ** (-total / max(tokens, 1)):.10g}")
-    _report(seconds)
+    if not 1 <= args.order <= 32:
+        raise SystemExit(f"--order {args.order}: must be in [1, 32]")
+    _report(estimate(args.text, args.out, order=args.order, arpa=args.arpa))
 
 
 if __name__ == "__main__":
