@@ -182,17 +182,18 @@ def _score_loaded(folder: str, text, name: str) -> tuple[dict, dict]:
     """Any saved model, loaded in full and scored through the contract."""
     import numpy as np
 
-    from lmladder.registry import load_model
+    from lmladder.api import CheckpointError
+    from lmladder.registry import ModelImportError, UnknownNameError, load_model
 
     clock = time.perf_counter()
-    model = load_model(folder)
+    try:
+        model = load_model(folder)
+    except (CheckpointError, UnknownNameError, ModelImportError) as err:
+        raise ScoreError(err.args[0] if isinstance(err, KeyError) else str(err)) from None
     vocab = model.vocab_
     loaded = time.perf_counter()
-    raw = text.read()
-    try:
-        content = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScoreError(f"{name}: not UTF-8 ({err})") from None
+    # bytes that are not UTF-8 make a token the vocabulary lacks, as in the compiled reader
+    content = text.read().decode("utf-8", errors="replace")
     if vocab.separator == "":  # characters; a newline is the boundary token
         tokens = list(content)
     else:

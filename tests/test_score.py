@@ -216,6 +216,8 @@ def test_closed_vocabularies_name_the_word_and_its_line(tmp_path, capsys):
     ("no-text", "cannot read (No such file or directory)"),
     ("text-folder", "is a folder; give a text file"),
     ("empty-text", "no words to score"),
+    ("unknown-class", "is not a model lmladder knows"),
+    ("damaged-state", "state.npz"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, message):
     fitted().save(tmp_path / "m")
@@ -232,7 +234,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case, message):
         "no-text": (tmp_path / "m", tmp_path / "none.txt"),
         "text-folder": (tmp_path / "m", tmp_path / "empty"),
         "empty-text": (tmp_path / "m", tmp_path / "e.txt"),
+        "unknown-class": (tmp_path / "m", tmp_path / "t.txt"),
+        "damaged-state": (tmp_path / "m", tmp_path / "t.txt"),
     }[case]
+    if case == "unknown-class":
+        meta = json.loads((tmp_path / "m" / "model.json").read_text())
+        (tmp_path / "m" / "model.json").write_text(json.dumps({**meta, "class": "os:system"}))
+    if case == "damaged-state":
+        (tmp_path / "m" / ngram_image.FILE_NAME).unlink()
+        (tmp_path / "m" / "state.npz").write_bytes(b"PK\x03\x04 not a zip")
     if case == "empty-text":
         (tmp_path / "e.txt").write_text("")
     assert query.main([str(model), str(text)]) == 2
@@ -266,3 +276,13 @@ def test_save_refuses_a_planted_link_and_replaces_a_stale_image(tmp_path):
     path.write_bytes(b"stale")
     model.save(tmp_path / "m")
     assert ngram_image.open_image(path).slots == model.image().slots
+
+
+def test_bytes_that_are_not_utf8_are_an_oov_on_both_paths(tmp_path, capsys):
+    fitted().save(tmp_path / "m")
+    (tmp_path / "t.txt").write_bytes(b"w0 w1\xff w2\nw3 \xfe\xfe\n")
+    lean = scored(capsys, tmp_path / "m", tmp_path / "t.txt")
+    (tmp_path / "m" / ngram_image.FILE_NAME).unlink()
+    loaded = scored(capsys, tmp_path / "m", tmp_path / "t.txt")
+    assert lean["oov"] == loaded["oov"] == 2 and lean["tokens"] == loaded["tokens"] == 6
+    assert lean["log10_prob"] == pytest.approx(loaded["log10_prob"], rel=1e-12)
