@@ -332,11 +332,7 @@ class HMMBase(LanguageModel):
     def _filter_logprobs(self, tokens: np.ndarray, packed: Packed) -> np.ndarray:
         """Scaled forward filtering over a packed layout; returns stream-ordered ln-probs."""
         pi, a, b = self._params()
-        steps = hmm_kernel.forward(pi, a, b.T, tokens[packed.source], packed.batch_sizes)
-        result = np.empty(packed.num_tokens)
-        with np.errstate(divide="ignore"):
-            result[packed.source] = np.log(np.concatenate([s.scale for s in steps]))
-        return result
+        return hmm_kernel.filter_logprobs(pi, a, b.T, tokens[packed.source], packed)
 
     def next_token_ranks(
         self, tokens: np.ndarray, *, context: ContextPolicy = ContextPolicy()

@@ -1,4 +1,5 @@
-"""The HMM kernel against brute force: every state path of tiny HMMs enumerated.
+"""The HMM kernel against brute force: every state path of tiny HMMs enumerated, on numpy arrays
+and on torch tensors.
 
 Seeds are fixed per test (numpy ``default_rng``).  The kernel's callers are checked against
 hmmlearn and the step-by-step reference in ``tests/test_hmm.py`` and ``tests/test_contract.py``.
@@ -57,10 +58,10 @@ def packed_words(batch: list[np.ndarray]):
     return stream[p.source], p.batch_sizes.tolist()
 
 
-def zero_counts(states: int, vocab: int) -> hmm_kernel.Counts:
-    return hmm_kernel.Counts(torch.zeros(states, dtype=torch.float64),
-                             torch.zeros(states, states, dtype=torch.float64),
-                             torch.zeros(vocab, states, dtype=torch.float64))
+def zero_counts(states: int, vocab: int, kind=torch) -> hmm_kernel.Counts:
+    """Zero float64 counts of ``kind`` (the torch or the numpy module)."""
+    return hmm_kernel.Counts(*(kind.zeros(shape, dtype=kind.float64)
+                               for shape in ((states,), (states, states), (vocab, states))))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -77,19 +78,36 @@ def test_forward_log_likelihood_equals_enumeration(seed):
     assert float(on_torch) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("kind", [np, torch], ids=["numpy", "torch"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_expected_counts_equal_enumeration(seed):
+def test_expected_counts_equal_enumeration(seed, kind):
     pi, a, b = random_hmm(seed)
     batch = sentences(seed + 20)
     expected = [brute_force(pi, a, b, s) for s in batch]
     words, batch_sizes = packed_words(batch)
-    counts = zero_counts(K, V)
+    counts = zero_counts(K, V, kind)
     ll = hmm_kernel.expected_counts(
-        *(torch.as_tensor(x) for x in (pi, a, b.T.copy(), words)), batch_sizes, counts
+        *(kind.asarray(x) for x in (pi, a, b.T.copy(), words)), batch_sizes, counts
     )
     assert ll == pytest.approx(sum(np.log(e[0]) for e in expected), rel=1e-12)
     for ours, i in ((counts.start, 1), (counts.trans, 2), (counts.emit.T, 3)):
-        np.testing.assert_allclose(ours.numpy(), sum(e[i] for e in expected), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(ours), sum(e[i] for e in expected), rtol=1e-10)
+
+
+def test_numpy_index_add_sums_repeated_rows_like_torch():
+    """numpy's index_add (a sparse product, see RowGroups) against torch's ``index_add_``, and
+    the grouping kept for later calls against a fresh one."""
+    rng = np.random.default_rng(9)
+    index = rng.integers(0, 5, size=40)  # every value repeated, one (5 or more) likely missing
+    src = rng.random((40, 3))
+    out = np.ones((6, 3))
+    hmm_kernel.index_add(out, index, src)
+    expected = torch.ones(6, 3, dtype=torch.float64).index_add_(
+        0, torch.as_tensor(index), torch.as_tensor(src))
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-15)
+    again = np.ones((6, 3))
+    hmm_kernel.index_add(again, hmm_kernel.RowGroups.of(index, np.float64), src)
+    np.testing.assert_array_equal(again, out)
 
 
 def test_an_impossible_token_scores_zero_without_nans():
