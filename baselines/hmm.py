@@ -1,4 +1,5 @@
-"""``hmm``: a batched HMM language model in torch, trained by exact EM or by Adam, on CPU or CUDA.
+"""``hmm``: a batched HMM language model trained by exact EM (numpy on the CPU, torch on CUDA) or
+by Adam (torch).
 
 The model is the one :mod:`lmladder.baselines.hmm_core` describes (sentences started from pi, the
 boundary emitted like a word).  What this backend adds is speed:
@@ -19,6 +20,9 @@ boundary emitted like a word).  What this backend adds is speed:
 * **Gradient training** (``trainer="adam"``): the same forward recursion under autograd gives the
   exact marginal log-likelihood of a chunk; Adam updates unconstrained log-parameters (softmax
   rows), one chunk per step, with the priors as the same MAP terms as EM.
+* **No torch on the CPU.**  EM (:mod:`~lmladder.baselines.hmm_em`) and the kernel run on numpy
+  arrays or torch tensors alike; on the CPU the model fits by EM and scores with numpy alone (its
+  process as lean as hmmlearn's), and imports torch only for a CUDA device or ``trainer="adam"``.
 
 Training runs in ``dtype`` (float32 by default; start and transition counts are summed in
 float64, emission counts in ``dtype``; B starts and stays in ``dtype``); the learned parameters
@@ -28,6 +32,7 @@ the model's device.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -47,6 +52,7 @@ from lmladder.api import (
     Vocab,
     require,
 )
+from lmladder.baselines import hmm_em, hmm_kernel
 from lmladder.baselines.hmm_core import (
     ConvergenceMonitor,
     EMConfig,
@@ -80,9 +86,10 @@ class HMMConfig(EMConfig):
         smaller stages run at most ``stage_iterations`` EM iterations each.  A large model then
         starts where a cheaper one converged instead of from noise.
     stage_iterations: EM iterations of each smaller stage.
-    threads: torch intra-op threads while fitting and scoring (restored afterwards); ``None``
-        leaves torch's setting.  One thread is as fast for small K and immune to the
-        slow-down several threads suffer when other processes share the cores.
+    threads: threads of numpy's BLAS (by threadpoolctl) and, where torch runs, of torch while
+        fitting and scoring (restored afterwards); ``None`` leaves their settings.  One thread
+        is as fast for small K and immune to the slow-down several threads suffer when other
+        processes share the cores.
     emission_blocks: M > 1 gives blocked emissions (Chiu & Rush 2020): the vocabulary is split
         into M word clusters (words sorted by training frequency and dealt round-robin, so each
         cluster holds frequent and rare words; see :func:`word_groups`) and the states into M
@@ -125,7 +132,8 @@ class HMMConfig(EMConfig):
 
 
 class HMM(HMMBase):
-    """HMM language model trained in torch (EM or Adam), batched over sentences."""
+    """HMM language model trained by EM (numpy on the CPU, torch on CUDA) or Adam (torch),
+    batched over sentences."""
 
     Config = HMMConfig
     devices = ("cpu", "cuda")
@@ -136,8 +144,39 @@ class HMM(HMMBase):
 
     def __init__(self, **config) -> None:
         super().__init__(**config)
-        _torch()  # fail here, at build time, if torch is missing
+        if self.cfg.trainer == "adam":
+            _torch("trainer='adam'")  # fail here, at build time, if torch is missing
         self._cache: tuple | None = None
+
+    def to(self, device: str) -> HMM:
+        """Move the model to ``device``: ``"cpu"`` (numpy) or a CUDA device (torch)."""
+        super().to(device)
+        if not self._on_cpu():
+            _torch(f"device {device!r}")
+        return self
+
+    def _on_cpu(self) -> bool:
+        return self.device.split(":")[0] == "cpu"
+
+    def _torch_use(self) -> str | None:
+        """Why this model needs torch (a CUDA device, the Adam trainer); ``None``: it does not."""
+        if not self._on_cpu():
+            return f"device {self.device!r}"
+        return "trainer='adam'" if self.cfg.trainer == "adam" else None
+
+    def _arrays(self):
+        """Where EM and scoring keep their arrays: numpy on the CPU, torch on another device."""
+        if self._on_cpu():
+            return hmm_em.NUMPY
+        return _torch(f"device {self.device!r}").TorchArrays(self.device)
+
+    def _threads(self) -> contextlib.AbstractContextManager:
+        """``cfg.threads`` for numpy's BLAS and, if this model uses torch, for torch."""
+        scope = contextlib.ExitStack()
+        scope.enter_context(hmm_em.NUMPY.threads(self.cfg.threads))
+        if (why := self._torch_use()) is not None:
+            scope.enter_context(_torch(why).TorchArrays.threads(self.cfg.threads))
+        return scope
 
     @property
     def emissionprob_(self) -> np.ndarray | None:
@@ -185,15 +224,14 @@ class HMM(HMMBase):
         if self.cfg.unbounded(budget):
             raise ValueError("tol=0 with max_iterations=None and no budget would never stop; "
                              "set tol > 0, max_iterations, or a budget")
-        with _torch().threads(self.cfg.threads):
+        with self._threads():
             return self._fit(train, vocab, budget, valid, callback)
 
     def _fit(self, train, vocab, budget, valid, callback) -> FitReport:
         cfg = self.cfg
         clock = Stopwatch()
         train = np.asarray(train, dtype=np.int64)
-        kernels = _torch()
-        dtype, dev = cfg.dtype, self.device
+        dtype, arrays = cfg.dtype, self._arrays()
         rng = np.random.default_rng(cfg.seed)
         sizes = _stage_sizes(cfg.grow_from, cfg.states)
         params = initial_parameters(sizes[0], unigram(train, len(vocab)), rng, cfg.init_noise,
@@ -209,7 +247,7 @@ class HMM(HMMBase):
         self.example_ = pick_example(train, vocab.boundary_id)
         tally = _Tally(clock, budget, len(train), callback)
         for k in sizes[:-1]:  # smaller models, each split in two for the next (grow_from)
-            smaller = kernels.EM(cfg, train, vocab.boundary_id, params, dtype, dev)
+            smaller = hmm_em.EM(cfg, train, vocab.boundary_id, params, dtype, arrays)
             self._passes(smaller, tally, cfg.stage_iterations, None, stage=k)
             params = split_states(smaller.parameters(), rng)
             tally.last *= 4.0  # an EM iteration costs ~K^2: predict the next stage's first
@@ -219,10 +257,12 @@ class HMM(HMMBase):
                 self.set_parameters(vocab, *params[:2], _widened(params[2]))
                 tally.timer.calibrate(self.token_logprobs, valid)
         if cfg.trainer == "em":
-            run = kernels.EM(cfg, train, vocab.boundary_id, params, dtype, dev, groups)
+            run = hmm_em.EM(cfg, train, vocab.boundary_id, params, dtype, arrays, groups)
         else:
-            chunks = kernels.make_chunks(train, vocab.boundary_id, cfg.batch_tokens, dev)
-            run = kernels.Adam(cfg, chunks, params, dtype, dev, rng)
+            kernels = _torch("trainer='adam'")
+            arrays = kernels.TorchArrays(self.device)
+            chunks = hmm_em.make_chunks(train, vocab.boundary_id, cfg.batch_tokens, arrays)
+            run = kernels.Adam(cfg, chunks, params, dtype, arrays, rng)
         del params  # the trainer holds its own copy: the start need not stay alive in numpy
         notes = {"trainer": cfg.trainer, "chunks": len(run.chunks), "stages": sizes}
         best_nll, (pi, a, widen) = self._passes(run, tally, cfg.max_iterations, valid,
@@ -240,7 +280,7 @@ class HMM(HMMBase):
         """Training passes of ``run`` until convergence, ``max_passes`` (``None``: no cap), the
         budget, or (with ``valid``) ``patience`` passes without a better validation likelihood.
         Returns (best validation nll or nan, the parameters to keep, best-validation or last, in
-        the form of :meth:`~lmladder.baselines.hmm_torch.EM.release`).
+        the form of :meth:`~lmladder.baselines.hmm_em.EM.release`).
 
         Convergence: EM (monotone) stops when the objective gains less than ``tol`` nats per
         token in a pass; Adam when ``patience`` passes in a row fail to beat its best objective
@@ -330,15 +370,14 @@ class HMM(HMMBase):
 
     def _device_params(self):
         """(pi, A, B, groups) in float64 on the model's device, in the kernel's layout (see
-        :class:`~lmladder.baselines.hmm_torch.Emissions`)."""
+        :class:`~lmladder.baselines.hmm_em.Emissions`)."""
         if self._cache is None or self._cache[0] != self.device:
-            kernels = _torch()
             pi, a, b = self._params()
             m = self.cfg.emission_blocks
-            emissions = kernels.Emissions(groups_of(b, m) if m > 1 else None, len(pi), self.device)
-            chain = emissions.chain(pi, a, "float64", self.device)
-            self._cache = (self.device, *chain, emissions.compact(b, "float64", self.device),
-                           emissions.groups)
+            emissions = hmm_em.Emissions(groups_of(b, m) if m > 1 else None, len(pi),
+                                         self._arrays())
+            self._cache = (self.device, *emissions.chain(pi, a, "float64"),
+                           emissions.compact(b, "float64"), emissions.groups)
         return self._cache[1:]
 
     def token_logprobs(
@@ -346,7 +385,7 @@ class HMM(HMMBase):
     ) -> np.ndarray:
         """ln p(w_i | w_<i) (float64 ``(N,)``): all sentences filtered at once in float64 on
         the model's device.  Both context policies give the same scores (see hmm_core)."""
-        with _torch().threads(self.cfg.threads):
+        with self._threads():
             return self._token_logprobs(tokens)
 
     def _token_logprobs(self, tokens: np.ndarray) -> np.ndarray:
@@ -355,7 +394,9 @@ class HMM(HMMBase):
         if len(tokens) == 0:
             return np.zeros(0)
         packed = pack_stream(tokens, vocab.boundary_id)
-        return _torch().filter_logprobs(*self._device_params(), tokens, packed)
+        pi, a, bt, groups = self._device_params()
+        words = self._arrays().asarray(tokens[packed.source])
+        return hmm_kernel.filter_logprobs(pi, a, bt, words, packed, groups)
 
 
 def _widened(b: np.ndarray) -> np.ndarray:
@@ -391,10 +432,13 @@ def groups_of(b: np.ndarray, blocks: int) -> np.ndarray:
     return np.argmax(b.reshape(blocks, -1, b.shape[1]).sum(axis=1) > 0, axis=0).astype(np.int64)
 
 
-def _torch():
-    """The torch kernels, imported when an HMM is built or used (not when this module is)."""
-    from lmladder.baselines import hmm_torch
-
+def _torch(why: str):
+    """The torch half (:mod:`~lmladder.baselines.hmm_torch`), imported only when ``why`` (a CUDA
+    device, the Adam trainer) needs it; a one-line ImportError if torch is missing."""
+    try:
+        from lmladder.baselines import hmm_torch
+    except ImportError as err:
+        raise ImportError(f"hmm: {why} needs torch, which cannot be imported: {err}") from err
     return hmm_torch
 
 

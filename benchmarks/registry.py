@@ -101,7 +101,7 @@ _add("arpa:", "lmladder.baselines.ngram:ArpaLM",
      summary="backoff LM read from an ARPA file (KenLM, SRILM): arpa:<path>")
 
 # ---- HMM family (baselines/hmm.py) ----
-_add("hmm", "lmladder.baselines.hmm:HMM", summary="HMM, batched torch EM (CPU/CUDA)",
+_add("hmm", "lmladder.baselines.hmm:HMM", summary="HMM, batched EM (numpy on CPU, torch on CUDA)",
      smoke={"states": 8, "max_iterations": 10}, states=64)
 _add("hmm-hmmlearn", "lmladder.baselines.hmm_hmmlearn:HmmlearnHMM",
      summary="HMM, Baum-Welch by hmmlearn CategoricalHMM",

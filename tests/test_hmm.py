@@ -18,9 +18,10 @@ import lmladder.baselines.hmm
 from lmladder.api import Budget, ContextPolicy, LanguageModel, Vocab
 from lmladder.baselines.hmm import HMM, split_states
 from lmladder.baselines.hmm_core import initial_parameters, pack_stream, sentence_bounds, unigram
+from lmladder.baselines.hmm_em import make_chunks
 from lmladder.baselines.hmm_hmmlearn import HmmlearnHMM
 from lmladder.baselines.hmm_kernel import Counts, expected_counts
-from lmladder.baselines.hmm_torch import chunk_loglik, make_chunks
+from lmladder.baselines.hmm_torch import TorchArrays, chunk_loglik
 from lmladder.synthetic import SyntheticSource, synthetic_dataset
 from tests.contract import tiny_dataset
 
@@ -149,7 +150,7 @@ def test_one_em_iteration_equals_hmmlearn(tiny, prior):
         np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-12)
 
 
-def test_wrapper_and_torch_em_train_the_same_model(tiny):
+def test_wrapper_and_our_em_train_the_same_model(tiny):
     cfg = dict(states=6, seed=1, max_iterations=4, tol=0.0)
     ours = HMM(**cfg, dtype="float64")
     ours.fit(tiny.train.ids, tiny.vocab)
@@ -193,7 +194,7 @@ def test_trained_emissions_are_widened_on_first_use(tiny):
 
 def test_forward_of_estep_and_autograd_path_agree(tiny):
     model, params = random_model(HMM, tiny)
-    chunks = make_chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, "cpu")
+    chunks = make_chunks(tiny.valid.ids, tiny.vocab.boundary_id, 10**9, TorchArrays("cpu"))
     pi, a, b = (torch.as_tensor(p) for p in params)
     counts = Counts(torch.zeros(7, dtype=torch.float64), torch.zeros(7, 7, dtype=torch.float64),
                     torch.zeros(b.shape[::-1], dtype=torch.float64))

@@ -10,7 +10,7 @@ import torch
 from lmladder.api import Budget, LanguageModel
 from lmladder.baselines import hmm_kernel
 from lmladder.baselines.hmm import HMM, HMMConfig, block_emissions, groups_of, word_groups
-from lmladder.baselines.hmm_torch import EM
+from lmladder.baselines.hmm_em import EM
 from tests.contract import tiny_dataset
 from tests.test_hmm_kernel import packed_words, random_hmm, zero_counts
 
@@ -86,7 +86,7 @@ def test_blocked_em_equals_dense_em_without_priors():
     train[rng.random(300) < 0.2] = 0
     pi, a, b, groups = blocked_hmm(4)
     cfg = HMMConfig(states=K, emission_prior=0.0, batch_tokens=50)
-    runs = [EM(cfg, train, 0, (pi, a, b), "float64", "cpu", g) for g in (None, groups)]
+    runs = [EM(cfg, train, 0, (pi, a, b), "float64", groups=g) for g in (None, groups)]
     for run in runs:
         run.one_pass(None, None, 0, 0)
     for dense, blocked in zip(*(run.parameters() for run in runs), strict=True):
