@@ -6,10 +6,13 @@ PTB perplexity-vs-states curve, the synthetic oracle gap.
     python -m lmladder.perf.hmm --data-dir DIR --only speed --out r.json
 
 speed
-    Seconds per EM iteration of our torch backend (on ``--threads`` torch threads) and of
-    ``hmmlearn.hmm.CategoricalHMM`` (``--hmmlearn-impl``) on the same sentences (the first
-    ``--speed-tokens`` PTB training tokens, as in ANCHORS.md) from the same starting parameters,
-    for each K of ``--speed-states``, and the peak resident memory of each process.  Every
+    Seconds per EM iteration of our ``hmm`` model on the CPU (numpy, on ``--threads`` BLAS
+    threads; it does not import torch, and a row whose processes did would say "torch
+    imported") and of ``hmm-hmmlearn``, which drives ``hmmlearn.hmm.CategoricalHMM``
+    (``--hmmlearn-impl``), on the
+    same sentences (the first ``--speed-tokens`` PTB training tokens, as in ANCHORS.md) from the
+    same starting parameters, for each K of ``--speed-states``, and the peak resident memory of
+    each process (data loading and imports included: the whole process).  Every
     measurement is a fresh process that times one EM iteration (ours after one warm-up
     iteration, which also packs the sentences), and ours and hmmlearn's processes alternate, so
     a machine busy with other work slows both alike.  ``--repeats`` processes of ours,
@@ -72,7 +75,8 @@ def time_one_iteration(spec: dict) -> dict:
         iterations = 1
     report = model.fit(train, data.vocab, budget=Budget(steps=iterations))
     ends = [h["seconds"] for h in report.history]
-    return {"seconds": ends[-1] - (ends[-2] if len(ends) > 1 else 0.0), "tokens": len(train)}
+    return {"seconds": ends[-1] - (ends[-2] if len(ends) > 1 else 0.0), "tokens": len(train),
+            "torch_imported": "torch" in sys.modules}
 
 
 def run_child(spec: dict) -> dict:
@@ -118,10 +122,11 @@ def bench_speed(args) -> list[dict]:
                "memory_ratio": ours["peak_mib"] / theirs["peak_mib"]}
         names = {"ours": f"ours ({args.threads} thr)", "hmmlearn": f"hmmlearn-{args.hmmlearn_impl}"}
         for name, r in (("ours", ours), ("hmmlearn", theirs)):
+            torch_note = "torch imported" if any(x["torch_imported"] for x in r["runs"]) else ""
             print(f"speed  K={k:<5d} {names[name]:<17s} {r['seconds']:8.3f} s/iter (median of "
                   f"{len(r['runs'])}, {r['seconds_range'][0]:.3f}-{r['seconds_range'][1]:.3f})  "
                   f"peak RSS {r['peak_mib']:6.1f} MiB ({r['peak_mib_range'][0]:.1f}-"
-                  f"{r['peak_mib_range'][1]:.1f})", flush=True)
+                  f"{r['peak_mib_range'][1]:.1f})  {torch_note}".rstrip(), flush=True)
         print(f"speed  K={k:<5d} ours is {row['speed_ratio']:.1f}x faster than hmmlearn, with "
               f"{row['memory_ratio']:.2f}x its peak memory", flush=True)
         rows.append(row)
@@ -261,7 +266,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-tokens", type=int, default=32768, help="tokens per chunk / step")
     p.add_argument("--patience", type=int, default=2,
                    help="passes without a better validation perplexity before stopping")
-    p.add_argument("--threads", type=int, default=2, help="torch threads for our backend")
+    p.add_argument("--threads", type=int, default=2,
+                   help="our model's threads (numpy's BLAS; also torch's with --trainer adam)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # see run_child
     args = p.parse_args(argv)
@@ -286,7 +292,8 @@ def main(argv=None) -> int:
             print(f"error: PTB (--data-dir or $LMLADDER_DATA): {' '.join(str(err).split())}",
                   file=sys.stderr)
             return 2
-    results: dict = {"argv": sys.argv[1:], "torch": importlib.metadata.version("torch"),
+    results: dict = {"argv": sys.argv[1:], "numpy": importlib.metadata.version("numpy"),
+                     "torch": importlib.metadata.version("torch"),
                      "hmmlearn": importlib.metadata.version("hmmlearn"), "threads": args.threads}
     # The sections that measure memory in children run first, while this process is small.
     if "speed" in sections:
