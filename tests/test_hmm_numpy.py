@@ -137,3 +137,30 @@ def test_fit_and_scoring_on_the_cpu_import_no_torch(tmp_path):
         "refused: hmm: device 'cuda' needs torch, which cannot be imported: torch is not "
         "installed (blocked by the test)",
     ]
+
+
+def test_a_cells_threads_bound_numpys_blas_as_its_record_states(tmp_path, monkeypatch):
+    """A matrix cell on N threads runs the numpy HMM's products on N BLAS threads, whatever the
+    process had, and gives the process its own limit back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from lmladder.run import load_matrix, run_matrix
+    from tests.helpers import write_matrix
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"}
+
+    seen, fit = [], HMM.fit
+
+    def watched(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HMM, "fit", watched)
+    matrix = load_matrix(str(write_matrix(
+        tmp_path / "m.toml", [{"name": "hmm", "config": {"states": 4}, "budget": {"steps": 1}}],
+        scoring={"accuracy_tokens": 100}, datasets=["synthetic"], devices=["cpu"], threads=1)))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        summary = run_matrix(matrix, tmp_path / "res", isolated=False)
+        assert blas_threads() == {2}
+    assert seen == [{1}] and len(summary.paths) == 1
