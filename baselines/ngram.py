@@ -327,7 +327,11 @@ class NGramLM(LanguageModel):
         stale = refuse_link(Path(directory) / ngram_image.FILE_NAME, ngram_image.WHERE)
         stale.unlink(missing_ok=True)
         folder = super().save(directory)
-        ngram_image.write(self.image(), folder)
+        tables = self._require_tables()
+        if tables._hashed is not None and tables._hashed.boundary >= 0:
+            ngram_image.write(tables._hashed, folder)  # the one already built, as it is
+        else:  # filled in place in the file; this model builds its own when it next scores
+            ngram_image.save(tables, self.vocab_, folder, cross_boundary=self.cfg.cross_boundary)
         return folder
 
     @classmethod

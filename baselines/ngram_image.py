@@ -7,6 +7,12 @@ The layout and the compiled code that reads it are :mod:`lmladder.baselines.ngra
 that file read-only, so loading costs no parse and no copy, and every process scoring with the
 same model shares its pages.  Opening imports neither numpy nor anything of the harness:
 ``lmladder score`` (:mod:`lmladder.query`) runs on this module alone.
+
+A saved file is replaced, never rewritten: lmladder writes a new file and renames it over the old
+one, so a process scoring from the old mapping goes on unchanged.  Copying another file *into*
+``tables.bin`` (``cp`` writes the same file in place) changes what every process mapping it reads,
+and cutting it short stops them with SIGBUS, as with any memory-mapped model (KenLM's binary
+files alike): replace it with ``mv`` or save the model again.
 """
 
 from __future__ import annotations
@@ -41,24 +47,68 @@ if TYPE_CHECKING:
 FILE_NAME = "tables.bin"
 WHERE = "a model folder"
 
-__all__ = ["FILE_NAME", "Image", "ImageError", "build", "open_image", "read_ids", "text_scorer",
-           "write"]
+__all__ = ["FILE_NAME", "Image", "ImageError", "build", "open_image", "read_ids", "save",
+           "text_scorer", "write"]
 
 
 def build(tables: Any, vocab: Vocab | None = None, *, cross_boundary: bool = False) -> Image:
     """The image of ``tables`` (a :class:`~lmladder.baselines.ngram_backoff.BackoffTables`:
-    orders ``2..n`` hashed, see the kernels' docstring), with the words of ``vocab`` to read text
-    by (none: the image scores ids only)."""
+    orders ``2..n`` hashed, see the kernels' docstring) in memory, with the words of ``vocab``
+    to read text by (none: the image scores ids only)."""
+    import numpy as np
+
+    total = _layout(tables, vocab)[1][3]
+    image = np.zeros(total // 8, dtype=np.int64)
+    _fill(image.view(np.uint8), tables, vocab, cross_boundary)
+    return Image(image)
+
+
+def save(tables: Any, vocab: Vocab, folder: str | os.PathLike, *,
+         cross_boundary: bool = False) -> Path:
+    """Write the image of ``tables`` (see :func:`build`) as ``folder/tables.bin``, whole or
+    absent and never through a link, filling the file's pages in place: nothing is built in
+    memory first, and each order's pages leave this process once filled, so a save costs
+    little more memory than its largest order (the estimate program's peak is its fit's)."""
+    import numpy as np
+
+    path = Path(folder) / FILE_NAME
+    total = _layout(tables, vocab)[1][3]
+    # not synced to disk: a file cut short by a crash is refused on opening (its size does not
+    # match its header) and rebuilt from state.npz
+    with atomic_writer(path, where=WHERE, sync=False) as f:
+        os.ftruncate(f.fileno(), total)
+        with mmap.mmap(f.fileno(), total) as mapped:
+            raw = np.frombuffer(mapped, dtype=np.uint8)
+
+            def release(start: int, stop: int) -> None:
+                page = mmap.PAGESIZE
+                start, stop = -(-start // page) * page, stop // page * page
+                if stop > start and hasattr(mapped, "madvise"):
+                    mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+            _fill(raw, tables, vocab, cross_boundary, release)
+            del raw
+    return path
+
+
+def _layout(tables: Any, vocab: Vocab | None) -> tuple[list[bytes], tuple]:
+    """The words of ``vocab`` (UTF-8) and :func:`layout` of the image of ``tables`` with them."""
+    words = [t.encode("utf-8") for t in vocab.tokens] if vocab is not None else []
+    slots = [table_slots(len(k)) for k in tables.keys[1:]]
+    return words, layout(tables.order, tables.vocab_size, sum(map(len, words)),
+                         word_table_slots(len(words)), slots)
+
+
+def _fill(raw, tables: Any, vocab: Vocab | None, cross_boundary: bool, release=None) -> None:
+    """Write the image into ``raw`` (uint8, zeros, of the image's size); ``release(start, stop)``
+    is told each order's bytes once they are written."""
     import numpy as np
 
     v, n = tables.vocab_size, tables.order
-    words = [t.encode("utf-8") for t in vocab.tokens] if vocab is not None else []
+    words, (header, starts, sections, _) = _layout(tables, vocab)
     blob = b"".join(words)
     word_slots = word_table_slots(len(words))
-    slots = [table_slots(len(k)) for k in tables.keys[1:]]
-    header, starts, sections, total = layout(n, v, len(blob), word_slots, slots)
-    image = np.zeros(total // 8, dtype=np.int64)
-    raw = image.view(np.uint8)
+    image = raw.view(np.int64)
     sha = vocab.sha256.encode("ascii") if vocab is not None else b""
     flags = (FLAT if tables.flat else 0) | (CROSS_BOUNDARY if cross_boundary else 0)
     ids = [vocab.boundary_id, -1 if vocab.unk_id is None else vocab.unk_id] if vocab else [-1, -1]
@@ -72,13 +122,11 @@ def build(tables: Any, vocab: Vocab | None = None, *, cross_boundary: bool = Fal
 
     raw[starts[0]: starts[0] + len(blob)] = np.frombuffer(blob, np.uint8)
     offsets = section(starts[1], v + 1)
+    table = section(starts[2], word_slots)
+    table[:] = -1
     if words:
         np.cumsum([len(w) for w in words], out=offsets[1:])
-        table = section(starts[2], word_slots)
-        table[:] = -1
         fill_words(table, raw[starts[0]: starts[0] + max(len(blob), 1)], offsets)
-    else:
-        section(starts[2], word_slots)[:] = -1
     section(starts[3], v, np.float64)[:] = tables.logp[0]
     section(starts[4], v, np.float64)[:] = tables.bow[0]
     below_slot = np.arange(v, dtype=np.int64)
@@ -97,7 +145,8 @@ def build(tables: Any, vocab: Vocab | None = None, *, cross_boundary: bool = Fal
                    np.ascontiguousarray(tables.bow[j - 1], dtype=np.float64),
                    below_slot, below_hash, v, slot_of, hash_of)
         below_slot, below_hash = slot_of, hash_of
-    return Image(image)
+        if release is not None:
+            release(keys_at, values_at + 8 * width * size)
 
 
 def text_scorer(folder: str, meta: dict[str, Any], block: int) -> TextScorer | None:
@@ -137,9 +186,10 @@ def read_ids(image: Image, data: bytes):
 
 
 def write(image: Image, folder: str | os.PathLike) -> Path:
-    """Save ``image`` as ``folder/tables.bin`` (whole or absent, never through a link)."""
+    """Save ``image`` as ``folder/tables.bin`` (whole or absent, never through a link; not
+    synced, as :func:`save`)."""
     path = Path(folder) / FILE_NAME
-    with atomic_writer(path, where=WHERE) as f:
+    with atomic_writer(path, where=WHERE, sync=False) as f:
         f.write(memoryview(image.buffer).cast("B"))
     return path
 

@@ -109,7 +109,8 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, *, where: str = "a results folder") -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, *, where: str = "a results folder",
+                  sync: bool = True) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into; renamed over ``path`` when the
     ``with`` block ends without an exception, deleted otherwise.
 
@@ -136,7 +137,8 @@ def atomic_writer(path: Path, *, where: str = "a results folder") -> Iterator[Bi
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:  # on disk before the rename (False: a reader checks the file's whole)
+                os.fsync(f.fileno())
             if hasattr(os, "fchmod"):  # the descriptor, not the name: it cannot be swapped
                 os.fchmod(f.fileno(), 0o666 & ~_umask())
             else:

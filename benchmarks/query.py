@@ -136,6 +136,8 @@ def _lean_scorer(folder: str, meta: dict):
 
 def _open_text(name: str):
     if name == "-":
+        if sys.stdin is None:
+            raise ScoreError("-: there is no standard input to read; give a text file")
         return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     if os.path.isdir(name):
         raise ScoreError(f"{name}: is a folder; give a text file, one sentence per line")
@@ -222,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
+    except BrokenPipeError:  # e.g. `lmladder score m t.txt | head -1`: the reader has gone
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- so the exit flush cannot fail
+        return 0
     except (ScoreError, OSError) as err:
         print(f"lmladder score: error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
