@@ -25,7 +25,8 @@ What is timed
     command: start the interpreter, map the saved image, read, split, map and score; its phases
     from its stderr, the rest of the wall time as start-up, imports and exit) against ``query -v
     summary`` on lmplz's model after ``build_binary`` (its probing hash tables, read from the
-    page cache as ours are).
+    page cache as ours are; ``os.sync()`` first, so no write-back of the freshly written model
+    files runs during either query).
 
   ``lmplz`` refuses ``<unk>`` in its training text, so KenLM's copies of the texts call PTB's
   ``<unk>`` ``<unk>_`` (an ordinary word, as lmladder treats it).  Both perplexities are printed,
@@ -291,6 +292,9 @@ def interleave(ds: Dataset, texts: dict[str, Path], programs: dict[str, Path] | 
         t = time.perf_counter()
         model.token_logprobs(ids)
         timings.score_s.append(time.perf_counter() - t)
+        # both models' files were just written: on disk before either query is timed, so
+        # neither competes with the kernel writing the other's (or its own) pages back
+        os.sync()
         timings.runs["query"].append(run_process(
             [*score_command(), str(work / "kn5"), str(texts["test"]), "--phases"]))
         if programs:
