@@ -287,7 +287,7 @@ cdef class Image:
     read until they are probed, and probing stops after one pass."""
 
     cdef readonly object buffer
-    cdef const uint8_t[::1] mem
+    cdef const uint8_t[::1] mem  # held: the buffer cannot be closed or resized under pointers
     cdef readonly int order
     cdef readonly int64_t vocab_size, boundary, unk, flags, nbytes
     cdef readonly bytes vocab_sha256
@@ -373,12 +373,6 @@ cdef class Image:
     @property
     def cross_boundary(self):
         return bool(self.flags & CROSS_BIT)
-
-    def words(self):
-        """The vocabulary as stored (a list of str, by id)."""
-        cdef const char* blob = <const char*>self.blob
-        return [blob[self.word_offsets[i]:self.word_offsets[i + 1]].decode("utf-8")
-                for i in range(self.vocab_size)]
 
     # -- scoring --------------------------------------------------------------------------------
 
