@@ -70,7 +70,6 @@ from lmladder.baselines import ngram_image
 from lmladder.baselines.arpa import BOS, EOS, parse_arpa, read_arpa, write_arpa
 from lmladder.baselines.ngram_backoff import BackoffTables
 from lmladder.baselines.ngram_counts import count_ngrams, history_lengths
-from lmladder.baselines.ngram_kernels import table_slots
 from lmladder.baselines.ngram_prune import prune
 from lmladder.baselines.ngram_smoothing import compile_tables, make_smoothing
 from lmladder.files import refuse_link
@@ -327,11 +326,8 @@ class NGramLM(LanguageModel):
         stale = refuse_link(Path(directory) / ngram_image.FILE_NAME, ngram_image.WHERE)
         stale.unlink(missing_ok=True)
         folder = super().save(directory)
-        tables = self._require_tables()
-        if tables._hashed is not None and tables._hashed.boundary >= 0:
-            ngram_image.write(tables._hashed, folder)  # the one already built, as it is
-        else:  # filled in place in the file; this model builds its own when it next scores
-            ngram_image.save(tables, self.vocab_, folder, cross_boundary=self.cfg.cross_boundary)
+        ngram_image.save(self._require_tables(), self.vocab_, folder,
+                         cross_boundary=self.cfg.cross_boundary)
         return folder
 
     @classmethod
@@ -349,22 +345,12 @@ class NGramLM(LanguageModel):
                 model._attach(image, path)
         return model
 
-    def image(self) -> ngram_image.Image:
-        """The hashed query image of this model, with its words (built once, or the one mapped
-        from a saved model's ``tables.bin``)."""
-        tables = self._require_tables()
-        if tables._hashed is None or tables._hashed.boundary < 0:
-            tables._hashed = ngram_image.build(tables, self.vocab_,
-                                               cross_boundary=self.cfg.cross_boundary)
-        return tables._hashed
-
     def _attach(self, image: ngram_image.Image, path: Path) -> None:
         tables, vocab = self._require_tables(), self._require_fitted()
-        expected = (self.cfg.order, len(vocab), vocab.sha256.encode("ascii"), tables.flat,
-                    self.cfg.cross_boundary, [table_slots(len(k)) for k in tables.keys[1:]])
-        found = (image.order, image.vocab_size, image.vocab_sha256, image.flat,
-                 image.cross_boundary, image.slots)
-        if found != expected:
+        if not ngram_image.fits(image, order=self.cfg.order, vocab_size=len(vocab),
+                                vocab_sha256=vocab.sha256,
+                                cross_boundary=self.cfg.cross_boundary, flat=tables.flat,
+                                ngrams=[len(k) for k in tables.keys[1:]]):
             log.warning("%s does not fit the model's state (another model's tables?); scoring "
                         "rebuilds them from state.npz", path)
             return

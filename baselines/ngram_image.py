@@ -3,7 +3,7 @@ a fit and saved beside the checkpoint as one file that scoring memory-maps.
 
 The layout and the compiled code that reads it are :mod:`lmladder.baselines.ngram_kernels`.
 :func:`build` makes the image from :class:`~lmladder.baselines.ngram_backoff.BackoffTables`
-(numpy); :func:`write` saves it as ``tables.bin`` in a model folder; :func:`open_image` maps
+(numpy); :func:`save` writes it as ``tables.bin`` in a model folder; :func:`open_image` maps
 that file read-only, so loading costs no parse and no copy, and every process scoring with the
 same model shares its pages.  Opening imports neither numpy nor anything of the harness:
 ``lmladder score`` (:mod:`lmladder.query`) runs on this module alone.
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 FILE_NAME = "tables.bin"
 WHERE = "a model folder"
 
-__all__ = ["FILE_NAME", "Image", "ImageError", "build", "open_image", "read_ids", "save",
-           "text_scorer", "write"]
+__all__ = ["FILE_NAME", "Image", "ImageError", "build", "fits", "open_image", "read_ids", "save",
+           "text_scorer"]
 
 
 def build(tables: Any, vocab: Vocab | None = None, *, cross_boundary: bool = False) -> Image:
@@ -57,9 +57,9 @@ def build(tables: Any, vocab: Vocab | None = None, *, cross_boundary: bool = Fal
     to read text by (none: the image scores ids only)."""
     import numpy as np
 
-    total = _layout(tables, vocab)[1][3]
-    image = np.zeros(total // 8, dtype=np.int64)
-    _fill(image.view(np.uint8), tables, vocab, cross_boundary)
+    shape = _layout(tables, vocab)
+    image = np.zeros(shape[1][3] // 8, dtype=np.int64)
+    _fill(image.view(np.uint8), shape, tables, vocab, cross_boundary)
     return Image(image)
 
 
@@ -72,7 +72,8 @@ def save(tables: Any, vocab: Vocab, folder: str | os.PathLike, *,
     import numpy as np
 
     path = Path(folder) / FILE_NAME
-    total = _layout(tables, vocab)[1][3]
+    shape = _layout(tables, vocab)
+    total = shape[1][3]
     # not synced to disk: a file cut short by a crash is refused on opening (its size does not
     # match its header) and rebuilt from state.npz
     with atomic_writer(path, where=WHERE, sync=False) as f:
@@ -86,7 +87,7 @@ def save(tables: Any, vocab: Vocab, folder: str | os.PathLike, *,
                 if stop > start and hasattr(mapped, "madvise"):
                     mapped.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
-            _fill(raw, tables, vocab, cross_boundary, release)
+            _fill(raw, shape, tables, vocab, cross_boundary, release)
             del raw
     return path
 
@@ -99,13 +100,14 @@ def _layout(tables: Any, vocab: Vocab | None) -> tuple[list[bytes], tuple]:
                          word_table_slots(len(words)), slots)
 
 
-def _fill(raw, tables: Any, vocab: Vocab | None, cross_boundary: bool, release=None) -> None:
-    """Write the image into ``raw`` (uint8, zeros, of the image's size); ``release(start, stop)``
-    is told each order's bytes once they are written."""
+def _fill(raw, shape: tuple, tables: Any, vocab: Vocab | None, cross_boundary: bool,
+          release=None) -> None:
+    """Write the image into ``raw`` (uint8, zeros, of the image's size), laid out as ``shape``
+    (:func:`_layout`); ``release(start, stop)`` is told each order's bytes once written."""
     import numpy as np
 
     v, n = tables.vocab_size, tables.order
-    words, (header, starts, sections, _) = _layout(tables, vocab)
+    words, (header, starts, sections, _) = shape
     blob = b"".join(words)
     word_slots = word_table_slots(len(words))
     image = raw.view(np.int64)
@@ -160,13 +162,24 @@ def text_scorer(folder: str, meta: dict[str, Any], block: int) -> TextScorer | N
             or vocab.get("separator") != " " or not os.path.lexists(path)):
         return None
     image = open_image(path)
-    fits = (image.order == config.get("order")
-            and image.cross_boundary == bool(config.get("cross_boundary", False))
-            and image.flat == (config.get("smoothing") == "add-k")
-            and image.vocab_sha256.decode("ascii") == meta.get("vocab_sha256"))
-    if not fits:
+    tokens = vocab.get("tokens")
+    if not fits(image, order=config.get("order"), vocab_sha256=meta.get("vocab_sha256"),
+                vocab_size=len(tokens) if isinstance(tokens, list) else -1,
+                cross_boundary=bool(config.get("cross_boundary", False)),
+                flat=config.get("smoothing") == "add-k"):
         raise ImageError(f"{path}: does not match {os.path.join(folder, 'model.json')}")
     return TextScorer(image, block)
+
+
+def fits(image: Image, *, order: int, vocab_size: int, vocab_sha256: str, cross_boundary: bool,
+         flat: bool, ngrams: list[int] | None = None) -> bool:
+    """Whether ``image`` is the one of a model with this order, vocabulary (its size and
+    sha256), boundary rule and smoothing kind (add-k: flat) -- and, given the n-grams per order
+    ``2..n`` of its tables, their sizes."""
+    return (image.order == order and image.vocab_size == vocab_size
+            and image.vocab_sha256.decode("ascii") == vocab_sha256
+            and image.cross_boundary == cross_boundary and image.flat == flat
+            and (ngrams is None or image.slots == [table_slots(k) for k in ngrams]))
 
 
 def read_ids(image: Image, data: bytes):
@@ -183,15 +196,6 @@ def read_ids(image: Image, data: bytes):
         raise ValueError(f"line {line}: the word {word!r} is not in "
                          "the vocabulary, which has no unknown word to map it to")
     return out[:count].copy()
-
-
-def write(image: Image, folder: str | os.PathLike) -> Path:
-    """Save ``image`` as ``folder/tables.bin`` (whole or absent, never through a link; not
-    synced, as :func:`save`)."""
-    path = Path(folder) / FILE_NAME
-    with atomic_writer(path, where=WHERE, sync=False) as f:
-        f.write(memoryview(image.buffer).cast("B"))
-    return path
 
 
 def open_image(path: str | os.PathLike) -> Image:

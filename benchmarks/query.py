@@ -16,15 +16,14 @@ The lean path
 An n-gram folder holds ``tables.bin``, its query image (:mod:`lmladder.baselines.ngram_image`):
 this program then maps that file read-only and streams the text through the compiled reader and
 walk in blocks of lines (:data:`LEAN`), importing no numpy, torch, pandas, matplotlib, report or
-registry, so a whole process costs what KenLM's ``query`` costs (``python -m
-lmladder.perf.ngram``).  Any other
-folder -- another family, a character vocabulary, an n-gram saved without its image -- is
-loaded by :func:`lmladder.load_model` and scored through the contract's ``token_logprobs``.
+registry, so a whole process costs what KenLM's ``query`` costs (``python -m lmladder.perf.ngram``).
+Any other folder -- another family, a character vocabulary, an n-gram saved without its image --
+is loaded by :func:`lmladder.load_model` and scored through the contract's ``token_logprobs``.
 
 ``--phases`` prints ``seconds<TAB>name value...`` on stderr: ``open`` (checking ``model.json``,
-mapping the image or loading the model), ``read`` (reading the text and mapping words to ids)
-and ``score``; what the process spends before and after them is the interpreter's start and its
-imports.
+mapping the image or loading the model), then on the lean path ``read_score`` (reading the text,
+mapping words to ids and scoring them, block by block), else ``read`` and ``score``; what the
+process spends before and after them is the interpreter's start and its imports.
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ def test_tables_too_large_for_4_byte_keys_walk_the_same():
     """A vocabulary of 70,000: V * V passes 2**32, so order 2 keeps 8-byte keys and order 3 too
     (the narrow tables of small models are every other test's)."""
     from lmladder.api import Vocab
+    from lmladder.baselines import ngram_image
     from lmladder.baselines.ngram_kernels import key_bytes
 
     v = 70_000
@@ -140,7 +141,7 @@ def test_tables_too_large_for_4_byte_keys_walk_the_same():
     train[rng.random(len(train)) < 0.1] = 0
     model = NGramLM(order=3, smoothing="kneser-ney")
     model.fit(train, vocab)
-    image = model.image()
+    image = ngram_image.build(model.tables_, vocab)
     assert key_bytes(v, v) == 8 and key_bytes(image.slots[0], v) == 8
     assert key_bytes(1000, 1000) == 4
     test = np.minimum(rng.zipf(1.2, 20_000), v - 1).astype(np.int64)

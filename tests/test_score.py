@@ -165,7 +165,7 @@ def test_a_damaged_image_is_named_and_the_model_is_scored_from_its_state(tmp_pat
 def test_random_bytes_in_the_header_never_crash_the_reader(tmp_path):
     """Every single-byte change of the header is refused or read; probing stops after a pass."""
     model = fitted()
-    data = bytearray(memoryview(model.image().buffer).cast("B"))
+    data = bytearray(memoryview(ngram_image.build(model.tables_, model.vocab_).buffer).cast("B"))
     rng = np.random.default_rng(0)
     header = 176 + 40 * 2
     for i in range(header):
@@ -182,7 +182,7 @@ def test_random_bytes_in_the_header_never_crash_the_reader(tmp_path):
 
 def test_a_full_table_without_a_free_slot_does_not_hang(tmp_path):
     model = fitted()
-    data = np.array(model.image().buffer, copy=True)
+    data = np.array(ngram_image.build(model.tables_, model.vocab_).buffer, copy=True)
     raw = data.view(np.uint8)
     image = ngram_image.Image(data)
     for j in range(2, image.order + 1):  # every key slot taken by a key nothing asks for
@@ -275,7 +275,8 @@ def test_save_refuses_a_planted_link_and_replaces_a_stale_image(tmp_path):
     path.unlink()
     path.write_bytes(b"stale")
     model.save(tmp_path / "m")
-    assert ngram_image.open_image(path).slots == model.image().slots
+    built = ngram_image.build(model.tables_, model.vocab_)
+    assert ngram_image.open_image(path).slots == built.slots
 
 
 def test_bytes_that_are_not_utf8_are_an_oov_on_both_paths(tmp_path, capsys):
