@@ -10,9 +10,8 @@ module imports without torch; on the CPU the ``hmm`` model trains and scores wit
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from lmladder.baselines import hmm_kernel
 from lmladder.baselines.hmm_core import Packed, pack, sentence_bounds
+from lmladder.process import blas_threads
 
 # One E-step chunk's alpha lattice (tokens x K) may take this much, or the size of A if that is
 # larger: small enough that streaming keeps EM's memory near the parameters' own, large enough
@@ -63,33 +63,10 @@ class NumpyArrays:
         np.copyto(out, b.T)
         return out
 
-    @staticmethod
-    @contextlib.contextmanager
-    def threads(n: int | None) -> Iterator[None]:
-        """numpy's BLAS on ``n`` threads inside the block (``None``: as it is), by threadpoolctl
-        (a dependency of hmmlearn's scikit-learn)."""
-        if n is None:
-            yield
-            return
-        with _blas_threads().limit(limits=n, user_api="blas"):
-            yield
+    threads = staticmethod(blas_threads)  # numpy's BLAS on ``n`` threads inside the block
 
 
 NUMPY = NumpyArrays()
-
-
-_CONTROLLER = None
-
-
-def _blas_threads():
-    """threadpoolctl's controller of the BLAS libraries loaded now (numpy's among them), found
-    once: finding them takes ~0.4 ms, scoping them with the controller ~10 us."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from lmladder.data import DataError, DataNotFoundError, load_dataset
 from lmladder.files import refuse_link
 from lmladder.matrix import tasks_module
 from lmladder.plan import CellPlan
+from lmladder.process import blas_threads
 from lmladder.protocol_example import worked_example
 from lmladder.record import API_VERSION, Record, RecordError
 from lmladder.results import json_default, provenance
@@ -149,9 +150,10 @@ def _checked(record: dict) -> Record:
 def _measure(send, record, plan, data, data_dir, save_model_to, fit_callback) -> dict:
     """The work of one cell (in its child process when ``send`` is given)."""
     callback = send or fit_callback
-    saved, blas = _set_threads(plan.threads), _limit_blas(plan.threads)
+    saved = _set_threads(plan.threads)
     try:
-        _fill(record, plan, data, data_dir, callback, save_model_to)
+        with blas_threads(plan.threads):  # so a cell runs on the threads its record states
+            _fill(record, plan, data, data_dir, callback, save_model_to)
     except MemoryError:
         _error(record, "failed", "MemoryError",
                isolate.memory_error_message(plan.limits.memory_limit_mib))
@@ -160,8 +162,6 @@ def _measure(send, record, plan, data, data_dir, save_model_to, fit_callback) ->
     finally:
         if send is None:
             _set_threads(saved)
-            if blas is not None:
-                blas.restore_original_limits()
         if save_model_to is not None:  # what is left of a failed cell's save
             shutil.rmtree(partial_model_folder(save_model_to), ignore_errors=True)
     return record
@@ -176,16 +176,6 @@ def _set_threads(n: int | None) -> int | None:
     old = torch.get_num_threads()
     torch.set_num_threads(int(n))
     return old
-
-
-def _limit_blas(n: int | None):
-    """Limit numpy's BLAS to ``n`` threads (the HMM's CPU path multiplies with it), so a cell
-    runs on the threads its record states; the limiter, to restore, or None."""
-    if n is None:
-        return None
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=int(n), user_api="blas")
 
 
 def _fill(record: dict, plan: CellPlan, data, data_dir, fit_callback, save_model_to) -> None:
